@@ -1,0 +1,1 @@
+//! AHCI layer: the HBA (AHCI 1.3.1).

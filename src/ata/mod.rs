@@ -1,0 +1,1 @@
+//! ATA register layer: the device (ACS-3).

@@ -1,0 +1,67 @@
+//! SATA FIS layer: the frames a port and a device exchange (SATA 3.x section 10.5), the data
+//! path the device moves payload through, and the port/device boundary trait.
+//!
+//! The AHCI port (layer 1) and the ATA device (layer 3) talk only through [`SataDevice`]:
+//! the port delivers Register H2D FISes and a [`DataPath`] over the command's PRDT; the device
+//! answers with FISes (Register D2H, PIO Setup, DMA Setup, Set Device Bits) and a byte count.
+
+pub mod data_path;
+pub mod fis;
+
+use std::sync::Arc;
+
+use vmm_sys_util::eventfd::EventFd;
+
+pub use data_path::{DataPath, DataPathError, PrdEntry};
+pub use fis::{
+    Bist, DataFis, DmaSetup, Fis, FisError, PioSetup, RegisterD2h, RegisterH2d, SetDeviceBits,
+};
+
+/// Signalled (written) by a device whenever [`SataDevice::poll_completions`] has something new.
+/// The VMM's event loop waits on it; tests read it to wait.
+pub type CompletionNotifier = Arc<EventFd>;
+
+/// What the device did with a command FIS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submission {
+    /// The command already finished.
+    Complete(Completion),
+    /// The command runs in the background and will be returned by
+    /// [`SataDevice::poll_completions`]. `accepted` is the FIS the device sends right away, if
+    /// any: for a queued (NCQ) command the Register D2H FIS with BSY clear that releases the
+    /// link (SATA 3.x 13.6.4.2), after which the port clears the slot's PxCI bit.
+    Pending { accepted: Option<RegisterD2h> },
+}
+
+/// A finished command as the device reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The command slot the port submitted it in (for NCQ also the tag).
+    pub slot: u8,
+    /// FISes the device sent, in order (PIO Setup, DMA Setup, Register D2H, Set Device Bits).
+    pub fises: Vec<Fis>,
+    /// Bytes moved through the data path (the port reports it in PRDBC).
+    pub bytes_transferred: u32,
+}
+
+/// The device end of a SATA link, seen from the port.
+pub trait SataDevice: Send {
+    /// COMRESET or power-on: the device aborts everything and answers with its signature
+    /// Register D2H FIS (ATA device: status 50h, count 1, LBA 1, device 0; SATA 3.x 11.4).
+    fn comreset(&mut self) -> RegisterD2h;
+
+    /// A Register H2D FIS with C=0 (a Device Control update, e.g. SRST set then cleared,
+    /// ATA8-ACS software reset). Returns the FIS the device answers with, if any.
+    fn device_control(&mut self, fis: &RegisterH2d) -> Option<RegisterD2h>;
+
+    /// A Register H2D FIS with C=1 (a command) issued in `slot`; its payload, if any, moves
+    /// through `data`.
+    fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission;
+
+    /// Commands that finished since the last call, in completion order.
+    fn poll_completions(&mut self) -> Vec<Completion>;
+
+    /// Abort every command in flight (the port's engine stopped, or a reset). On return no
+    /// aborted command touches guest memory any more and none is returned as completed.
+    fn abort_all(&mut self);
+}

@@ -1,0 +1,1 @@
+//! The KVM layer: the only code that touches KVM.
