@@ -1,1 +1,7 @@
 //! ATA register layer: the device (ACS-3).
+//!
+//! [`registers`] names the taskfile bits, [`command`] maps each opcode to its protocol; the
+//! drives implement [`crate::sata::SataDevice`] on top of them.
+
+pub mod command;
+pub mod registers;
