@@ -7,6 +7,7 @@ use vm_superio::I8042Device;
 
 use super::cmos::{self, Cmos};
 use super::serial::{EventFdTrigger, SerialDevice, COM1_BASE, COM1_PORTS};
+use super::vcpu::{ExitSignal, VmExit};
 use crate::pci::PciRoot;
 
 /// i8042 data port.
@@ -15,6 +16,9 @@ const I8042_DATA: u16 = 0x60;
 const I8042_COMMAND: u16 = 0x64;
 /// POST diagnostic port.
 const POST_PORT: u16 = 0x80;
+/// Guest exit-code port: a 32-bit write ends the VM with that code (0 = success). satavm's own
+/// firmware reports its verdict here, like QEMU's isa-debug-exit.
+pub const EXIT_CODE_PORT: u16 = 0x501;
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -26,6 +30,7 @@ pub struct IoBus {
     pub i8042: Mutex<I8042Device<EventFdTrigger>>,
     pub cmos: Mutex<Cmos>,
     pub pci: Mutex<PciRoot>,
+    pub exit: Arc<ExitSignal>,
 }
 
 impl IoBus {
@@ -70,6 +75,12 @@ impl IoBus {
             }
             cmos::INDEX_PORT | cmos::DATA_PORT => lock(&self.cmos).write(port, first),
             POST_PORT => {}
+            EXIT_CODE_PORT => {
+                let mut b = [0u8; 4];
+                let n = data.len().min(4);
+                b[..n].copy_from_slice(&data[..n]);
+                self.exit.raise(VmExit::GuestCode(u32::from_le_bytes(b)));
+            }
             _ => {
                 if !lock(&self.pci).pio_write(port, data) {
                     log::trace!("unclaimed port write {port:#x} = {data:02x?}");

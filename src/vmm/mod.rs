@@ -26,7 +26,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::pci::PciRoot;
 use bus::IoBus;
 use serial::{ConsoleOut, EventFdTrigger, StdinInput};
-use vcpu::ExitSignal;
+pub use vcpu::ExitSignal;
 pub use vcpu::VmExit;
 
 /// Most vCPUs the MP table and the IOAPIC ID scheme allow here.
@@ -202,6 +202,7 @@ pub fn run(
         i8042: Mutex::new(I8042Device::new(EventFdTrigger(reset))),
         cmos: Mutex::new(cmos::Cmos::default()),
         pci: Mutex::new(pci),
+        exit: exit.clone(),
     });
 
     let _terminal = terminal::RawModeGuard::new();

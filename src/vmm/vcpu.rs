@@ -14,6 +14,8 @@ pub enum VmExit {
     Reset,
     /// The guest powered off.
     PowerOff,
+    /// The guest wrote an exit code to the exit-code port (0 = success).
+    GuestCode(u32),
     /// KVM or the guest failed.
     Failure(String),
 }
