@@ -12,6 +12,7 @@
 
 pub mod ahci;
 pub mod ata;
+pub mod disk_spec;
 pub mod irq;
 pub mod mem;
 pub mod pci;

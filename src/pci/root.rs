@@ -213,7 +213,7 @@ mod tests {
         assert_eq!(cfg_read32(&mut root, 0, 0) & 0xffff, 0x8086);
         // Empty slots and other functions read all ones.
         assert_eq!(cfg_read32(&mut root, 7, 0), 0xffff_ffff);
-        assert_eq!(cfg_read32(&mut root, 0, 0x100 | 0), 0xffff_ffff);
+        assert_eq!(cfg_read32(&mut root, 0, 0x100), 0xffff_ffff);
     }
 
     #[test]

@@ -136,7 +136,7 @@ impl DataPath {
         len: u64,
         mut f: impl FnMut(u64, usize, usize) -> Result<(), MemError>,
     ) -> Result<(), DataPathError> {
-        let end = offset.checked_add(len).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(len);
         if end > self.len {
             return Err(DataPathError::Overflow {
                 offset,

@@ -1,1 +1,228 @@
-//! The KVM layer: the only code that touches KVM.
+//! The KVM layer: the only code that touches KVM. It builds the VM (memory, irqchip, PIT,
+//! vCPUs, MP table, boot), plugs the devices onto the buses, and runs the event loop.
+
+pub mod boot;
+pub mod bus;
+pub mod cmos;
+pub mod cpu;
+pub mod interrupts;
+pub mod layout;
+pub mod mptable;
+pub mod serial;
+pub mod terminal;
+pub mod vcpu;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use thiserror::Error;
+use vm_memory::{GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion};
+use vm_superio::{I8042Device, Serial};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::pci::PciRoot;
+use bus::IoBus;
+use serial::{ConsoleOut, EventFdTrigger, StdinInput};
+pub use vcpu::ExitSignal;
+pub use vcpu::VmExit;
+
+/// Most vCPUs the MP table and the IOAPIC ID scheme allow here.
+pub const MAX_CPUS: u8 = 32;
+/// TSS address KVM needs on Intel hosts (three pages just below the BIOS area).
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initramfs: Option<PathBuf>,
+    pub cmdline: String,
+    pub cpus: u8,
+    pub memory_mib: u64,
+}
+
+/// Why the VM could not be built or run.
+#[derive(Debug, Error)]
+pub enum VmmError {
+    #[error("cannot open /dev/kvm: {0}. Is the kvm module loaded and do you have access? On a host whose KVM cannot run guests, use the nested rig: scripts/rig")]
+    OpenKvm(kvm_ioctls::Error),
+    #[error("KVM ioctl {what} failed: {source}")]
+    Kvm {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("--cpus must be 1 to {MAX_CPUS}, got {0}")]
+    Cpus(u8),
+    #[error("--memory must be at least 64 MiB, got {0} MiB")]
+    Memory(u64),
+    #[error("guest memory: {0}")]
+    GuestMemory(String),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuError),
+    #[error("event loop: {0}")]
+    EventLoop(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::Kvm { what, source }
+}
+
+/// Wakes the main loop for the exit and i8042 reset eventfds.
+struct ExitWatcher {
+    exit: Arc<ExitSignal>,
+    reset: EventFd,
+}
+
+impl MutEventSubscriber for ExitWatcher {
+    fn init(&mut self, ops: &mut EventOps) {
+        for fd in [&self.exit.evt, &self.reset] {
+            if let Err(e) = ops.add(Events::new(fd, EventSet::IN)) {
+                log::error!("cannot watch exit events: {e:?}");
+            }
+        }
+    }
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.fd() == std::os::fd::AsRawFd::as_raw_fd(&self.reset) {
+            let _ = self.reset.read();
+            self.exit.raise(VmExit::Reset);
+        } else {
+            let _ = self.exit.evt.read();
+        }
+    }
+}
+
+/// Hooks for plugging devices into the VM before it starts.
+pub struct DeviceContext<'a> {
+    pub vm: &'a Arc<VmFd>,
+    pub mem: &'a Arc<GuestMemoryMmap>,
+    pub pci: &'a mut PciRoot,
+    pub events: &'a mut EventManager<Box<dyn MutEventSubscriber + Send>>,
+    /// (PCI device number, INTx pin) pairs for the MP table.
+    pub pci_intx: &'a mut Vec<(u8, u8)>,
+}
+
+/// Build the VM from `config`, let `plug` add devices, and run it until it stops.
+pub fn run(
+    config: &VmConfig,
+    plug: impl FnOnce(&mut DeviceContext) -> Result<(), VmmError>,
+) -> Result<VmExit, VmmError> {
+    if config.cpus == 0 || config.cpus > MAX_CPUS {
+        return Err(VmmError::Cpus(config.cpus));
+    }
+    if config.memory_mib < 64 {
+        return Err(VmmError::Memory(config.memory_mib));
+    }
+    let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
+    let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
+    vm.set_tss_address(KVM_TSS_ADDRESS)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+
+    let ram_size = config.memory_mib << 20;
+    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(ram_size)
+        .into_iter()
+        .map(|(s, l)| (GuestAddress(s), l as usize))
+        .collect();
+    let mem = Arc::new(
+        GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::GuestMemory(e.to_string()))?,
+    );
+    for (slot, region) in mem.iter().enumerate() {
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+            flags: 0,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which outlives the VM (it is
+        // kept alive until the process exits).
+        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+
+    let entry = boot::load_linux(
+        &mem,
+        ram_size,
+        &config.kernel,
+        config.initramfs.as_deref(),
+        &config.cmdline,
+    )?;
+
+    let mut events: EventManager<Box<dyn MutEventSubscriber + Send>> =
+        EventManager::new().map_err(|e| VmmError::EventLoop(format!("{e:?}")))?;
+    let exit = Arc::new(ExitSignal::new()?);
+
+    // COM1 with its interrupt on an irqfd.
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK)?;
+    vm.register_irqfd(&serial_irq, layout::SERIAL_GSI)
+        .map_err(kvm_err("KVM_IRQFD"))?;
+    let serial = Arc::new(Mutex::new(Serial::new(
+        EventFdTrigger(serial_irq),
+        Box::new(ConsoleOut) as Box<dyn std::io::Write + Send>,
+    )));
+    events.add_subscriber(Box::new(StdinInput::new(serial.clone())?));
+
+    let reset = EventFd::new(libc::EFD_NONBLOCK)?;
+    events.add_subscriber(Box::new(ExitWatcher {
+        exit: exit.clone(),
+        reset: reset.try_clone()?,
+    }));
+
+    let mut pci = PciRoot::new();
+    let mut pci_intx = Vec::new();
+    plug(&mut DeviceContext {
+        vm: &vm,
+        mem: &mem,
+        pci: &mut pci,
+        events: &mut events,
+        pci_intx: &mut pci_intx,
+    })?;
+
+    let table = mptable::build(config.cpus, layout::EBDA_START, &pci_intx);
+    vm_memory::Bytes::write_slice(&*mem, &table, GuestAddress(layout::EBDA_START))
+        .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
+
+    let bus = Arc::new(IoBus {
+        serial,
+        i8042: Mutex::new(I8042Device::new(EventFdTrigger(reset))),
+        cmos: Mutex::new(cmos::Cmos::default()),
+        pci: Mutex::new(pci),
+        exit: exit.clone(),
+    });
+
+    let _terminal = terminal::RawModeGuard::new();
+    for id in 0..config.cpus {
+        let vcpu = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        cpu::configure(&kvm, &vcpu, &mem, id, config.cpus, entry)?;
+        let (bus, exit) = (bus.clone(), exit.clone());
+        std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || vcpu::run(id, vcpu, bus, exit))?;
+    }
+
+    loop {
+        if let Err(e) = events.run_with_timeout(1000) {
+            return Err(VmmError::EventLoop(format!("{e:?}")));
+        }
+        if let Some(reason) = exit.reason() {
+            return Ok(reason);
+        }
+    }
+}

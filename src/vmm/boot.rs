@@ -1,0 +1,178 @@
+//! 64-bit Linux direct boot (Documentation/arch/x86/boot.rst, "64-bit Boot Protocol"):
+//! load a bzImage or ELF vmlinux and the initramfs, write the command line and boot_params.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use linux_loader::cmdline::Cmdline;
+use linux_loader::configurator::linux::LinuxBootConfigurator;
+use linux_loader::configurator::{BootConfigurator, BootParams};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::{load_cmdline, BzImage, Elf, KernelLoader};
+use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::layout::{self, CMDLINE, CMDLINE_MAX, HIMEM_START, ZERO_PAGE};
+
+/// The command line used when none is given.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=conf1 tsc=reliable";
+
+/// Boot protocol constants (boot.rst).
+const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
+const KERNEL_HDR_MAGIC: u32 = 0x5372_6448; // "HdrS"
+const KERNEL_LOADER_OTHER: u8 = 0xff;
+const KERNEL_MIN_ALIGNMENT: u32 = 0x0100_0000;
+/// loadflags: the kernel may use the heap between setup and 0x10000 (CAN_USE_HEAP).
+const DEFAULT_INITRD_ADDR_MAX: u64 = 0x37ff_ffff;
+/// bzImage's 64-bit entry point lies 0x200 bytes into the protected-mode kernel.
+const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
+
+/// Why the guest cannot be booted.
+#[derive(Debug, Error)]
+pub enum BootError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is neither an ELF vmlinux nor a bzImage: {source}")]
+    Kernel {
+        path: String,
+        source: linux_loader::loader::Error,
+    },
+    #[error("kernel command line: {0}")]
+    Cmdline(String),
+    #[error("initramfs of {size} bytes does not fit in guest RAM below {limit:#x}")]
+    InitramfsTooBig { size: u64, limit: u64 },
+    #[error("writing boot data into guest memory: {0}")]
+    Memory(String),
+}
+
+/// What the vCPU needs to start the kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct BootEntry {
+    /// 64-bit entry point.
+    pub rip: u64,
+    /// Address of boot_params (passed in RSI).
+    pub zero_page: u64,
+}
+
+/// Load `kernel` (and `initramfs`) into `mem` of `ram_size` bytes, write `cmdline` and the
+/// zero page.
+pub fn load_linux(
+    mem: &GuestMemoryMmap,
+    ram_size: u64,
+    kernel: &Path,
+    initramfs: Option<&Path>,
+    cmdline: &str,
+) -> Result<BootEntry, BootError> {
+    let kernel_path = kernel.display().to_string();
+    let mut file = File::open(kernel).map_err(|source| BootError::Open {
+        path: kernel_path.clone(),
+        source,
+    })?;
+    let mut magic = [0u8; 4];
+    file.read_exact(&mut magic)
+        .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
+        .map_err(|source| BootError::Read {
+            path: kernel_path.clone(),
+            source,
+        })?;
+    let is_elf = magic == *b"\x7fELF";
+    let loaded = if is_elf {
+        Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
+    } else {
+        BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
+    }
+    .map_err(|source| BootError::Kernel {
+        path: kernel_path,
+        source,
+    })?;
+    let rip = if is_elf {
+        loaded.kernel_load.0
+    } else {
+        loaded.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET
+    };
+
+    let mut params = boot_params::default();
+    if let Some(hdr) = loaded.setup_header {
+        params.hdr = hdr;
+    }
+    params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
+    params.hdr.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
+    params.hdr.header = KERNEL_HDR_MAGIC;
+    if params.hdr.kernel_alignment == 0 {
+        params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT;
+    }
+
+    let mut cl = Cmdline::new(CMDLINE_MAX).map_err(|e| BootError::Cmdline(e.to_string()))?;
+    cl.insert_str(cmdline)
+        .map_err(|e| BootError::Cmdline(e.to_string()))?;
+    load_cmdline(mem, GuestAddress(CMDLINE), &cl).map_err(|e| BootError::Cmdline(e.to_string()))?;
+    params.hdr.cmd_line_ptr = CMDLINE as u32;
+    params.hdr.cmdline_size = cmdline.len() as u32 + 1;
+
+    if let Some(path) = initramfs {
+        let (addr, size) = load_initramfs(
+            mem,
+            ram_size,
+            path,
+            loaded.kernel_end,
+            u64::from(params.hdr.initrd_addr_max),
+        )?;
+        params.hdr.ramdisk_image = addr as u32;
+        params.hdr.ramdisk_size = size as u32;
+    }
+
+    for (i, (start, len, kind)) in layout::e820_map(ram_size).into_iter().enumerate() {
+        params.e820_table[i] = boot_e820_entry {
+            addr: start,
+            size: len,
+            r#type: kind as u32,
+        };
+        params.e820_entries = i as u8 + 1;
+    }
+
+    LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(
+        &BootParams::new(&params, GuestAddress(ZERO_PAGE)),
+        mem,
+    )
+    .map_err(|e| BootError::Memory(e.to_string()))?;
+    Ok(BootEntry {
+        rip,
+        zero_page: ZERO_PAGE,
+    })
+}
+
+/// Place the initramfs page-aligned at the top of low RAM, below the kernel's initrd_addr_max.
+fn load_initramfs(
+    mem: &GuestMemoryMmap,
+    ram_size: u64,
+    path: &Path,
+    kernel_end: u64,
+    initrd_addr_max: u64,
+) -> Result<(u64, u64), BootError> {
+    let p = path.display().to_string();
+    let data = std::fs::read(path).map_err(|source| BootError::Read { path: p, source })?;
+    let size = data.len() as u64;
+    let addr_max = if initrd_addr_max == 0 {
+        DEFAULT_INITRD_ADDR_MAX
+    } else {
+        initrd_addr_max
+    };
+    let top = ram_size.min(layout::MMIO_HOLE_START).min(addr_max + 1);
+    let too_big = BootError::InitramfsTooBig { size, limit: top };
+    let addr = top.checked_sub(size).ok_or(too_big)? & !0xfff;
+    if addr < kernel_end {
+        return Err(BootError::InitramfsTooBig { size, limit: top });
+    }
+    mem.write_slice(&data, GuestAddress(addr))
+        .map_err(|e| BootError::Memory(e.to_string()))?;
+    Ok((addr, size))
+}

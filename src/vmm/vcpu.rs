@@ -1,0 +1,130 @@
+//! The vCPU threads: KVM_RUN and the exits they handle.
+
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::bus::IoBus;
+
+/// Why the VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest reset the machine (reboot, i8042 reset, triple fault).
+    Reset,
+    /// The guest powered off.
+    PowerOff,
+    /// The guest wrote an exit code to the exit-code port (0 = success).
+    GuestCode(u32),
+    /// KVM or the guest failed.
+    Failure(String),
+}
+
+/// How a vCPU thread tells the main loop the VM is over.
+pub struct ExitSignal {
+    pub evt: EventFd,
+    reason: Mutex<Option<VmExit>>,
+}
+
+impl ExitSignal {
+    /// A fresh signal.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(ExitSignal {
+            evt: EventFd::new(libc::EFD_NONBLOCK)?,
+            reason: Mutex::new(None),
+        })
+    }
+
+    /// Record `exit` (the first one wins) and wake the main loop.
+    pub fn raise(&self, exit: VmExit) {
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some(exit);
+        }
+        let _ = self.evt.write(1);
+    }
+
+    /// The recorded exit, if any.
+    pub fn reason(&self) -> Option<VmExit> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+// KVM_SYSTEM_EVENT types (Documentation/virt/kvm/api.rst).
+const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+
+/// Run vCPU `id` until the VM stops.
+pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<IoBus>, exit: Arc<ExitSignal>) {
+    loop {
+        let outcome = match vcpu.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                bus.pio_read(port, data);
+                None
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                bus.pio_write(port, data);
+                None
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                bus.mmio_read(addr, data);
+                None
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                bus.mmio_write(addr, data);
+                None
+            }
+            Ok(VcpuExit::Shutdown) => Some(VmExit::Reset),
+            Ok(VcpuExit::Hlt) => Some(VmExit::PowerOff),
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN => Some(VmExit::PowerOff),
+                KVM_SYSTEM_EVENT_RESET => Some(VmExit::Reset),
+                other => Some(VmExit::Failure(format!("vCPU {id}: KVM system event {other}"))),
+            },
+            Ok(VcpuExit::InternalError) => Some(VmExit::Failure(internal_error(id, &mut vcpu))),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(VmExit::Failure(format!(
+                "vCPU {id}: KVM_EXIT_FAIL_ENTRY, hardware entry failure reason {reason:#x} on host CPU {cpu}"
+            ))),
+            Ok(other) => {
+                log::debug!("vCPU {id}: ignoring exit {other:?}");
+                None
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) => Some(VmExit::Failure(format!("vCPU {id}: KVM_RUN failed: {e}"))),
+        };
+        if let Some(reason) = outcome {
+            exit.raise(reason);
+            return;
+        }
+    }
+}
+
+/// Describe a KVM_EXIT_INTERNAL_ERROR with its suberror and the guest RIP.
+fn internal_error(id: u8, vcpu: &mut VcpuFd) -> String {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: after KVM_EXIT_INTERNAL_ERROR the `internal` member of the kvm_run union is the
+    // one KVM filled in.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let suberror = match internal.suberror {
+        1 => "emulation failure (KVM could not emulate an instruction)",
+        2 => "simultaneous exceptions",
+        3 => "delivery event",
+        4 => "unexpected exit reason",
+        _ => "unknown",
+    };
+    let rip = vcpu
+        .get_regs()
+        .map(|r| format!("{:#x}", r.rip))
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let n = (internal.ndata as usize).min(internal.data.len());
+    format!(
+        "vCPU {id}: KVM_EXIT_INTERNAL_ERROR, suberror {} ({suberror}), RIP {rip}, data {:x?}. \
+         If this host's KVM is a software implementation that cannot run Linux, use the nested \
+         rig (scripts/rig).",
+        internal.suberror,
+        &internal.data[..n]
+    )
+}
