@@ -201,3 +201,78 @@ impl PciFunction for AhciFunction {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::ahci::mock::{layout, mock};
+    use crate::ahci::regs::{ghc, hba, port as px, pxis};
+    use crate::irq::RecordingSink;
+    use crate::mem::VecMemory;
+
+    fn function(ports: usize) -> (AhciFunction, Arc<RecordingSink>) {
+        let mem = Arc::new(VecMemory::new(layout::MEM_SIZE));
+        let sink = Arc::new(RecordingSink::default());
+        let devices = (0..ports).map(|_| mock().0).collect();
+        (
+            AhciFunction::new(devices, mem, sink.clone(), 0xfebf_0000, 10),
+            sink,
+        )
+    }
+
+    fn r32(f: &mut AhciFunction, at: u64) -> u32 {
+        let mut b = [0u8; 4];
+        f.bar_read(ABAR, at, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn msi_capability_asks_for_one_vector_per_port() {
+        for (ports, mmc) in [(1, 0), (2, 1), (3, 2), (5, 3), (32, 5)] {
+            let (f, _) = function(ports);
+            let at = f.config().u8_at(offset::CAPABILITIES_POINTER) as usize;
+            assert_eq!((f.config().u16_at(at + 2) >> 1) & 7, mmc, "{ports} ports");
+        }
+    }
+
+    #[test]
+    fn mrsm_when_fewer_vectors_than_ports() {
+        let (mut f, _) = function(3);
+        let at = f.config().u8_at(offset::CAPABILITIES_POINTER) as usize;
+        assert_eq!(r32(&mut f, hba::GHC) & ghc::MRSM, 0, "MSI off");
+        f.config_write(at + 2, &(1u16 | 1 << 4).to_le_bytes());
+        assert_ne!(r32(&mut f, hba::GHC) & ghc::MRSM, 0, "2 of 4 vectors");
+        f.config_write(at + 2, &(1u16 | 2 << 4).to_le_bytes());
+        assert_eq!(r32(&mut f, hba::GHC) & ghc::MRSM, 0, "4 of 4 vectors");
+    }
+
+    #[test]
+    fn byte_writes_clear_only_their_pxis_bits_and_intx_follows() {
+        let (mut f, sink) = function(1);
+        f.config_write(offset::COMMAND, &command::MEMORY_SPACE.to_le_bytes());
+        let p0 = hba::PORTS_BASE;
+        f.bar_write(ABAR, p0 + px::IE, &pxis::ALL.to_le_bytes());
+        f.bar_write(ABAR, hba::GHC, &ghc::IE.to_le_bytes());
+        f.hba.ports[0].raise(pxis::DHRS | pxis::TFES);
+        f.update_interrupts();
+        assert!(sink.intx.load(Ordering::SeqCst));
+        assert_eq!(r32(&mut f, hba::IS), 1);
+        // Clear TFES with a byte write to PxIS byte 3: DHRS stays, so does the line.
+        f.bar_write(ABAR, p0 + px::IS + 3, &[0x40]);
+        assert_eq!(r32(&mut f, p0 + px::IS), pxis::DHRS);
+        assert!(sink.intx.load(Ordering::SeqCst));
+        f.bar_write(ABAR, p0 + px::IS, &[0x01]);
+        f.bar_write(ABAR, hba::IS, &1u32.to_le_bytes());
+        assert!(!sink.intx.load(Ordering::SeqCst));
+        assert!(sink.msis.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn more_than_32_devices_are_dropped_not_a_panic() {
+        let (mut f, _) = function(33);
+        assert_eq!(r32(&mut f, hba::PI), u32::MAX);
+        assert_eq!(f.port_stats().len(), 32);
+    }
+}
