@@ -90,8 +90,6 @@ fn flush_native_max_power_smart_and_diagnostics() {
 
 #[test]
 fn native_max_of_a_28_bit_command_uses_the_device_nibble() {
-    let r = rig(8);
-    drop(r);
     // Capacity beyond 28 bits needs a sparse image.
     let path = image(1);
     std::fs::OpenOptions::new()
