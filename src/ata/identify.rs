@@ -228,7 +228,7 @@ mod tests {
         let w = identify_device(&params(1000));
         let b = to_bytes(&w);
         // "Model X" -> bytes "oMed lX" ... (pairs swapped in memory).
-        assert_eq!(&b[54..62], b"oMed lX ");
+        assert_eq!(&b[54..62], b"oMed l X");
         assert_eq!(get_string(&w[27..47]), "Model X");
         assert_eq!(get_string(&w[10..20]), "SER123");
         assert_eq!(get_string(&w[23..27]), "1.0");

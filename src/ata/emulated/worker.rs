@@ -252,17 +252,11 @@ impl Shared {
                     let offset = u64::from(done) * SECTOR_SIZE as u64;
                     let r = self.gate(job, || {
                         if is_write {
-                            job.data.read_at(offset, chunk).map_err(|_| Failure {
-                                error: error::ABRT,
-                                lba: None,
-                            })?;
+                            job.data.read_at(offset, chunk).map_err(data_path_failure)?;
                             self.image.write(at, chunk).map_err(|e| media(e, "write"))
                         } else {
                             self.image.read(at, chunk).map_err(|e| media(e, "read"))?;
-                            job.data.write_at(offset, chunk).map_err(|_| Failure {
-                                error: error::ABRT,
-                                lba: None,
-                            })
+                            job.data.write_at(offset, chunk).map_err(data_path_failure)
                         }
                     })?;
                     if let Err(f) = r {
@@ -305,10 +299,7 @@ impl Shared {
     /// DATA SET MANAGEMENT TRIM (ACS-3 7.5): the payload is a list of 8-byte LBA range
     /// entries, bits 47:0 the LBA and 63:48 the length (0: entry unused).
     fn trim(&self, job: &Job, payload: &mut [u8], capacity: u64) -> Result<(), Failure> {
-        job.data.read_at(0, payload).map_err(|_| Failure {
-            error: error::ABRT,
-            lba: None,
-        })?;
+        job.data.read_at(0, payload).map_err(data_path_failure)?;
         let ranges: Vec<(u64, u64)> = payload
             .chunks_exact(8)
             .filter_map(|e| {
@@ -413,6 +404,15 @@ impl Shared {
         });
         drop(st);
         self.notify();
+    }
+}
+
+/// A PRDT overflow or a PRD entry outside guest RAM: the command is aborted (ABRT).
+fn data_path_failure(e: crate::sata::DataPathError) -> Failure {
+    log::debug!("emulated drive: data path error: {e}");
+    Failure {
+        error: error::ABRT,
+        lba: None,
     }
 }
 
