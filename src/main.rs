@@ -43,11 +43,20 @@ fn main() -> ExitCode {
         cpus: cli.cpus,
         memory_mib: cli.memory,
     };
-    if !cli.disks.is_empty() {
-        eprintln!("satavm: --disk is not wired to the AHCI controller yet");
-        return ExitCode::from(1);
+    let mut storage = None;
+    let result = vmm::run(&config, |ctx| {
+        storage = vmm::storage::attach(ctx, &cli.disks)?;
+        Ok(())
+    });
+    if let Some(storage) = &storage {
+        for (port, s) in storage.port_stats().iter().enumerate() {
+            eprintln!(
+                "satavm: port {port}: {} commands, NCQ peak depth {}, {} errors, {} resets",
+                s.commands, s.ncq_peak_depth, s.errors, s.resets
+            );
+        }
     }
-    match vmm::run(&config, |_| Ok(())) {
+    match result {
         Ok(VmExit::Reset) | Ok(VmExit::PowerOff) | Ok(VmExit::GuestCode(0)) => ExitCode::SUCCESS,
         Ok(VmExit::GuestCode(code)) => {
             eprintln!("satavm: guest reported failure code {code}");
