@@ -17,7 +17,7 @@ rig_ok() {
 
 # rig_expect FILE PATTERN WHAT: FILE must contain a line matching the extended regexp PATTERN.
 rig_expect() {
-    if grep -Eq -- "$2" "$1"; then
+    if tr -d '\r' <"$1" | grep -Eq -- "$2"; then
         rig_ok "$3"
     else
         rig_fail "$3 (no line matching '$2' in $1)"
@@ -29,12 +29,16 @@ rig_l2_cmdline() {
     echo "console=ttyS0 panic=-1 quiet rig.scenario=$1 $RIG_L2_APPEND"
 }
 
-# rig_wait_for FILE PATTERN SECS: wait until FILE has a line matching PATTERN; 1 on timeout.
+# rig_wait_for FILE PATTERN SECS [PID]: wait until FILE has a line matching the extended
+# regexp PATTERN. Returns 1 after SECS seconds, or as soon as process PID (if given) is gone.
 rig_wait_for() {
     _i=0
-    while ! grep -Eq -- "$2" "$1" 2>/dev/null; do
+    while ! tr -d '\r' <"$1" 2>/dev/null | grep -Eq -- "$2"; do
         _i=$((_i + 1))
         [ "$_i" -le $(($3 * 10)) ] || return 1
+        if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
+            return 1
+        fi
         sleep 0.1
     done
 }
