@@ -20,7 +20,8 @@ while [ "$1" != --end ]; do
         for kv in $(echo "$2" | tr ',' ' '); do
             case "$kv" in
             path=*) file=${kv#path=} ;;
-            passthrough=/dev/sg*) file=/dev/sd$(printf "\\$(printf %o $((97 + ${kv#passthrough=/dev/sg})))") ;;
+            passthrough=/dev/sg*) # the block device of that SCSI generic node
+                file=/dev/$(ls "/sys/class/scsi_generic/${kv#passthrough=/dev/}/device/block") ;;
             passthrough=*) file=${kv#passthrough=} ;;
             readonly=on) props="$props,readonly=on" ;;
             *) props="$props,$kv" ;;
@@ -38,6 +39,6 @@ while [ "$1" != --end ]; do
 done
 shift # --end
 exec qemu-system-x86_64 -L /usr/share/seabios -L /usr/share/qemu -accel kvm -cpu host \
-    -nodefaults -nographic -no-reboot -serial stdio -monitor none \
+    -nodefaults -display none -no-reboot -serial stdio -monitor none \
     -smp "$cpus" -m "$memory" -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
     -device ahci,id=ahci "$@"
