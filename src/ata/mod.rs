@@ -5,3 +5,4 @@
 
 pub mod command;
 pub mod registers;
+pub mod passthrough;
