@@ -4,5 +4,5 @@
 //! drives implement [`crate::sata::SataDevice`] on top of them.
 
 pub mod command;
-pub mod registers;
 pub mod passthrough;
+pub mod registers;

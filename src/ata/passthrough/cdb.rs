@@ -73,7 +73,9 @@ pub struct PassThrough {
 
 impl PassThrough {
     fn byte1(&self) -> u8 {
-        ((self.multiple_count_log2 & 0x7) << 5) | ((self.protocol as u8) << 1) | u8::from(self.extend)
+        ((self.multiple_count_log2 & 0x7) << 5)
+            | ((self.protocol as u8) << 1)
+            | u8::from(self.extend)
     }
 
     fn byte2(&self) -> u8 {
@@ -184,8 +186,8 @@ mod tests {
         assert_eq!(
             pt.cdb16(),
             [
-                0x85, 0x0d, 0x2e, 0x00, 0x00, 0x12, 0x34, 0x0c, 0x0f, 0x0b, 0x0e, 0x0a, 0x0d,
-                0x40, 0x25, 0
+                0x85, 0x0d, 0x2e, 0x00, 0x00, 0x12, 0x34, 0x0c, 0x0f, 0x0b, 0x0e, 0x0a, 0x0d, 0x40,
+                0x25, 0
             ]
         );
         assert_eq!(pt.cdb12(), None);
@@ -256,7 +258,10 @@ mod tests {
         let c = pt.cdb16();
         assert_eq!(c[1], 0x0c);
         assert_eq!([c[3], c[5], c[7], c[9], c[11]], [0; 5]);
-        assert_eq!([c[6], c[8], c[10], c[12], c[13]], [0x08, 0x67, 0x45, 0x23, 0x41]);
+        assert_eq!(
+            [c[6], c[8], c[10], c[12], c[13]],
+            [0x08, 0x67, 0x45, 0x23, 0x41]
+        );
         assert_eq!(
             pt.cdb12(),
             Some([0xa1, 0x0c, 0x2e, 0x00, 0x08, 0x67, 0x45, 0x23, 0x41, 0xc8, 0, 0])

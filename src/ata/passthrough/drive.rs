@@ -19,8 +19,7 @@ use super::{PassthroughConfig, PassthroughStats};
 use crate::ata::command::{self, opcode, Direction, Protocol};
 use crate::ata::registers::{control, error, status, ATA_SIGNATURE_LBA};
 use crate::sata::{
-    CompletionNotifier, Completion, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice,
-    Submission,
+    Completion, CompletionNotifier, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice, Submission,
 };
 
 /// A command running on the host.
@@ -171,7 +170,11 @@ impl PassthroughDrive {
     }
 
     /// Registers for a failure the host reported without the drive's registers.
-    fn host_failure_regs(&mut self, failure: HostFailure, range: Option<(u64, u64)>) -> AtaRegisters {
+    fn host_failure_regs(
+        &mut self,
+        failure: HostFailure,
+        range: Option<(u64, u64)>,
+    ) -> AtaRegisters {
         if failure == HostFailure::Vanished {
             self.report_vanished();
         }
@@ -187,7 +190,10 @@ impl PassthroughDrive {
         if inf.protocol.direction() != Some(Direction::In) || bytes == 0 {
             return true;
         }
-        let Some(src) = usize::try_from(bytes).ok().and_then(|n| buffer.as_slice().get(..n)) else {
+        let Some(src) = usize::try_from(bytes)
+            .ok()
+            .and_then(|n| buffer.as_slice().get(..n))
+        else {
             return false;
         };
         match inf.data.write_at(0, src) {
@@ -394,7 +400,9 @@ impl SataDevice for PassthroughDrive {
             self.report_vanished();
             return complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::ABRT))]);
         }
-        let tag = protocol.is_queued().then(|| ((fis.count >> 3) & 0x1f) as u8);
+        let tag = protocol
+            .is_queued()
+            .then_some(((fis.count >> 3) & 0x1f) as u8);
         match tag {
             Some(_) if self.ncq_error.is_some() => {
                 return self.refuse(slot, fis, "NCQ error state: log page 10h not read yet")
@@ -404,14 +412,23 @@ impl SataDevice for PassthroughDrive {
             }
             // (In the NCQ error state the guest must be able to read log page 10h.)
             None if self.active_tags != 0 && self.ncq_error.is_none() => {
-                return self.refuse(slot, fis, "non-queued command while queued commands are outstanding")
+                return self.refuse(
+                    slot,
+                    fis,
+                    "non-queued command while queued commands are outstanding",
+                )
             }
             _ => {}
         }
         let plan = match transfer::plan(fis, protocol, self.max_blocks) {
             Ok(p) => p,
             Err(PlanError::OutOfRange { .. }) => {
-                return complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::IDNF | error::ABRT))])
+                return complete(
+                    slot,
+                    vec![Fis::RegisterD2h(fises::error_d2h(
+                        error::IDNF | error::ABRT,
+                    ))],
+                )
             }
             Err(e) => return self.refuse(slot, fis, &e.to_string()),
         };

@@ -48,11 +48,20 @@ impl HostFailure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Every host command succeeded. `regs` are the last one's, if the SATL returned them.
-    Success { regs: Option<AtaRegisters>, bytes: u64 },
+    Success {
+        regs: Option<AtaRegisters>,
+        bytes: u64,
+    },
     /// The drive failed a host command; `bytes_before` moved in the host commands before it.
-    Device { regs: AtaRegisters, bytes_before: u64 },
+    Device {
+        regs: AtaRegisters,
+        bytes_before: u64,
+    },
     /// The host failed a host command.
-    Host { failure: HostFailure, bytes_before: u64 },
+    Host {
+        failure: HostFailure,
+        bytes_before: u64,
+    },
     /// The guest aborted the command between two host commands.
     Aborted,
 }
@@ -140,11 +149,7 @@ impl Executor {
     /// One host command, with the retries that are always safe: once as ATA PASS-THROUGH(12)
     /// when the adapter rejects the 16-byte CDB, once after a UNIT ATTENTION or a transient
     /// transport error.
-    fn run_one(
-        &self,
-        pt: &PassThrough,
-        data: &mut [u8],
-    ) -> Result<Option<AtaRegisters>, Outcome> {
+    fn run_one(&self, pt: &PassThrough, data: &mut [u8]) -> Result<Option<AtaRegisters>, Outcome> {
         let mut use12 = self.prefer_cdb12.load(Ordering::Relaxed) && pt.cdb12().is_some();
         let mut retried = false;
         loop {
@@ -160,7 +165,9 @@ impl Executor {
                     return r;
                 }
                 Step::RetryAs12 if !use12 && pt.cdb12().is_some() => {
-                    log::warn!("host adapter rejects ATA PASS-THROUGH(16): using (12) for 28-bit commands");
+                    log::warn!(
+                        "host adapter rejects ATA PASS-THROUGH(16): using (12) for 28-bit commands"
+                    );
                     self.prefer_cdb12.store(true, Ordering::Relaxed);
                     use12 = true;
                 }
@@ -233,7 +240,9 @@ impl Executor {
             _ => return Step::Done(Err(host(HostFailure::Transport))),
         }
         match Sense::parse(&r.sense) {
-            Some(Sense { ata: Some(regs), .. }) => {
+            Some(Sense {
+                ata: Some(regs), ..
+            }) => {
                 if regs.failed() {
                     Step::Done(Err(Outcome::Device {
                         regs,

@@ -156,7 +156,11 @@ pub fn ncq_failure(regs: &AtaRegisters) -> Vec<Fis> {
     vec![Fis::SetDeviceBits(SetDeviceBits {
         interrupt: true,
         status: status::DRDY | status::ERR,
-        error: if regs.error == 0 { error::ABRT } else { regs.error },
+        error: if regs.error == 0 {
+            error::ABRT
+        } else {
+            regs.error
+        },
         sactive: 0,
         ..Default::default()
     })]
@@ -187,7 +191,9 @@ mod tests {
         assert_eq!(f.len(), 3);
         let Fis::PioSetup(last) = &f[2] else { panic!() };
         assert_eq!((last.e_status, last.transfer_count), (0x50, 512));
-        let Fis::PioSetup(first) = &f[0] else { panic!() };
+        let Fis::PioSetup(first) = &f[0] else {
+            panic!()
+        };
         assert_eq!(first.e_status, 0x58);
         assert!(first.device_to_host && first.interrupt);
         // READ MULTIPLE with 4 sectors per block, 6 sectors: 2048 + 1024.
@@ -245,7 +251,9 @@ mod tests {
             error: 0x40,
             ..Default::default()
         });
-        assert!(matches!(&f[0], Fis::SetDeviceBits(s) if s.status == 0x41 && s.error == 0x40 && s.sactive == 0));
+        assert!(
+            matches!(&f[0], Fis::SetDeviceBits(s) if s.status == 0x41 && s.error == 0x40 && s.sactive == 0)
+        );
     }
 
     #[test]

@@ -102,7 +102,10 @@ mod tests {
     fn built_page_follows_acs3_layout() {
         let p = build_page(&rec());
         assert_eq!(p[0], 13);
-        assert_eq!(&p[2..14], &[0x41, 0x40, 0x06, 0x05, 0x04, 0x40, 0x03, 0x02, 0x01, 0, 8, 0]);
+        assert_eq!(
+            &p[2..14],
+            &[0x41, 0x40, 0x06, 0x05, 0x04, 0x40, 0x03, 0x02, 0x01, 0, 8, 0]
+        );
         assert!(checksum_ok(&p));
         assert!(page_reports_error(&p));
     }

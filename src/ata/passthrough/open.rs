@@ -138,7 +138,15 @@ pub(crate) fn probe_identify(
             })?;
         let sense = Sense::parse(&r.sense);
         let cdb16_rejected = r.host_status == host_status::DID_ABORT
-            || matches!(sense, Some(Sense { key: key::ILLEGAL_REQUEST, asc: ASC_INVALID_OPCODE, ata: None, .. }));
+            || matches!(
+                sense,
+                Some(Sense {
+                    key: key::ILLEGAL_REQUEST,
+                    asc: ASC_INVALID_OPCODE,
+                    ata: None,
+                    ..
+                })
+            );
         if cdb16_rejected && cdb[0] == super::cdb::ATA_16 {
             continue;
         }
@@ -149,20 +157,18 @@ pub(crate) fn probe_identify(
             )));
         }
         match sense {
-            Some(Sense { ata: Some(regs), .. }) if regs.failed() => {
-                return Err(not_ata(format!(
-                    "IDENTIFY DEVICE aborted (status {:#04x}, error {:#04x}); a PACKET (ATAPI) device?",
-                    regs.status, regs.error
-                )))
-            }
+            Some(Sense {
+                ata: Some(regs), ..
+            }) if regs.failed() => return Err(not_ata(format!(
+                "IDENTIFY DEVICE aborted (status {:#04x}, error {:#04x}); a PACKET (ATAPI) device?",
+                regs.status, regs.error
+            ))),
             Some(Sense { ata: Some(_), .. }) => {}
             Some(s) if matches!(s.key, key::NO_SENSE | key::RECOVERED_ERROR) => {}
-            Some(s) => {
-                return Err(not_ata(format!(
-                    "the host answered ATA PASS-THROUGH with sense key {:#x}, ASC/ASCQ {:02x}/{:02x}",
-                    s.key, s.asc, s.ascq
-                )))
-            }
+            Some(s) => return Err(not_ata(format!(
+                "the host answered ATA PASS-THROUGH with sense key {:#x}, ASC/ASCQ {:02x}/{:02x}",
+                s.key, s.asc, s.ascq
+            ))),
             None if r.status == scsi_status::GOOD => {}
             None => {
                 return Err(not_ata(format!(
@@ -199,9 +205,12 @@ mod tests {
     use std::sync::Mutex;
     use vmm_sys_util::eventfd::EventFd;
 
+    /// One scripted answer: the result and the data to return.
+    type Answer = io::Result<(SgResult, Option<[u8; 512]>)>;
+
     /// Answers each call with the next scripted result, recording the CDBs.
     struct Script {
-        answers: Mutex<Vec<io::Result<(SgResult, Option<[u8; 512]>)>>>,
+        answers: Mutex<Vec<Answer>>,
         cdbs: Mutex<Vec<Vec<u8>>>,
     }
 
@@ -216,7 +225,7 @@ mod tests {
         }
     }
 
-    fn script(a: Vec<io::Result<(SgResult, Option<[u8; 512]>)>>) -> Script {
+    fn script(a: Vec<Answer>) -> Script {
         Script {
             answers: Mutex::new(a),
             cdbs: Mutex::new(Vec::new()),
@@ -226,7 +235,10 @@ mod tests {
     fn good_identify() -> [u8; 512] {
         let mut id = [0u8; 512];
         id[0] = 0x40; // word 0: fixed, ATA
-        for (i, c) in b"SATAVM TEST DRIVE                       ".chunks(2).enumerate() {
+        for (i, c) in b"SATAVM TEST DRIVE                       "
+            .chunks(2)
+            .enumerate()
+        {
             id[54 + 2 * i] = c[1];
             id[55 + 2 * i] = c[0];
         }
@@ -271,7 +283,26 @@ mod tests {
     fn a_device_that_rejects_both_cdbs_is_not_ata() {
         let reject = SgResult {
             status: 2,
-            sense: vec![0x70, 0, key::ILLEGAL_REQUEST, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0],
+            sense: vec![
+                0x70,
+                0,
+                key::ILLEGAL_REQUEST,
+                0,
+                0,
+                0,
+                0,
+                10,
+                0,
+                0,
+                0,
+                0,
+                0x20,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
             ..Default::default()
         };
         let s = script(vec![Ok((reject.clone(), None)), Ok((reject, None))]);
@@ -303,14 +334,17 @@ mod tests {
     #[test]
     fn open_errors_are_clear() {
         let n = Arc::new(EventFd::new(0).unwrap());
-        let e = PassthroughDrive::open(&PassthroughConfig::new("/dev/sg-does-not-exist"), n.clone())
-            .unwrap_err();
+        let e =
+            PassthroughDrive::open(&PassthroughConfig::new("/dev/sg-does-not-exist"), n.clone())
+                .unwrap_err();
         assert!(matches!(e, PassthroughError::NotFound(_)), "{e}");
         // A character device that is not SCSI.
-        let e = PassthroughDrive::open(&PassthroughConfig::new("/dev/null"), n.clone()).unwrap_err();
+        let e =
+            PassthroughDrive::open(&PassthroughConfig::new("/dev/null"), n.clone()).unwrap_err();
         assert!(matches!(e, PassthroughError::NotScsi { .. }), "{e}");
         // A regular file.
-        let e = PassthroughDrive::open(&PassthroughConfig::new("/proc/self/status"), n).unwrap_err();
+        let e =
+            PassthroughDrive::open(&PassthroughConfig::new("/proc/self/status"), n).unwrap_err();
         assert!(matches!(e, PassthroughError::NotScsi { .. }), "{e}");
     }
 }

@@ -174,7 +174,16 @@ mod tests {
     /// Descriptor sense as libata builds it for a successful READ NATIVE MAX ADDRESS EXT with
     /// CK_COND: RECOVERED ERROR, 00/1D, ATA Status Return with EXTEND.
     fn descriptor(valid_bit: bool, extend: u8, status: u8, error: u8) -> Vec<u8> {
-        let mut s = vec![0x72 | if valid_bit { 0x80 } else { 0 }, 0x01, 0x00, 0x1d, 0, 0, 0, 14];
+        let mut s = vec![
+            0x72 | if valid_bit { 0x80 } else { 0 },
+            0x01,
+            0x00,
+            0x1d,
+            0,
+            0,
+            0,
+            14,
+        ];
         s.extend_from_slice(&[
             0x09, 0x0c, extend, error, 0x00, 0x01, // count 15:8, 7:0
             0x3a, 0x2f, // LBA 31:24, 7:0
@@ -197,7 +206,10 @@ mod tests {
 
     #[test]
     fn descriptor_format_without_extend_ignores_exp_bytes() {
-        let r = Sense::parse(&descriptor(false, 0, 0x50, 0)).unwrap().ata.unwrap();
+        let r = Sense::parse(&descriptor(false, 0, 0x50, 0))
+            .unwrap()
+            .ata
+            .unwrap();
         assert_eq!(r.lba, 0x10_ff2f);
         assert!(!r.extend);
     }
@@ -295,7 +307,26 @@ mod tests {
     #[test]
     fn fixed_sense_without_ata_status_has_no_registers() {
         // UNIT ATTENTION made up by the SCSI midlayer.
-        let mut s = vec![0x70, 0, key::UNIT_ATTENTION, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0, 0, 0, 0, 0];
+        let mut s = vec![
+            0x70,
+            0,
+            key::UNIT_ATTENTION,
+            0,
+            0,
+            0,
+            0,
+            10,
+            0,
+            0,
+            0,
+            0,
+            0x29,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
         let p = Sense::parse(&s).unwrap();
         assert_eq!((p.key, p.asc, p.ata), (key::UNIT_ATTENTION, 0x29, None));
         s[0] = 0x71;

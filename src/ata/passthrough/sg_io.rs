@@ -151,8 +151,8 @@ impl SgDevice {
 
 impl SgTransport for SgDevice {
     fn execute(&self, req: SgRequest<'_>) -> io::Result<SgResult> {
-        let cmd_len = u8::try_from(req.cdb.len())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let cmd_len =
+            u8::try_from(req.cdb.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let dxfer_len = u32::try_from(req.data.len())
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let direction = match (req.direction, dxfer_len) {
@@ -171,7 +171,11 @@ impl SgTransport for SgDevice {
             cmd_len,
             mx_sb_len: SENSE_LEN as u8,
             iovec_count: 0,
-            dxfer_len: if direction == SG_DXFER_NONE { 0 } else { dxfer_len },
+            dxfer_len: if direction == SG_DXFER_NONE {
+                0
+            } else {
+                dxfer_len
+            },
             dxferp: req.data.as_mut_ptr().cast(),
             cmdp: req.cdb.as_ptr(),
             sbp: sense.as_mut_ptr(),

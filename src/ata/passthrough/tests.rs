@@ -252,7 +252,10 @@ impl Rig {
     fn wait_events(&self, pred: impl Fn(&FakeState) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.fake.with(|s| pred(s)) {
-            assert!(Instant::now() < deadline, "timed out waiting for the fake drive");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the fake drive"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -318,9 +321,7 @@ fn ncq_reads_complete_out_of_order_with_their_guest_tags() {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].slot, i as u8);
         assert_eq!(c[0].bytes_transferred, 4096);
-        assert!(
-            matches!(c[0].fises.first(), Some(Fis::DmaSetup(d)) if d.buffer_id == i as u64)
-        );
+        assert!(matches!(c[0].fises.first(), Some(Fis::DmaSetup(d)) if d.buffer_id == i as u64));
         assert!(matches!(
             c[0].fises.last(),
             Some(Fis::SetDeviceBits(s))

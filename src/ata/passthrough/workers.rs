@@ -40,7 +40,9 @@ impl BounceBuffer {
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        self.raw.get(self.start..self.start + self.len).unwrap_or(&[])
+        self.raw
+            .get(self.start..self.start + self.len)
+            .unwrap_or(&[])
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
