@@ -159,16 +159,20 @@ pub(crate) fn probe_identify(
         match sense {
             Some(Sense {
                 ata: Some(regs), ..
-            }) if regs.failed() => return Err(not_ata(format!(
+            }) if regs.failed() => {
+                return Err(not_ata(format!(
                 "IDENTIFY DEVICE aborted (status {:#04x}, error {:#04x}); a PACKET (ATAPI) device?",
                 regs.status, regs.error
-            ))),
+            )))
+            }
             Some(Sense { ata: Some(_), .. }) => {}
             Some(s) if matches!(s.key, key::NO_SENSE | key::RECOVERED_ERROR) => {}
-            Some(s) => return Err(not_ata(format!(
+            Some(s) => {
+                return Err(not_ata(format!(
                 "the host answered ATA PASS-THROUGH with sense key {:#x}, ASC/ASCQ {:02x}/{:02x}",
                 s.key, s.asc, s.ascq
-            ))),
+            )))
+            }
             None if r.status == scsi_status::GOOD => {}
             None => {
                 return Err(not_ata(format!(
