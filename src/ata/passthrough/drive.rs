@@ -45,13 +45,10 @@ pub struct PassthroughDrive {
     max_blocks: u32,
     next_id: u64,
     inflight: HashMap<u64, InFlight>,
-    /// Guest NCQ tags outstanding (one bit per tag), including held ones.
+    /// Guest NCQ tags outstanding (one bit per tag).
     active_tags: u32,
     /// Set after a queued command failed, until the guest reads log page 10h.
     ncq_error: Option<NcqErrorRecord>,
-    /// Queued commands that finished after the NCQ error: reported as aborted (their SActive
-    /// bits) when the guest reads page 10h, as SATA 3.x 13.6.3.3 has it; their data is dropped.
-    held: Vec<(u8, u8)>,
     /// Sectors per DRQ block of READ/WRITE MULTIPLE (SET MULTIPLE MODE).
     multiple: u16,
     srst: bool,
@@ -110,7 +107,6 @@ impl PassthroughDrive {
             inflight: HashMap::new(),
             active_tags: 0,
             ncq_error: None,
-            held: Vec::new(),
             multiple: 1,
             srst: false,
             vanished_reported: false,
@@ -205,16 +201,16 @@ impl PassthroughDrive {
         }
     }
 
-    fn finish(&mut self, inf: InFlight, done: Done) -> Vec<Completion> {
+    fn finish(&mut self, inf: InFlight, done: Done) -> Option<Completion> {
         match inf.tag {
-            Some(tag) => self.finish_queued(inf, tag, done).into_iter().collect(),
+            Some(tag) => self.finish_queued(inf, tag, done),
             None => self.finish_plain(inf, done),
         }
     }
 
     fn finish_queued(&mut self, inf: InFlight, tag: u8, done: Done) -> Option<Completion> {
         if self.ncq_error.is_some() {
-            self.held.push((inf.slot, tag));
+            // Aborted by the error (see `abort_queued`); kept only as a guard.
             return None;
         }
         let regs = match done.outcome {
@@ -245,7 +241,7 @@ impl PassthroughDrive {
             regs.status,
             regs.error
         );
-        self.active_tags &= !(1 << tag);
+        self.abort_queued();
         self.ncq_error = Some(NcqErrorRecord { tag, regs });
         Some(Completion {
             slot: inf.slot,
@@ -254,7 +250,7 @@ impl PassthroughDrive {
         })
     }
 
-    fn finish_plain(&mut self, inf: InFlight, mut done: Done) -> Vec<Completion> {
+    fn finish_plain(&mut self, inf: InFlight, mut done: Done) -> Option<Completion> {
         let page10h = ncq::is_ncq_error_log_read(&inf.fis) && self.ncq_error.is_some();
         let drq = transfer::drq_block_sectors(inf.fis.command, self.multiple);
         let (fises, bytes) = match done.outcome {
@@ -301,17 +297,17 @@ impl PassthroughDrive {
                 let regs = self.host_failure_regs(failure, inf.range);
                 (fises::failure(&regs), 0)
             }
-            Outcome::Aborted => return Vec::new(),
+            Outcome::Aborted => return None,
         };
-        let mut out = vec![Completion {
+        if page10h {
+            // The guest has the record: the device leaves the NCQ error state.
+            self.ncq_error = None;
+        }
+        Some(Completion {
             slot: inf.slot,
             fises,
             bytes_transferred: u32::try_from(bytes).unwrap_or(u32::MAX),
-        }];
-        if page10h {
-            out.extend(self.leave_ncq_error());
-        }
-        out
+        })
     }
 
     /// Put the guest's NCQ error record in the first 512 bytes of `buffer`.
@@ -326,11 +322,11 @@ impl PassthroughDrive {
         }
     }
 
-    /// The guest read page 10h: the device leaves the NCQ error state and aborts every queued
-    /// command still outstanding, retiring their tags.
-    fn leave_ncq_error(&mut self) -> Vec<Completion> {
-        self.ncq_error = None;
-        let mut retired: Vec<(u8, u8)> = std::mem::take(&mut self.held);
+    /// A queued command failed: the device aborts every other outstanding queued command
+    /// (SATA 3.x 13.6.5). They are never reported; their PxSACT bits stay set until the guest
+    /// stops the port. Their host commands cannot be cancelled, so they are dropped through the
+    /// pool's abort, which also keeps anything the guest issues next from racing with them.
+    fn abort_queued(&mut self) {
         let queued: Vec<u64> = self
             .inflight
             .iter()
@@ -338,28 +334,12 @@ impl PassthroughDrive {
             .map(|(id, _)| *id)
             .collect();
         if !queued.is_empty() {
-            // They must not touch guest memory or race with what the guest issues next.
             self.pool.abort_all();
             for id in queued {
-                if let Some(InFlight {
-                    slot,
-                    tag: Some(tag),
-                    ..
-                }) = self.inflight.remove(&id)
-                {
-                    retired.push((slot, tag));
-                }
+                self.inflight.remove(&id);
             }
         }
         self.active_tags = 0;
-        retired
-            .into_iter()
-            .map(|(slot, tag)| Completion {
-                slot,
-                fises: fises::ncq_retired(tag),
-                bytes_transferred: 0,
-            })
-            .collect()
     }
 
     fn reset_device_state(&mut self) {
@@ -488,7 +468,6 @@ impl SataDevice for PassthroughDrive {
     fn abort_all(&mut self) {
         self.pool.abort_all();
         self.inflight.clear();
-        self.held.clear();
         self.active_tags = 0;
     }
 }

@@ -72,7 +72,10 @@ pub fn success(
     let block = (u64::from(drq_sectors.max(1)) * 512).min(0xfe00);
     let blocks = bytes.div_ceil(block).max(1);
     let transfer = |i: u64| (bytes - i * block).min(block) as u16;
-    let pio_status = STATUS_OK | status::DRQ;
+    // Same conventions as the emulated drive: DRDY|DRQ while the block moves, BSY|DRDY after
+    // a block that is not the last.
+    let pio_status = status::DRDY | status::DRQ;
+    let busy = status::BSY | status::DRDY;
     match protocol {
         Protocol::Pio(Direction::In) => (0..blocks)
             .map(|i| {
@@ -85,7 +88,7 @@ pub fn success(
                     lba: if last { regs.lba } else { 0 },
                     device: regs.device,
                     count: if last { regs.count } else { 0 },
-                    e_status: if last { final_status } else { pio_status },
+                    e_status: if last { final_status } else { busy },
                     transfer_count: transfer(i),
                     ..Default::default()
                 })
@@ -98,7 +101,7 @@ pub fn success(
                         interrupt: i > 0,
                         device_to_host: false,
                         status: pio_status,
-                        e_status: status::BSY | STATUS_OK,
+                        e_status: busy,
                         transfer_count: transfer(i),
                         ..Default::default()
                     })
@@ -166,17 +169,6 @@ pub fn ncq_failure(regs: &AtaRegisters) -> Vec<Fis> {
     })]
 }
 
-/// The Set Device Bits FIS that retires tag `tag` aborted by reading log page 10h.
-pub fn ncq_retired(tag: u8) -> Vec<Fis> {
-    vec![Fis::SetDeviceBits(SetDeviceBits {
-        interrupt: false,
-        status: status::DRDY,
-        error: 0,
-        sactive: 1u32 << (tag & 0x1f),
-        ..Default::default()
-    })]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +186,7 @@ mod tests {
         let Fis::PioSetup(first) = &f[0] else {
             panic!()
         };
-        assert_eq!(first.e_status, 0x58);
+        assert_eq!((first.status, first.e_status), (0x48, 0xc0));
         assert!(first.device_to_host && first.interrupt);
         // READ MULTIPLE with 4 sectors per block, 6 sectors: 2048 + 1024.
         let f = success(Protocol::Pio(Direction::In), Some(r), 6 * 512, 4);

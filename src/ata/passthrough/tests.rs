@@ -549,3 +549,28 @@ fn comreset_clears_the_ncq_error_state_and_returns_the_signature() {
     ));
     r.wait(1);
 }
+
+#[test]
+fn an_ncq_error_aborts_the_other_outstanding_queued_commands() {
+    let mut r = rig();
+    r.fake.with(|s| {
+        s.gated.insert(500);
+        s.fail_lba = Some(0x10);
+    });
+    let other = r.data(0x20_0000, 4096);
+    r.drive.submit(1, &cmd(0x60, 8, 1 << 3, 500), other.clone());
+    r.wait_events(|s| s.events.contains(&"start 500".to_string()));
+    let dp = r.data(0x1000, 4096);
+    r.drive.submit(4, &cmd(0x60, 8, 4 << 3, 0x10), dp);
+    let c = r.wait(1);
+    assert_eq!(c[0].slot, 4);
+    assert!(matches!(c[0].fises.as_slice(), [Fis::SetDeviceBits(s)] if s.status & 1 == 1));
+    // The other command finishes on the host later: it is never reported, and its data never
+    // reaches guest memory.
+    r.fake.release(500);
+    r.wait_events(|s| s.events.contains(&"end 500".to_string()));
+    std::thread::sleep(Duration::from_millis(20));
+    let _ = r.notifier.read();
+    assert!(r.drive.poll_completions().is_empty());
+    assert!(r.guest_bytes(&other).iter().all(|b| *b == 0));
+}

@@ -9,6 +9,10 @@
 //! Abort also raises a barrier: host commands cannot be cancelled, so a job of the new
 //! generation starts only after every host command of older generations has returned. A guest
 //! write issued after a reset therefore never races with an aborted write to the same sectors.
+//!
+//! Timeouts are the kernel's: every SG_IO carries the configured timeout, after which the
+//! host's error handler fails the command (and may reset the link). There is no user-space
+//! watchdog on top, since a stuck ioctl could not be cancelled from here anyway.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
