@@ -7,7 +7,9 @@ pub mod command;
 pub mod emulated;
 pub mod identify;
 pub mod log;
+pub mod passthrough;
 pub mod registers;
 pub mod taskfile;
 
 pub use emulated::{DriveConfig, DriveError, EmulatedDrive};
+pub use passthrough::{PassthroughConfig, PassthroughDrive, PassthroughError};

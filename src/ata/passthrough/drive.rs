@@ -1,0 +1,473 @@
+//! [`PassthroughDrive`]: the ATA device state the guest sees (NCQ tags in flight, the NCQ
+//! error state, the multiple count, SRST) on top of the host command machinery.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::exec::{Executor, HostFailure, Outcome};
+use super::fises;
+use super::ncq::{self, NcqErrorRecord};
+use super::policy::{self, Decision, LocalAnswer};
+use super::sense::AtaRegisters;
+use super::sg_io::SgTransport;
+use super::sysfs::QueueLimits;
+use super::transfer::{self, PlanError};
+use super::workers::{BounceBuffer, Done, Job, Pool};
+use super::{PassthroughConfig, PassthroughStats};
+use crate::ata::command::{self, opcode, Direction, Protocol};
+use crate::ata::registers::{control, error, status, ATA_SIGNATURE_LBA};
+use crate::sata::{
+    Completion, CompletionNotifier, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice, Submission,
+};
+
+/// A command running on the host.
+#[derive(Debug)]
+struct InFlight {
+    slot: u8,
+    /// The guest's NCQ tag, for a queued command.
+    tag: Option<u8>,
+    fis: RegisterH2d,
+    protocol: Protocol,
+    data: DataPath,
+    /// First LBA and blocks of a READ/WRITE.
+    range: Option<(u64, u64)>,
+}
+
+/// A real SATA drive behind SG_IO, as a [`SataDevice`].
+pub struct PassthroughDrive {
+    path: PathBuf,
+    pool: Pool,
+    exec: Arc<Executor>,
+    allow_all: bool,
+    read_only: bool,
+    max_blocks: u32,
+    next_id: u64,
+    inflight: HashMap<u64, InFlight>,
+    /// Guest NCQ tags outstanding (one bit per tag).
+    active_tags: u32,
+    /// Set after a queued command failed, until the guest reads log page 10h.
+    ncq_error: Option<NcqErrorRecord>,
+    /// Sectors per DRQ block of READ/WRITE MULTIPLE (SET MULTIPLE MODE).
+    multiple: u16,
+    srst: bool,
+    vanished_reported: bool,
+}
+
+impl std::fmt::Debug for PassthroughDrive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassthroughDrive")
+            .field("path", &self.path)
+            .field("max_blocks", &self.max_blocks)
+            .field("inflight", &self.inflight.len())
+            .field("ncq_error", &self.ncq_error)
+            .finish()
+    }
+}
+
+fn signature() -> RegisterD2h {
+    RegisterD2h {
+        status: fises::STATUS_OK,
+        error: 0x01,
+        count: 1,
+        lba: ATA_SIGNATURE_LBA,
+        device: 0,
+        ..Default::default()
+    }
+}
+
+fn complete(slot: u8, fises: Vec<Fis>) -> Submission {
+    Submission::Complete(Completion {
+        slot,
+        fises,
+        bytes_transferred: 0,
+    })
+}
+
+impl PassthroughDrive {
+    /// A drive over any transport (the real [`super::sg_io::SgDevice`] or a test fake), with
+    /// the host queue's `limits`. [`PassthroughDrive::open`] is the usual way in.
+    pub fn with_transport(
+        transport: Arc<dyn SgTransport>,
+        limits: QueueLimits,
+        config: &PassthroughConfig,
+        notifier: CompletionNotifier,
+    ) -> PassthroughDrive {
+        let exec = Arc::new(Executor::new(transport, config.timeout));
+        let pool = Pool::new(exec.clone(), limits.workers(), notifier);
+        PassthroughDrive {
+            path: config.path.clone(),
+            pool,
+            exec,
+            allow_all: config.allow_all,
+            read_only: config.read_only,
+            max_blocks: limits.max_transfer_sectors(),
+            next_id: 0,
+            inflight: HashMap::new(),
+            active_tags: 0,
+            ncq_error: None,
+            multiple: 1,
+            srst: false,
+            vanished_reported: false,
+        }
+    }
+
+    /// The most 512-byte sectors one host command carries; longer guest transfers are split.
+    pub fn max_transfer_sectors(&self) -> u32 {
+        self.max_blocks
+    }
+
+    /// Host-side counters.
+    pub fn stats(&self) -> PassthroughStats {
+        let c = &self.exec.counters;
+        PassthroughStats {
+            commands_sent: c.commands_sent.load(Ordering::Relaxed),
+            peak_in_flight: c.peak_in_flight.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+        }
+    }
+
+    fn report_vanished(&mut self) {
+        if !self.vanished_reported {
+            self.vanished_reported = true;
+            log::error!(
+                "{}: the drive is gone; every command now fails with ABRT",
+                self.path.display()
+            );
+        }
+    }
+
+    /// Abort `fis` in `slot` without sending it.
+    fn refuse(&self, slot: u8, fis: &RegisterH2d, why: &str) -> Submission {
+        log::info!(
+            "{}: command {:#04x} (features {:#x}) refused: {why}",
+            self.path.display(),
+            fis.command,
+            fis.features
+        );
+        complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::ABRT))])
+    }
+
+    fn answer(&self, slot: u8, a: LocalAnswer) -> Submission {
+        let d2h = match a {
+            LocalAnswer::Success => RegisterD2h {
+                interrupt: true,
+                status: fises::STATUS_OK,
+                ..Default::default()
+            },
+            LocalAnswer::DiagnosticPassed => RegisterD2h {
+                interrupt: true,
+                ..signature()
+            },
+        };
+        complete(slot, vec![Fis::RegisterD2h(d2h)])
+    }
+
+    /// Registers for a failure the host reported without the drive's registers.
+    fn host_failure_regs(
+        &mut self,
+        failure: HostFailure,
+        range: Option<(u64, u64)>,
+    ) -> AtaRegisters {
+        if failure == HostFailure::Vanished {
+            self.report_vanished();
+        }
+        let mut r = fises::synthetic_error(failure.error_bits());
+        if let Some((lba, _)) = range {
+            r.lba = lba;
+        }
+        r
+    }
+
+    /// Copy `bytes` of read data into guest memory; false if the PRDT refused it.
+    fn copy_in(&self, inf: &InFlight, buffer: &BounceBuffer, bytes: u64) -> bool {
+        if inf.protocol.direction() != Some(Direction::In) || bytes == 0 {
+            return true;
+        }
+        let Some(src) = usize::try_from(bytes)
+            .ok()
+            .and_then(|n| buffer.as_slice().get(..n))
+        else {
+            return false;
+        };
+        match inf.data.write_at(0, src) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("{}: read data not delivered: {e}", self.path.display());
+                false
+            }
+        }
+    }
+
+    fn finish(&mut self, inf: InFlight, done: Done) -> Option<Completion> {
+        match inf.tag {
+            Some(tag) => self.finish_queued(inf, tag, done),
+            None => self.finish_plain(inf, done),
+        }
+    }
+
+    fn finish_queued(&mut self, inf: InFlight, tag: u8, done: Done) -> Option<Completion> {
+        if self.ncq_error.is_some() {
+            // Aborted by the error (see `abort_queued`); kept only as a guard.
+            return None;
+        }
+        let regs = match done.outcome {
+            Outcome::Success { bytes, .. } => {
+                if self.copy_in(&inf, &done.buffer, bytes) {
+                    self.active_tags &= !(1 << tag);
+                    return Some(Completion {
+                        slot: inf.slot,
+                        fises: fises::ncq_success(tag, inf.protocol.direction(), bytes),
+                        bytes_transferred: u32::try_from(bytes).unwrap_or(u32::MAX),
+                    });
+                }
+                fises::synthetic_error(error::ABRT)
+            }
+            Outcome::Device { mut regs, .. } => {
+                if let Some((start, blocks)) = inf.range {
+                    regs.lba = regs.lba_near(start, blocks);
+                }
+                regs
+            }
+            Outcome::Host { failure, .. } => self.host_failure_regs(failure, inf.range),
+            Outcome::Aborted => return None,
+        };
+        log::warn!(
+            "{}: queued command {:#04x} tag {tag} failed: status {:#04x} error {:#04x}; NCQ error state until log page 10h is read",
+            self.path.display(),
+            inf.fis.command,
+            regs.status,
+            regs.error
+        );
+        self.abort_queued();
+        self.ncq_error = Some(NcqErrorRecord { tag, regs });
+        Some(Completion {
+            slot: inf.slot,
+            fises: fises::ncq_failure(&regs),
+            bytes_transferred: 0,
+        })
+    }
+
+    fn finish_plain(&mut self, inf: InFlight, mut done: Done) -> Option<Completion> {
+        let page10h = ncq::is_ncq_error_log_read(&inf.fis) && self.ncq_error.is_some();
+        let drq = transfer::drq_block_sectors(inf.fis.command, self.multiple);
+        let (fises, bytes) = match done.outcome {
+            Outcome::Success { regs, bytes } => {
+                if page10h {
+                    self.patch_page10h(&mut done.buffer, true);
+                }
+                if self.copy_in(&inf, &done.buffer, bytes) {
+                    if inf.fis.command == opcode::SET_MULTIPLE_MODE {
+                        self.multiple = (inf.fis.count & 0xff).max(1);
+                    }
+                    (fises::success(inf.protocol, regs, bytes, drq), bytes)
+                } else {
+                    (fises::failure(&fises::synthetic_error(error::ABRT)), 0)
+                }
+            }
+            // The drive would not give its log (or the host failed): the guest still needs the
+            // NCQ error record, and we have it.
+            Outcome::Device { .. } | Outcome::Host { .. } if page10h => {
+                self.patch_page10h(&mut done.buffer, false);
+                let bytes = done.buffer.as_slice().len() as u64;
+                if self.copy_in(&inf, &done.buffer, bytes) {
+                    (fises::success(inf.protocol, None, bytes, drq), bytes)
+                } else {
+                    (fises::failure(&fises::synthetic_error(error::ABRT)), 0)
+                }
+            }
+            Outcome::Device {
+                mut regs,
+                bytes_before,
+            } => {
+                if let Some((start, blocks)) = inf.range {
+                    regs.lba = regs.lba_near(start, blocks);
+                }
+                // What the host commands before the failing one read is good data.
+                let moved = if self.copy_in(&inf, &done.buffer, bytes_before) {
+                    bytes_before
+                } else {
+                    0
+                };
+                (fises::failure(&regs), moved)
+            }
+            Outcome::Host { failure, .. } => {
+                let regs = self.host_failure_regs(failure, inf.range);
+                (fises::failure(&regs), 0)
+            }
+            Outcome::Aborted => return None,
+        };
+        if page10h {
+            // The guest has the record: the device leaves the NCQ error state.
+            self.ncq_error = None;
+        }
+        Some(Completion {
+            slot: inf.slot,
+            fises,
+            bytes_transferred: u32::try_from(bytes).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Put the guest's NCQ error record in the first 512 bytes of `buffer`.
+    fn patch_page10h(&self, buffer: &mut BounceBuffer, drive_answered: bool) {
+        let Some(rec) = self.ncq_error else { return };
+        let page = {
+            let drive = drive_answered.then(|| buffer.as_slice());
+            ncq::answer_page(drive, &rec)
+        };
+        if let Some(dst) = buffer.as_mut_slice().get_mut(..512) {
+            dst.copy_from_slice(&page);
+        }
+    }
+
+    /// A queued command failed: the device aborts every other outstanding queued command
+    /// (SATA 3.x 13.6.5). They are never reported; their PxSACT bits stay set until the guest
+    /// stops the port. Their host commands cannot be cancelled, so they are dropped through the
+    /// pool's abort, which also keeps anything the guest issues next from racing with them.
+    fn abort_queued(&mut self) {
+        let queued: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, i)| i.tag.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        if !queued.is_empty() {
+            self.pool.abort_all();
+            for id in queued {
+                self.inflight.remove(&id);
+            }
+        }
+        self.active_tags = 0;
+    }
+
+    fn reset_device_state(&mut self) {
+        self.abort_all();
+        self.ncq_error = None;
+    }
+}
+
+impl SataDevice for PassthroughDrive {
+    fn comreset(&mut self) -> RegisterD2h {
+        self.reset_device_state();
+        self.srst = false;
+        signature()
+    }
+
+    fn device_control(&mut self, fis: &RegisterH2d) -> Option<RegisterD2h> {
+        if fis.control & control::SRST != 0 {
+            self.reset_device_state();
+            self.srst = true;
+            None
+        } else if std::mem::take(&mut self.srst) {
+            Some(signature())
+        } else {
+            None
+        }
+    }
+
+    fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission {
+        match policy::decide(fis, self.allow_all, self.read_only) {
+            Decision::Forward => {}
+            Decision::Refuse { reason } => return self.refuse(slot, fis, reason),
+            Decision::Answer(a) => return self.answer(slot, a),
+        }
+        let Some(protocol) = command::protocol(fis.command, fis.features) else {
+            return self.refuse(slot, fis, "unknown protocol");
+        };
+        if self.exec.vanished.load(Ordering::Relaxed) {
+            self.report_vanished();
+            return complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::ABRT))]);
+        }
+        let tag = protocol
+            .is_queued()
+            .then_some(((fis.count >> 3) & 0x1f) as u8);
+        match tag {
+            Some(_) if self.ncq_error.is_some() => {
+                return self.refuse(slot, fis, "NCQ error state: log page 10h not read yet")
+            }
+            Some(t) if self.active_tags & (1 << t) != 0 => {
+                return self.refuse(slot, fis, "NCQ tag already in use")
+            }
+            // (In the NCQ error state the guest must be able to read log page 10h.)
+            None if self.active_tags != 0 && self.ncq_error.is_none() => {
+                return self.refuse(
+                    slot,
+                    fis,
+                    "non-queued command while queued commands are outstanding",
+                )
+            }
+            _ => {}
+        }
+        let plan = match transfer::plan(fis, protocol, self.max_blocks) {
+            Ok(p) => p,
+            Err(PlanError::OutOfRange { .. }) => {
+                return complete(
+                    slot,
+                    vec![Fis::RegisterD2h(fises::error_d2h(
+                        error::IDNF | error::ABRT,
+                    ))],
+                )
+            }
+            Err(e) => return self.refuse(slot, fis, &e.to_string()),
+        };
+        let Ok(total) = usize::try_from(plan.total_bytes) else {
+            return self.refuse(slot, fis, "transfer too large");
+        };
+        if data.len() < plan.total_bytes {
+            return self.refuse(slot, fis, "the PRDT is shorter than the transfer");
+        }
+        let mut buffer = BounceBuffer::new(total);
+        if protocol.direction() == Some(Direction::Out) {
+            if let Err(e) = data.read_at(0, buffer.as_mut_slice()) {
+                return self.refuse(slot, fis, &format!("cannot read the data to write: {e}"));
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let range = plan.range;
+        self.pool.submit(Job { id, plan, buffer });
+        self.inflight.insert(
+            id,
+            InFlight {
+                slot,
+                tag,
+                fis: *fis,
+                protocol,
+                data,
+                range,
+            },
+        );
+        match tag {
+            Some(t) => {
+                self.active_tags |= 1 << t;
+                // Release the link at once (SATA 3.x 13.6.4.2): BSY clear, DRDY set.
+                Submission::Pending {
+                    accepted: Some(RegisterD2h {
+                        status: status::DRDY,
+                        ..Default::default()
+                    }),
+                }
+            }
+            None => Submission::Pending { accepted: None },
+        }
+    }
+
+    fn poll_completions(&mut self) -> Vec<Completion> {
+        let mut out = Vec::new();
+        for done in self.pool.take_done() {
+            // Unknown ids belong to commands aborted since (a late result is dropped here).
+            if let Some(inf) = self.inflight.remove(&done.id) {
+                out.extend(self.finish(inf, done));
+            }
+        }
+        out
+    }
+
+    fn abort_all(&mut self) {
+        self.pool.abort_all();
+        self.inflight.clear();
+        self.active_tags = 0;
+    }
+}

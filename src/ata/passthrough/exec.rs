@@ -1,0 +1,294 @@
+//! Running one guest command's host commands and classifying what came back.
+//!
+//! Everything the host can answer ends in an [`Outcome`]: the drive's own registers (success or
+//! a device error), or a host failure that has no drive registers, which the guest sees as an
+//! ATA error chosen in [`HostFailure::error_bits`].
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cdb::PassThrough;
+use super::sense::{key, AtaRegisters, Sense, ASC_INVALID_OPCODE};
+use super::sg_io::{
+    driver_status, host_status, scsi_status, DataDirection, SgRequest, SgTransport,
+};
+use super::transfer::Plan;
+use crate::ata::registers::error;
+
+/// Why the host could not give us the drive's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostFailure {
+    /// The command timed out (the kernel's SG_IO timeout, DID_TIME_OUT or DRIVER_TIMEOUT).
+    Timeout,
+    /// The link or host adapter failed the transfer (DID_ERROR, DID_PARITY, DID_RESET...).
+    Transport,
+    /// The device is gone (ENODEV/ENXIO, DID_NO_CONNECT, DID_BAD_TARGET).
+    Vanished,
+    /// The host refused the command (ILLEGAL REQUEST without ATA registers, EPERM, EINVAL...).
+    Refused,
+    /// A MEDIUM ERROR without ATA registers.
+    Medium,
+}
+
+impl HostFailure {
+    /// The ATA Error register the guest gets.
+    pub fn error_bits(self) -> u8 {
+        match self {
+            // libata reports link errors as ICRC|ABRT; the guest retries those.
+            HostFailure::Transport => error::ICRC | error::ABRT,
+            HostFailure::Medium => error::UNC,
+            HostFailure::Timeout | HostFailure::Vanished | HostFailure::Refused => error::ABRT,
+        }
+    }
+}
+
+/// How a guest command ended on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every host command succeeded. `regs` are the last one's, if the SATL returned them.
+    Success {
+        regs: Option<AtaRegisters>,
+        bytes: u64,
+    },
+    /// The drive failed a host command; `bytes_before` moved in the host commands before it.
+    Device {
+        regs: AtaRegisters,
+        bytes_before: u64,
+    },
+    /// The host failed a host command.
+    Host {
+        failure: HostFailure,
+        bytes_before: u64,
+    },
+    /// The guest aborted the command between two host commands.
+    Aborted,
+}
+
+/// Counters behind [`super::PassthroughStats`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub commands_sent: AtomicU64,
+    pub in_flight: AtomicU32,
+    pub peak_in_flight: AtomicU32,
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+}
+
+/// Runs host commands on one transport.
+pub struct Executor {
+    pub transport: Arc<dyn SgTransport>,
+    pub timeout: Duration,
+    /// The host adapter rejected ATA PASS-THROUGH(16): send 28-bit commands as (12).
+    pub prefer_cdb12: AtomicBool,
+    /// The device vanished: fail everything without trying.
+    pub vanished: AtomicBool,
+    pub counters: Counters,
+}
+
+enum Step {
+    Done(Result<Option<AtaRegisters>, Outcome>),
+    /// Try once more; if that fails the same way, the failure is this.
+    Retry(HostFailure),
+    RetryAs12,
+}
+
+impl Executor {
+    /// A new executor.
+    pub fn new(transport: Arc<dyn SgTransport>, timeout: Duration) -> Self {
+        Executor {
+            transport,
+            timeout,
+            prefer_cdb12: AtomicBool::new(false),
+            vanished: AtomicBool::new(false),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Run `plan` with its data in `buf` (`plan.total_bytes` long). `current()` is asked
+    /// before each host command; once it says false the rest is not sent.
+    pub fn run(&self, plan: &Plan, buf: &mut [u8], current: &dyn Fn() -> bool) -> Outcome {
+        let mut regs = None;
+        let mut bytes = 0u64;
+        for seg in &plan.segments {
+            if !current() {
+                return Outcome::Aborted;
+            }
+            let start = usize::try_from(seg.offset).unwrap_or(usize::MAX);
+            let end = start.saturating_add(seg.len as usize);
+            let Some(data) = buf.get_mut(start..end) else {
+                return Outcome::Host {
+                    failure: HostFailure::Refused,
+                    bytes_before: bytes,
+                };
+            };
+            match self.run_one(&seg.pt, data) {
+                Ok(r) => {
+                    regs = r;
+                    bytes += u64::from(seg.len);
+                }
+                Err(Outcome::Device { regs, .. }) => {
+                    return Outcome::Device {
+                        regs,
+                        bytes_before: bytes,
+                    }
+                }
+                Err(Outcome::Host { failure, .. }) => {
+                    return Outcome::Host {
+                        failure,
+                        bytes_before: bytes,
+                    }
+                }
+                Err(other) => return other,
+            }
+        }
+        Outcome::Success { regs, bytes }
+    }
+
+    /// One host command, with the retries that are always safe: once as ATA PASS-THROUGH(12)
+    /// when the adapter rejects the 16-byte CDB, once after a UNIT ATTENTION or a transient
+    /// transport error.
+    fn run_one(&self, pt: &PassThrough, data: &mut [u8]) -> Result<Option<AtaRegisters>, Outcome> {
+        let mut use12 = self.prefer_cdb12.load(Ordering::Relaxed) && pt.cdb12().is_some();
+        let mut retried = false;
+        loop {
+            if self.vanished.load(Ordering::Relaxed) {
+                return Err(host(HostFailure::Vanished));
+            }
+            let step = self.attempt(pt, data, use12);
+            match step {
+                Step::Done(r) => {
+                    if r.is_err() {
+                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return r;
+                }
+                Step::RetryAs12 if !use12 && pt.cdb12().is_some() => {
+                    log::warn!(
+                        "host adapter rejects ATA PASS-THROUGH(16): using (12) for 28-bit commands"
+                    );
+                    self.prefer_cdb12.store(true, Ordering::Relaxed);
+                    use12 = true;
+                }
+                Step::Retry(_) if !retried => retried = true,
+                Step::RetryAs12 | Step::Retry(_) => {
+                    let failure = match step {
+                        Step::Retry(f) => f,
+                        _ => HostFailure::Refused,
+                    };
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(host(failure));
+                }
+            }
+        }
+    }
+
+    fn attempt(&self, pt: &PassThrough, data: &mut [u8], use12: bool) -> Step {
+        let cdb12;
+        let cdb16;
+        let cdb: &[u8] = match pt.cdb12() {
+            Some(c) if use12 => {
+                cdb12 = c;
+                &cdb12
+            }
+            _ => {
+                cdb16 = pt.cdb16();
+                &cdb16
+            }
+        };
+        let direction = match (pt.t_length, pt.from_device) {
+            (super::cdb::TLength::None, _) => DataDirection::None,
+            (_, true) => DataDirection::FromDevice,
+            (_, false) => DataDirection::ToDevice,
+        };
+        let c = &self.counters;
+        c.commands_sent.fetch_add(1, Ordering::Relaxed);
+        let now = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        c.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        let result = self.transport.execute(SgRequest {
+            cdb,
+            direction,
+            data,
+            timeout: self.timeout,
+        });
+        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let r = match result {
+            Ok(r) => r,
+            Err(e) => return self.errno(&e),
+        };
+        let host_st = r.host_status;
+        if host_st == host_status::DID_TIME_OUT
+            || r.driver_status & 0x0f == driver_status::DRIVER_TIMEOUT
+        {
+            c.timeouts.fetch_add(1, Ordering::Relaxed);
+            return Step::Done(Err(host(HostFailure::Timeout)));
+        }
+        match host_st {
+            host_status::DID_OK => {}
+            host_status::DID_NO_CONNECT | host_status::DID_BAD_TARGET => {
+                self.vanished.store(true, Ordering::Relaxed);
+                return Step::Done(Err(host(HostFailure::Vanished)));
+            }
+            // Some adapters reject 16-byte CDBs by aborting them.
+            host_status::DID_ABORT if !use12 && pt.cdb12().is_some() => return Step::RetryAs12,
+            host_status::DID_ABORT => return Step::Done(Err(host(HostFailure::Refused))),
+            host_status::DID_BUS_BUSY
+            | host_status::DID_RESET
+            | host_status::DID_SOFT_ERROR
+            | host_status::DID_TRANSPORT_DISRUPTED => return Step::Retry(HostFailure::Transport),
+            _ => return Step::Done(Err(host(HostFailure::Transport))),
+        }
+        match Sense::parse(&r.sense) {
+            Some(Sense {
+                ata: Some(regs), ..
+            }) => {
+                if regs.failed() {
+                    Step::Done(Err(Outcome::Device {
+                        regs,
+                        bytes_before: 0,
+                    }))
+                } else {
+                    Step::Done(Ok(Some(regs)))
+                }
+            }
+            Some(s) => match s.key {
+                key::NO_SENSE | key::RECOVERED_ERROR => Step::Done(Ok(None)),
+                key::ILLEGAL_REQUEST if s.asc == ASC_INVALID_OPCODE && !use12 => Step::RetryAs12,
+                key::UNIT_ATTENTION => Step::Retry(HostFailure::Refused),
+                key::MEDIUM_ERROR => Step::Done(Err(host(HostFailure::Medium))),
+                key::ABORTED_COMMAND => Step::Retry(HostFailure::Transport),
+                _ => Step::Done(Err(host(HostFailure::Refused))),
+            },
+            None if r.status == scsi_status::GOOD => Step::Done(Ok(None)),
+            None if r.status == scsi_status::CHECK_CONDITION => {
+                Step::Done(Err(host(HostFailure::Refused)))
+            }
+            // BUSY, TASK SET FULL, RESERVATION CONFLICT...
+            None => Step::Retry(HostFailure::Refused),
+        }
+    }
+
+    fn errno(&self, e: &io::Error) -> Step {
+        match e.raw_os_error() {
+            Some(libc::ENODEV | libc::ENXIO) => {
+                self.vanished.store(true, Ordering::Relaxed);
+                Step::Done(Err(host(HostFailure::Vanished)))
+            }
+            Some(libc::EINTR | libc::EAGAIN) => Step::Retry(HostFailure::Refused),
+            Some(libc::ETIMEDOUT) => {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                Step::Done(Err(host(HostFailure::Timeout)))
+            }
+            Some(libc::EIO) => Step::Done(Err(host(HostFailure::Transport))),
+            _ => Step::Done(Err(host(HostFailure::Refused))),
+        }
+    }
+}
+
+fn host(failure: HostFailure) -> Outcome {
+    Outcome::Host {
+        failure,
+        bytes_before: 0,
+    }
+}

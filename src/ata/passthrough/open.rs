@@ -1,0 +1,354 @@
+//! Opening the host drive: the checks that turn "it does not work" into a message a user can
+//! act on (no such device, a partition, not a SCSI device, not ATA, no CAP_SYS_RAWIO).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cdb::{HostTaskfile, PassThrough, SatProtocol, TLength};
+use super::sense::{key, Sense, ASC_INVALID_OPCODE};
+use super::sg_io::{host_status, scsi_status, DataDirection, SgDevice, SgRequest, SgTransport};
+use super::sysfs::{self, SysfsError};
+use super::{PassthroughConfig, PassthroughDrive, PassthroughError};
+use crate::ata::command::opcode;
+use crate::sata::CompletionNotifier;
+
+impl PassthroughDrive {
+    /// Open the host drive at `config.path` (/dev/sgN or /dev/sdX): check that it is a whole
+    /// SCSI device that answers ATA PASS-THROUGH IDENTIFY DEVICE as an ATA drive, read the host
+    /// queue's limits from sysfs, and start the workers that will write `notifier`.
+    pub fn open(
+        config: &PassthroughConfig,
+        notifier: CompletionNotifier,
+    ) -> Result<PassthroughDrive, PassthroughError> {
+        let path = config.path.as_path();
+        let meta = fs::metadata(path).map_err(|e| open_error(path, e))?;
+        let ft = meta.file_type();
+        let is_block = ft.is_block_device();
+        if !is_block && !ft.is_char_device() {
+            return Err(PassthroughError::NotScsi {
+                path: path.into(),
+                detail: "not a device node".into(),
+            });
+        }
+        let dev = SgDevice::open(path).map_err(|e| open_error(path, e))?;
+        dev.version().map_err(|e| PassthroughError::NotScsi {
+            path: path.into(),
+            detail: format!("SG_GET_VERSION_NUM failed ({e})"),
+        })?;
+        let rdev = meta.rdev();
+        let paths = sysfs::locate(
+            Path::new("/sys"),
+            path,
+            is_block,
+            nix::sys::stat::major(rdev),
+            nix::sys::stat::minor(rdev),
+        )
+        .map_err(|SysfsError::Partition| PassthroughError::Partition(path.into()))?;
+        let limits = sysfs::read_limits(&paths);
+        let transport: Arc<dyn SgTransport> = Arc::new(dev);
+        let id = probe_identify(transport.as_ref(), config.timeout, path)?;
+        let drive = PassthroughDrive::with_transport(transport, limits, config, notifier);
+        log::info!(
+            "{}: ATA drive \"{}\", {} sectors; host limits {:?}: up to {} sectors per command",
+            path.display(),
+            model(&id),
+            capacity(&id),
+            limits,
+            drive.max_transfer_sectors()
+        );
+        Ok(drive)
+    }
+}
+
+fn open_error(path: &Path, e: io::Error) -> PassthroughError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENXIO | libc::ENODEV) => PassthroughError::NotFound(path.into()),
+        Some(libc::EACCES | libc::EPERM) => PassthroughError::Permission(path.into()),
+        _ => PassthroughError::Io {
+            path: path.into(),
+            source: e,
+        },
+    }
+}
+
+/// The model string (IDENTIFY words 27-46, ACS-3 7.12.7).
+fn model(id: &[u8; 512]) -> String {
+    let mut s = String::new();
+    for w in id[54..94].chunks_exact(2) {
+        s.push(char::from(w[1]));
+        s.push(char::from(w[0]));
+    }
+    s.trim().to_string()
+}
+
+/// User-addressable sectors (words 100-103 when 48-bit addressing is supported, else 60-61).
+fn capacity(id: &[u8; 512]) -> u64 {
+    let word = |i: usize| u64::from(u16::from_le_bytes([id[2 * i], id[2 * i + 1]]));
+    if word(83) & (1 << 10) != 0 {
+        word(100) | word(101) << 16 | word(102) << 32 | word(103) << 48
+    } else {
+        word(60) | word(61) << 16
+    }
+}
+
+/// Send IDENTIFY DEVICE through ATA PASS-THROUGH and check that an ATA drive answered.
+pub(crate) fn probe_identify(
+    t: &dyn SgTransport,
+    timeout: Duration,
+    path: &Path,
+) -> Result<[u8; 512], PassthroughError> {
+    let not_ata = |reason: String| PassthroughError::NotAta {
+        path: path.into(),
+        reason,
+    };
+    let pt = PassThrough {
+        protocol: SatProtocol::PioIn,
+        extend: false,
+        t_length: TLength::Count,
+        from_device: true,
+        multiple_count_log2: 0,
+        tf: HostTaskfile {
+            command: opcode::IDENTIFY_DEVICE,
+            count: 1,
+            ..Default::default()
+        },
+    };
+    let cdb16 = pt.cdb16();
+    let cdb12 = pt.cdb12().unwrap_or_default();
+    let mut id = [0u8; 512];
+    for cdb in [&cdb16[..], &cdb12[..]] {
+        let r = t
+            .execute(SgRequest {
+                cdb,
+                direction: DataDirection::FromDevice,
+                data: &mut id,
+                timeout,
+            })
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => PassthroughError::NoRawIo(path.into()),
+                Some(libc::ENODEV | libc::ENXIO) => PassthroughError::NotFound(path.into()),
+                _ => PassthroughError::Io {
+                    path: path.into(),
+                    source: e,
+                },
+            })?;
+        let sense = Sense::parse(&r.sense);
+        let cdb16_rejected = r.host_status == host_status::DID_ABORT
+            || matches!(
+                sense,
+                Some(Sense {
+                    key: key::ILLEGAL_REQUEST,
+                    asc: ASC_INVALID_OPCODE,
+                    ata: None,
+                    ..
+                })
+            );
+        if cdb16_rejected && cdb[0] == super::cdb::ATA_16 {
+            continue;
+        }
+        if r.host_status != host_status::DID_OK {
+            return Err(not_ata(format!(
+                "IDENTIFY DEVICE failed with host status {:#04x}",
+                r.host_status
+            )));
+        }
+        match sense {
+            Some(Sense {
+                ata: Some(regs), ..
+            }) if regs.failed() => {
+                return Err(not_ata(format!(
+                "IDENTIFY DEVICE aborted (status {:#04x}, error {:#04x}); a PACKET (ATAPI) device?",
+                regs.status, regs.error
+            )))
+            }
+            Some(Sense { ata: Some(_), .. }) => {}
+            Some(s) if matches!(s.key, key::NO_SENSE | key::RECOVERED_ERROR) => {}
+            Some(s) => {
+                return Err(not_ata(format!(
+                "the host answered ATA PASS-THROUGH with sense key {:#x}, ASC/ASCQ {:02x}/{:02x}",
+                s.key, s.asc, s.ascq
+            )))
+            }
+            None if r.status == scsi_status::GOOD => {}
+            None => {
+                return Err(not_ata(format!(
+                    "IDENTIFY DEVICE failed with SCSI status {:#04x}",
+                    r.status
+                )))
+            }
+        }
+        return check_identify(id).map_err(|m| not_ata(m.into()));
+    }
+    Err(not_ata(
+        "the host does not translate ATA PASS-THROUGH (a SCSI, SAS or NVMe device?)".into(),
+    ))
+}
+
+fn check_identify(id: [u8; 512]) -> Result<[u8; 512], &'static str> {
+    if id.iter().all(|b| *b == 0) {
+        return Err("IDENTIFY DEVICE returned no data");
+    }
+    if id[1] & 0x80 != 0 {
+        return Err("IDENTIFY DEVICE word 0 says this is not an ATA device");
+    }
+    // Integrity word 255 (ACS-3 7.12.7.91): signature A5h, checksum in the high byte.
+    if id[510] == 0xa5 && id.iter().fold(0u8, |a, b| a.wrapping_add(*b)) != 0 {
+        return Err("IDENTIFY DEVICE data has a bad checksum");
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ata::passthrough::sg_io::SgResult;
+    use std::sync::Mutex;
+    use vmm_sys_util::eventfd::EventFd;
+
+    /// One scripted answer: the result and the data to return.
+    type Answer = io::Result<(SgResult, Option<[u8; 512]>)>;
+
+    /// Answers each call with the next scripted result, recording the CDBs.
+    struct Script {
+        answers: Mutex<Vec<Answer>>,
+        cdbs: Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl SgTransport for Script {
+        fn execute(&self, req: SgRequest<'_>) -> io::Result<SgResult> {
+            self.cdbs.lock().unwrap().push(req.cdb.to_vec());
+            let (r, data) = self.answers.lock().unwrap().remove(0)?;
+            if let Some(d) = data {
+                req.data.copy_from_slice(&d);
+            }
+            Ok(r)
+        }
+    }
+
+    fn script(a: Vec<Answer>) -> Script {
+        Script {
+            answers: Mutex::new(a),
+            cdbs: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn good_identify() -> [u8; 512] {
+        let mut id = [0u8; 512];
+        id[0] = 0x40; // word 0: fixed, ATA
+        for (i, c) in b"SATAVM TEST DRIVE                       "
+            .chunks(2)
+            .enumerate()
+        {
+            id[54 + 2 * i] = c[1];
+            id[55 + 2 * i] = c[0];
+        }
+        id[166] = 0x00;
+        id[167] = 0x04; // word 83 bit 10: 48-bit
+        id[200] = 0x00;
+        id[201] = 0x10; // words 100..: 0x1000 sectors
+        id[510] = 0xa5;
+        let sum = id.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        id[511] = 0u8.wrapping_sub(sum);
+        id
+    }
+
+    fn recovered() -> SgResult {
+        let mut sense = vec![0x72, 0x01, 0x00, 0x1d, 0, 0, 0, 14];
+        sense.extend_from_slice(&[0x09, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa0, 0x50]);
+        SgResult {
+            status: 2,
+            sense,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn identify_of_an_ata_drive_is_accepted() {
+        let s = script(vec![Ok((recovered(), Some(good_identify())))]);
+        let id = probe_identify(&s, Duration::from_secs(1), Path::new("/dev/sg0")).unwrap();
+        assert_eq!(model(&id), "SATAVM TEST DRIVE");
+        assert_eq!(capacity(&id), 0x1000);
+        assert_eq!(s.cdbs.lock().unwrap()[0][..3], [0x85, 0x08, 0x2e]);
+    }
+
+    #[test]
+    fn eperm_means_no_cap_sys_rawio() {
+        let s = script(vec![Err(io::Error::from_raw_os_error(libc::EPERM))]);
+        let e = probe_identify(&s, Duration::from_secs(1), Path::new("/dev/sg0")).unwrap_err();
+        assert!(matches!(e, PassthroughError::NoRawIo(_)));
+        assert!(e.to_string().contains("CAP_SYS_RAWIO"));
+    }
+
+    #[test]
+    fn a_device_that_rejects_both_cdbs_is_not_ata() {
+        let reject = SgResult {
+            status: 2,
+            sense: vec![
+                0x70,
+                0,
+                key::ILLEGAL_REQUEST,
+                0,
+                0,
+                0,
+                0,
+                10,
+                0,
+                0,
+                0,
+                0,
+                0x20,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
+            ..Default::default()
+        };
+        let s = script(vec![Ok((reject.clone(), None)), Ok((reject, None))]);
+        let e = probe_identify(&s, Duration::from_secs(1), Path::new("/dev/sg0")).unwrap_err();
+        assert!(matches!(e, PassthroughError::NotAta { .. }), "{e}");
+        let cdbs = s.cdbs.lock().unwrap();
+        assert_eq!((cdbs[0][0], cdbs[1][0]), (0x85, 0xa1));
+    }
+
+    #[test]
+    fn atapi_abort_and_bad_checksum_are_not_ata() {
+        let mut abort = recovered();
+        abort.sense[8 + 3] = 0x04;
+        abort.sense[8 + 13] = 0x51;
+        let s = script(vec![Ok((abort, None))]);
+        assert!(matches!(
+            probe_identify(&s, Duration::from_secs(1), Path::new("/dev/sg0")),
+            Err(PassthroughError::NotAta { .. })
+        ));
+        let mut bad = good_identify();
+        bad[100] ^= 1;
+        let s = script(vec![Ok((recovered(), Some(bad)))]);
+        assert!(matches!(
+            probe_identify(&s, Duration::from_secs(1), Path::new("/dev/sg0")),
+            Err(PassthroughError::NotAta { .. })
+        ));
+    }
+
+    #[test]
+    fn open_errors_are_clear() {
+        let n = Arc::new(EventFd::new(0).unwrap());
+        let e =
+            PassthroughDrive::open(&PassthroughConfig::new("/dev/sg-does-not-exist"), n.clone())
+                .unwrap_err();
+        assert!(matches!(e, PassthroughError::NotFound(_)), "{e}");
+        // A character device that is not SCSI.
+        let e =
+            PassthroughDrive::open(&PassthroughConfig::new("/dev/null"), n.clone()).unwrap_err();
+        assert!(matches!(e, PassthroughError::NotScsi { .. }), "{e}");
+        // A regular file.
+        let e =
+            PassthroughDrive::open(&PassthroughConfig::new("/proc/self/status"), n).unwrap_err();
+        assert!(matches!(e, PassthroughError::NotScsi { .. }), "{e}");
+    }
+}
