@@ -49,11 +49,8 @@ fn main() -> ExitCode {
         Ok(())
     });
     if let Some(storage) = &storage {
-        for (port, s) in storage.port_stats().iter().enumerate() {
-            eprintln!(
-                "satavm: port {port}: {} commands, NCQ peak depth {}, {} errors, {} resets",
-                s.commands, s.ncq_peak_depth, s.errors, s.resets
-            );
+        for line in storage.summary() {
+            eprintln!("satavm: {line}");
         }
     }
     match result {

@@ -12,7 +12,8 @@ use super::interrupts::KvmInterrupts;
 use super::layout::{PCI_INTX_GSI, PCI_MMIO_START};
 use super::DeviceContext;
 use crate::ahci::{AhciFunction, PortStats};
-use crate::ata::{DriveConfig, EmulatedDrive};
+use crate::ata::passthrough::PassthroughStats;
+use crate::ata::{DriveConfig, EmulatedDrive, PassthroughConfig, PassthroughDrive};
 use crate::disk_spec::DiskSpec;
 use crate::mem::GuestMemory;
 use crate::sata::{CompletionNotifier, SataDevice};
@@ -30,8 +31,8 @@ pub enum StorageError {
         path: String,
         source: crate::ata::DriveError,
     },
-    #[error("--disk passthrough={0}: SG_IO pass-through is not available in this build")]
-    PassthroughUnavailable(String),
+    #[error("--disk passthrough: {0}")]
+    Passthrough(#[from] crate::ata::PassthroughError),
     #[error("completion eventfd: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -59,9 +60,13 @@ impl MutEventSubscriber for CompletionPump {
     }
 }
 
+/// Reads a pass-through drive's host-side counters.
+type HostStatsReader = Box<dyn Fn() -> PassthroughStats + Send + Sync>;
+
 /// The attached controller, kept for its statistics.
 pub struct Storage {
     ahci: Arc<Mutex<AhciFunction>>,
+    host_stats: Vec<Option<HostStatsReader>>,
 }
 
 impl Storage {
@@ -72,12 +77,38 @@ impl Storage {
             .unwrap_or_else(|e| e.into_inner())
             .port_stats()
     }
+
+    /// Host-side counters of port `port`, if its drive is a pass-through drive.
+    pub fn host_stats(&self, port: usize) -> Option<PassthroughStats> {
+        self.host_stats.get(port)?.as_ref().map(|read| read())
+    }
+
+    /// One line per port for the user: what the guest did, and for pass-through what the
+    /// host drive saw.
+    pub fn summary(&self) -> Vec<String> {
+        self.port_stats()
+            .iter()
+            .enumerate()
+            .map(|(port, s)| {
+                let mut line = format!(
+                    "port {port}: {} commands, NCQ peak depth {}, {} errors, {} resets",
+                    s.commands, s.ncq_peak_depth, s.errors, s.resets
+                );
+                if let Some(h) = self.host_stats(port) {
+                    line += &format!(
+                        "; host: {} SG_IO commands, peak {} in flight, {} errors, {} timeouts",
+                        h.commands_sent, h.peak_in_flight, h.errors, h.timeouts
+                    );
+                }
+                line
+            })
+            .collect()
+    }
 }
 
-fn open_drive(
-    spec: &DiskSpec,
-    notifier: &CompletionNotifier,
-) -> Result<Box<dyn SataDevice>, StorageError> {
+type OpenedDrive = (Box<dyn SataDevice>, Option<HostStatsReader>);
+
+fn open_drive(spec: &DiskSpec, notifier: &CompletionNotifier) -> Result<OpenedDrive, StorageError> {
     match spec {
         DiskSpec::Image {
             path,
@@ -97,11 +128,29 @@ fn open_drive(
                     source,
                 }
             })?;
-            Ok(Box::new(drive))
+            Ok((Box::new(drive), None))
         }
-        DiskSpec::Passthrough { path, .. } => Err(StorageError::PassthroughUnavailable(
-            path.display().to_string(),
-        )),
+        DiskSpec::Passthrough {
+            path,
+            timeout,
+            allow_all,
+            read_only,
+        } => {
+            let config = PassthroughConfig {
+                path: path.clone(),
+                timeout: *timeout,
+                allow_all: *allow_all,
+                read_only: *read_only,
+            };
+            let drive = PassthroughDrive::open(&config, notifier.clone())?;
+            log::info!(
+                "{}: pass-through, at most {} sectors per host command",
+                path.display(),
+                drive.max_transfer_sectors()
+            );
+            let reader: HostStatsReader = Box::new(drive.stats_reader());
+            Ok((Box::new(drive), Some(reader)))
+        }
     }
 }
 
@@ -117,10 +166,12 @@ pub fn attach(
         return Err(StorageError::TooManyDisks(disks.len()));
     }
     let notifier: CompletionNotifier = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
-    let devices = disks
+    let (devices, host_stats): (Vec<_>, Vec<_>) = disks
         .iter()
         .map(|d| open_drive(d, &notifier))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
     let mem: Arc<dyn GuestMemory> = ctx.mem.clone();
     let irq = Arc::new(KvmInterrupts::new(ctx.vm.clone(), PCI_INTX_GSI));
     let ahci = Arc::new(Mutex::new(AhciFunction::new(
@@ -136,5 +187,5 @@ pub fn attach(
         ahci: ahci.clone(),
         notifier,
     }));
-    Ok(Some(Storage { ahci }))
+    Ok(Some(Storage { ahci, host_stats }))
 }

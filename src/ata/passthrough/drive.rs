@@ -85,6 +85,16 @@ fn complete(slot: u8, fises: Vec<Fis>) -> Submission {
     })
 }
 
+fn read_stats(exec: &Executor) -> PassthroughStats {
+    let c = &exec.counters;
+    PassthroughStats {
+        commands_sent: c.commands_sent.load(Ordering::Relaxed),
+        peak_in_flight: c.peak_in_flight.load(Ordering::Relaxed),
+        errors: c.errors.load(Ordering::Relaxed),
+        timeouts: c.timeouts.load(Ordering::Relaxed),
+    }
+}
+
 impl PassthroughDrive {
     /// A drive over any transport (the real [`super::sg_io::SgDevice`] or a test fake), with
     /// the host queue's `limits`. [`PassthroughDrive::open`] is the usual way in.
@@ -120,13 +130,13 @@ impl PassthroughDrive {
 
     /// Host-side counters.
     pub fn stats(&self) -> PassthroughStats {
-        let c = &self.exec.counters;
-        PassthroughStats {
-            commands_sent: c.commands_sent.load(Ordering::Relaxed),
-            peak_in_flight: c.peak_in_flight.load(Ordering::Relaxed),
-            errors: c.errors.load(Ordering::Relaxed),
-            timeouts: c.timeouts.load(Ordering::Relaxed),
-        }
+        read_stats(&self.exec)
+    }
+
+    /// A reader of the host-side counters that stays valid after the drive is handed to a port.
+    pub fn stats_reader(&self) -> impl Fn() -> PassthroughStats + Send + Sync + 'static {
+        let exec = self.exec.clone();
+        move || read_stats(&exec)
     }
 
     fn report_vanished(&mut self) {
