@@ -151,8 +151,8 @@ impl PassthroughDrive {
 
     /// Abort `fis` in `slot` without sending it.
     fn refuse(&self, slot: u8, fis: &RegisterH2d, why: &str) -> Submission {
-        log::info!(
-            "{}: command {:#04x} (features {:#x}) refused: {why}",
+        log::warn!(
+            "{}: guest command {:#04x} (features {:#x}) refused, not sent to the drive: {why}",
             self.path.display(),
             fis.command,
             fis.features
