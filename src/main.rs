@@ -138,7 +138,14 @@ fn main() -> ExitCode {
         eprintln!("satavm: --disk is not wired to the AHCI controller yet");
         return ExitCode::from(1);
     }
+    let firmware = matches!(config.boot, Boot::Firmware { .. });
     match vmm::run(&config, |_| Ok(())) {
+        // Firmware reports its verdict through the exit-code port; stopping any other way
+        // (a triple fault shows up as a reset) is a failure.
+        Ok(exit @ (VmExit::Reset | VmExit::PowerOff)) if firmware => {
+            eprintln!("satavm: firmware stopped ({exit:?}) without reporting a result");
+            ExitCode::from(2)
+        }
         Ok(VmExit::Reset) | Ok(VmExit::PowerOff) | Ok(VmExit::GuestCode(0)) => ExitCode::SUCCESS,
         Ok(VmExit::GuestCode(code)) => {
             eprintln!("satavm: guest reported failure code {code}");

@@ -32,8 +32,10 @@ struct Stack([u8; STACK_BYTES]);
 #[no_mangle]
 static mut FIRMWARE_STACK: Stack = Stack([0; STACK_BYTES]);
 
-// Entry: zero .bss (the stack is in it, so before using the stack), switch to our stack, call
-// firmware_main(args). RDI (the argument pointer) is preserved across the clearing.
+// Entry: enable SSE (CR0.EM=0, CR0.MP=1, CR4.OSFXSR/OSXMMEXCPT: the compiler uses SSE
+// registers, and the boot path leaves CR4 with PAE only), zero .bss (the stack is in it, so
+// before using the stack), switch to our stack, call firmware_main(args). RDI (the argument
+// pointer) is preserved in R12.
 core::arch::global_asm!(
     ".section .text._start, \"ax\"",
     ".global _start",
@@ -41,6 +43,13 @@ core::arch::global_asm!(
     "    cli",
     "    cld",
     "    mov r12, rdi",
+    "    mov rax, cr0",
+    "    and rax, ~(1 << 2)",
+    "    or rax, 1 << 1",
+    "    mov cr0, rax",
+    "    mov rax, cr4",
+    "    or rax, 3 << 9",
+    "    mov cr4, rax",
     "    mov rdi, offset __bss_start",
     "    mov rcx, offset __bss_end",
     "    sub rcx, rdi",
