@@ -128,18 +128,26 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    log::info!("drives: {disks:?}");
     let config = VmConfig {
         boot,
         cpus: cli.cpus,
         memory_mib: cli.memory,
     };
-    if !cli.disks.is_empty() {
-        eprintln!("satavm: --disk is not wired to the AHCI controller yet");
-        return ExitCode::from(1);
+    let mut storage = None;
+    let result = vmm::run(&config, |ctx| {
+        storage = vmm::storage::attach(ctx, &disks)?;
+        Ok(())
+    });
+    if let Some(storage) = &storage {
+        for (port, s) in storage.port_stats().iter().enumerate() {
+            eprintln!(
+                "satavm: port {port}: {} commands, NCQ peak depth {}, {} errors, {} resets",
+                s.commands, s.ncq_peak_depth, s.errors, s.resets
+            );
+        }
     }
     let firmware = matches!(config.boot, Boot::Firmware { .. });
-    match vmm::run(&config, |_| Ok(())) {
+    match result {
         // Firmware reports its verdict through the exit-code port; stopping any other way
         // (a triple fault shows up as a reset) is a failure.
         Ok(exit @ (VmExit::Reset | VmExit::PowerOff)) if firmware => {

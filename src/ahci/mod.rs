@@ -1,1 +1,37 @@
 //! AHCI layer: the HBA (AHCI 1.3.1).
+//!
+//! - [`regs`]: register offsets and bit names.
+//! - [`hba`]: the generic host control registers (CAP, GHC, IS, PI, VS) and HBA reset.
+//! - [`port`]: the port registers and the command list engine.
+//! - [`command`]: command headers, command tables and PRDTs in guest memory.
+//! - [`completion`]: what a finished command does to its port.
+//! - [`rfis`]: the received-FIS area.
+//! - [`pci_function`]: [`AhciFunction`], the PCI function the VMM plugs into its PCI bus.
+//!
+//! Each port talks to its device only through [`crate::sata::SataDevice`]: Register H2D FISes
+//! and a [`crate::sata::DataPath`] go down, FISes come back.
+
+pub mod command;
+mod completion;
+pub mod hba;
+#[cfg(test)]
+pub(crate) mod mock;
+pub mod pci_function;
+pub mod port;
+pub mod regs;
+pub mod rfis;
+
+pub use pci_function::AhciFunction;
+
+/// Per-port statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Commands (C = 1 FISes) sent to the device.
+    pub commands: u64,
+    /// Most queued (NCQ) commands the device held at once.
+    pub ncq_peak_depth: u32,
+    /// Commands that ended in an error (task file, overflow, host bus or interface error).
+    pub errors: u64,
+    /// Port resets: COMRESETs through PxSCTL and HBA resets.
+    pub resets: u64,
+}

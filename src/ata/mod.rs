@@ -4,4 +4,10 @@
 //! drives implement [`crate::sata::SataDevice`] on top of them.
 
 pub mod command;
+pub mod emulated;
+pub mod identify;
+pub mod log;
 pub mod registers;
+pub mod taskfile;
+
+pub use emulated::{DriveConfig, DriveError, EmulatedDrive};

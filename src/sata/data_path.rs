@@ -1,7 +1,7 @@
 //! The data path of one command: the PRDT scatter-gather list in guest memory
 //! (AHCI 1.3.1 section 4.2.3.3), seen by the device as one contiguous byte stream.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use thiserror::Error;
 
@@ -37,6 +37,9 @@ pub struct DataPath {
     mem: Arc<dyn GuestMemory>,
     prdt: Vec<PrdEntry>,
     len: u64,
+    /// The first transfer error, shared by every clone, so the HBA that built the path can
+    /// tell an overflow (AHCI PxIS.OFS) or a host bus error (PxIS.HBFS) from a device error.
+    fault: Arc<OnceLock<DataPathError>>,
 }
 
 impl std::fmt::Debug for DataPath {
@@ -59,7 +62,12 @@ impl DataPath {
     /// A data path over `prdt` in `mem`.
     pub fn new(mem: Arc<dyn GuestMemory>, prdt: Vec<PrdEntry>) -> Self {
         let len = prdt.iter().map(|e| u64::from(e.len)).sum();
-        DataPath { mem, prdt, len }
+        DataPath {
+            mem,
+            prdt,
+            len,
+            fault: Arc::new(OnceLock::new()),
+        }
     }
 
     /// A data path with no PRD entries (non-data commands).
@@ -82,15 +90,33 @@ impl DataPath {
         &self.prdt
     }
 
+    /// The first error any transfer through this path (or a clone of it) ran into.
+    pub fn first_error(&self) -> Option<DataPathError> {
+        self.fault.get().copied()
+    }
+
+    fn record<T>(&self, r: Result<T, DataPathError>) -> Result<T, DataPathError> {
+        if let Err(e) = &r {
+            let _ = self.fault.set(*e);
+        }
+        r
+    }
+
     /// Copy `data` into guest memory at byte `offset` of the stream (device to host).
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), DataPathError> {
-        self.walk(offset, data.len() as u64, |addr, start, n| {
+        let r = self.walk(offset, data.len() as u64, |addr, start, n| {
             self.mem.write(addr, &data[start..start + n])
-        })
+        });
+        self.record(r)
     }
 
     /// Fill `buf` from guest memory at byte `offset` of the stream (host to device).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DataPathError> {
+        let r = self.gather(offset, buf);
+        self.record(r)
+    }
+
+    fn gather(&self, offset: u64, buf: &mut [u8]) -> Result<(), DataPathError> {
         let len = buf.len() as u64;
         let mut pieces = Vec::new();
         self.walk(offset, len, |addr, start, n| {
@@ -204,5 +230,13 @@ mod tests {
             bad.write_at(0, &[0; 0x100]),
             Err(DataPathError::Memory(_))
         ));
+        assert!(matches!(bad.first_error(), Some(DataPathError::Memory(_))));
+        assert!(
+            matches!(
+                dp.clone().first_error(),
+                Some(DataPathError::Overflow { .. })
+            ),
+            "clones share the recorded fault"
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod interrupts;
 pub mod layout;
 pub mod mptable;
 pub mod serial;
+pub mod storage;
 pub mod terminal;
 pub mod vcpu;
 
@@ -78,6 +79,8 @@ pub enum VmmError {
     Boot(#[from] boot::BootError),
     #[error(transparent)]
     Cpu(#[from] cpu::CpuError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
     #[error("event loop: {0}")]
     EventLoop(String),
     #[error("{0}")]

@@ -1,0 +1,278 @@
+//! The AHCI HBA as a PCI function: configuration space (AHCI 1.3.1 section 2), ABAR in BAR5,
+//! MSI (one vector per port) and INTx, and the access-width handling of the HBA registers.
+
+use std::sync::Arc;
+
+use super::hba::{Hba, InterruptState};
+use super::port::Port;
+use super::PortStats;
+use crate::irq::InterruptSink;
+use crate::mem::GuestMemory;
+use crate::pci::config::{command, offset, STATUS_INTERRUPT};
+use crate::pci::{BarKind, ConfigSpace, MsiCapability, PciFunction};
+use crate::sata::SataDevice;
+
+/// Intel ICH9 SATA AHCI controller, as QEMU's `ahci` device: Linux's `ahci` driver lists it
+/// as `board_ahci` (no quirks) and binds any class 01.06.01 function anyway.
+pub const VENDOR_ID: u16 = 0x8086;
+pub const DEVICE_ID: u16 = 0x2922;
+/// Revision (ICH9 A2 as QEMU reports).
+pub const REVISION: u8 = 0x02;
+/// Subsystem: Red Hat, QEMU's value for emulated devices.
+pub const SUBSYSTEM_VENDOR_ID: u16 = 0x1af4;
+pub const SUBSYSTEM_ID: u16 = 0x1100;
+/// Class: mass storage (01h), SATA (06h), AHCI 1.0 (01h).
+pub const CLASS: (u8, u8, u8) = (0x01, 0x06, 0x01);
+/// ABAR is BAR5 (2.1.11).
+pub const ABAR: usize = 5;
+/// ABAR size: 0x100 bytes of global registers + 32 ports x 0x80 = 0x1100, rounded up.
+pub const ABAR_SIZE: u64 = 0x2000;
+
+/// The AHCI PCI function.
+pub struct AhciFunction {
+    config: ConfigSpace,
+    msi: MsiCapability,
+    /// MSI vectors asked for: one per port, rounded up to a power of two.
+    msi_requested: u32,
+    hba: Hba,
+    irq: Arc<dyn InterruptSink>,
+    intx_asserted: bool,
+}
+
+impl std::fmt::Debug for AhciFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AhciFunction")
+            .field("hba", &self.hba)
+            .field("intx_asserted", &self.intx_asserted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AhciFunction {
+    /// One port per device, ports 0..n (1 to 32; devices beyond 32 are dropped). `bar5` is
+    /// the initial ABAR address, `irq_line` the INTx line written to configuration space.
+    pub fn new(
+        devices: Vec<Box<dyn SataDevice>>,
+        mem: Arc<dyn GuestMemory>,
+        irq: Arc<dyn InterruptSink>,
+        bar5: u32,
+        irq_line: u8,
+    ) -> Self {
+        if devices.len() > 32 {
+            log::warn!("AHCI: {} devices, only 32 ports", devices.len());
+        }
+        let ports: Vec<Port> = devices
+            .into_iter()
+            .take(32)
+            .enumerate()
+            .map(|(i, d)| Port::new(i as u8, d, mem.clone()))
+            .collect();
+        let mut config = ConfigSpace::new(VENDOR_ID, DEVICE_ID, CLASS, REVISION);
+        config.set_subsystem(SUBSYSTEM_VENDOR_ID, SUBSYSTEM_ID);
+        config.add_bar(ABAR, ABAR_SIZE, BarKind::Memory32, u64::from(bar5));
+        config.set_interrupt(1, irq_line);
+        let msi_requested = (ports.len().max(1) as u32).next_power_of_two();
+        let msi = MsiCapability::install(&mut config, msi_requested.trailing_zeros() as u8);
+        AhciFunction {
+            config,
+            msi,
+            msi_requested,
+            hba: Hba::new(ports),
+            irq,
+            intx_asserted: false,
+        }
+    }
+
+    /// Collect device completions, update PxCI/PxSACT/PxIS, write FISes, raise interrupts.
+    pub fn process_completions(&mut self) {
+        self.hba.process_completions();
+        self.update_interrupts();
+    }
+
+    /// Per-port statistics.
+    pub fn port_stats(&self) -> Vec<PortStats> {
+        self.hba.ports.iter().map(|p| p.stats).collect()
+    }
+
+    /// GHC.MRSM (3.1.2): MSI is on with fewer vectors than asked for, so every port shares
+    /// vector 0.
+    fn mrsm(&self) -> bool {
+        self.msi.enabled(&self.config) && self.msi.vectors(&self.config) < self.msi_requested
+    }
+
+    /// Signal what the HBA's interrupt state asks for: an MSI per port event (vector = port,
+    /// or 0 under MRSM), or the INTx level when MSI is off and INTx is not disabled.
+    fn update_interrupts(&mut self) {
+        let InterruptState { level, edges } = self.hba.interrupt_state();
+        let msi_on = self.msi.enabled(&self.config);
+        if msi_on {
+            let mrsm = self.mrsm();
+            let mut sent = 0u32;
+            for port in (0..32).filter(|p| edges & (1 << p) != 0) {
+                let vector = if mrsm { 0 } else { port };
+                if sent & (1 << vector) != 0 {
+                    continue;
+                }
+                sent |= 1 << vector;
+                if let Some(msg) = self.msi.message(&self.config, vector) {
+                    if let Err(e) = self.irq.signal_msi(msg) {
+                        log::warn!("AHCI: MSI delivery failed: {e}");
+                    }
+                }
+            }
+        }
+        // PCI status bit 3 shows the INTx condition whether or not INTx is disabled.
+        let pending = level && !msi_on;
+        let status = self.config.u16_at(offset::STATUS);
+        let status = if pending {
+            status | STATUS_INTERRUPT
+        } else {
+            status & !STATUS_INTERRUPT
+        };
+        self.config.set_u16(offset::STATUS, status);
+        let assert = pending && self.config.command() & command::INTX_DISABLE == 0;
+        if assert != self.intx_asserted {
+            self.intx_asserted = assert;
+            if let Err(e) = self.irq.set_intx(assert) {
+                log::warn!("AHCI: INTx update failed: {e}");
+            }
+        }
+    }
+
+    /// Read `data.len()` bytes at ABAR offset `at`, dword by dword.
+    fn abar_read(&self, at: u64, data: &mut [u8]) {
+        let mrsm = self.mrsm();
+        for (i, b) in data.iter_mut().enumerate() {
+            let addr = at.saturating_add(i as u64);
+            *b = if addr < ABAR_SIZE {
+                let dword = self.hba.read(addr & !3, mrsm);
+                (dword >> (8 * (addr & 3))) as u8
+            } else {
+                0
+            };
+        }
+    }
+
+    /// Write `data` at ABAR offset `at`: each dword it touches gets one write whose mask
+    /// selects the bytes written (8-byte accesses become two dword writes).
+    fn abar_write(&mut self, at: u64, data: &[u8]) {
+        let mut i = 0;
+        while i < data.len() {
+            let addr = at.saturating_add(i as u64);
+            let dword_at = addr & !3;
+            let mut value = 0u32;
+            let mut mask = 0u32;
+            while i < data.len() && at.saturating_add(i as u64) & !3 == dword_at {
+                let shift = 8 * (at.saturating_add(i as u64) & 3);
+                value |= u32::from(data[i]) << shift;
+                mask |= 0xff << shift;
+                i += 1;
+            }
+            if dword_at < ABAR_SIZE {
+                self.hba.write(dword_at, value, mask);
+            }
+        }
+        self.update_interrupts();
+    }
+}
+
+impl PciFunction for AhciFunction {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+
+    fn config_write(&mut self, offset: usize, data: &[u8]) {
+        self.config.write(offset, data);
+        // MSI enable and INTx disable change how a pending interrupt is signalled.
+        self.update_interrupts();
+    }
+
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        if bar == ABAR {
+            self.abar_read(offset, data);
+        } else {
+            data.fill(0);
+        }
+    }
+
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        if bar == ABAR {
+            self.abar_write(offset, data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::ahci::mock::{layout, mock};
+    use crate::ahci::regs::{ghc, hba, port as px, pxis};
+    use crate::irq::RecordingSink;
+    use crate::mem::VecMemory;
+
+    fn function(ports: usize) -> (AhciFunction, Arc<RecordingSink>) {
+        let mem = Arc::new(VecMemory::new(layout::MEM_SIZE));
+        let sink = Arc::new(RecordingSink::default());
+        let devices = (0..ports).map(|_| mock().0).collect();
+        (
+            AhciFunction::new(devices, mem, sink.clone(), 0xfebf_0000, 10),
+            sink,
+        )
+    }
+
+    fn r32(f: &mut AhciFunction, at: u64) -> u32 {
+        let mut b = [0u8; 4];
+        f.bar_read(ABAR, at, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn msi_capability_asks_for_one_vector_per_port() {
+        for (ports, mmc) in [(1, 0), (2, 1), (3, 2), (5, 3), (32, 5)] {
+            let (f, _) = function(ports);
+            let at = f.config().u8_at(offset::CAPABILITIES_POINTER) as usize;
+            assert_eq!((f.config().u16_at(at + 2) >> 1) & 7, mmc, "{ports} ports");
+        }
+    }
+
+    #[test]
+    fn mrsm_when_fewer_vectors_than_ports() {
+        let (mut f, _) = function(3);
+        let at = f.config().u8_at(offset::CAPABILITIES_POINTER) as usize;
+        assert_eq!(r32(&mut f, hba::GHC) & ghc::MRSM, 0, "MSI off");
+        f.config_write(at + 2, &(1u16 | 1 << 4).to_le_bytes());
+        assert_ne!(r32(&mut f, hba::GHC) & ghc::MRSM, 0, "2 of 4 vectors");
+        f.config_write(at + 2, &(1u16 | 2 << 4).to_le_bytes());
+        assert_eq!(r32(&mut f, hba::GHC) & ghc::MRSM, 0, "4 of 4 vectors");
+    }
+
+    #[test]
+    fn byte_writes_clear_only_their_pxis_bits_and_intx_follows() {
+        let (mut f, sink) = function(1);
+        f.config_write(offset::COMMAND, &command::MEMORY_SPACE.to_le_bytes());
+        let p0 = hba::PORTS_BASE;
+        f.bar_write(ABAR, p0 + px::IE, &pxis::ALL.to_le_bytes());
+        f.bar_write(ABAR, hba::GHC, &ghc::IE.to_le_bytes());
+        f.hba.ports[0].raise(pxis::DHRS | pxis::TFES);
+        f.update_interrupts();
+        assert!(sink.intx.load(Ordering::SeqCst));
+        assert_eq!(r32(&mut f, hba::IS), 1);
+        // Clear TFES with a byte write to PxIS byte 3: DHRS stays, so does the line.
+        f.bar_write(ABAR, p0 + px::IS + 3, &[0x40]);
+        assert_eq!(r32(&mut f, p0 + px::IS), pxis::DHRS);
+        assert!(sink.intx.load(Ordering::SeqCst));
+        f.bar_write(ABAR, p0 + px::IS, &[0x01]);
+        f.bar_write(ABAR, hba::IS, &1u32.to_le_bytes());
+        assert!(!sink.intx.load(Ordering::SeqCst));
+        assert!(sink.msis.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn more_than_32_devices_are_dropped_not_a_panic() {
+        let (mut f, _) = function(33);
+        assert_eq!(r32(&mut f, hba::PI), u32::MAX);
+        assert_eq!(f.port_stats().len(), 32);
+    }
+}

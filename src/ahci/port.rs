@@ -1,0 +1,514 @@
+//! One HBA port: its registers (AHCI 1.3.1 section 3.3), the command list engine (section 5)
+//! and the link to its [`SataDevice`].
+//!
+//! The port fetches commands from guest memory when software sets PxCI bits, sends each CFIS
+//! to the device with a [`DataPath`] over its PRDT, and turns the FISes the device answers with
+//! into register updates (PxTFD, PxSIG, PxCI, PxSACT), received-FIS area writes and PxIS bits.
+//! How a finished command's FISes change the port lives in [`super::completion`].
+
+use std::sync::Arc;
+
+use super::command::{self, FetchError};
+use super::regs::{port as reg, pxcmd, pxis, pxserr, pxtfd, scr, COMMAND_SLOTS, SIG_RESET};
+use super::rfis;
+use super::PortStats;
+use crate::mem::GuestMemory;
+use crate::sata::{Completion, DataPath, Fis, RegisterD2h, SataDevice, Submission};
+
+/// A command the device holds.
+#[derive(Debug, Clone)]
+pub(super) struct InFlight {
+    /// Issued with its PxSACT bit set (native command queuing).
+    pub ncq: bool,
+    /// The command's PRDT, to learn about overflows and host bus errors afterwards.
+    pub data: DataPath,
+    /// Some PRD had its I bit set.
+    pub prd_interrupt: bool,
+}
+
+/// State of the SATA link as PxSCTL.DET drives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Communication established (PxSSTS.DET = 3).
+    Up,
+    /// COMRESET asserted (PxSCTL.DET = 1) or the Phy offline (PxSCTL.DET = 4).
+    Down,
+}
+
+/// An HBA port with one device attached.
+pub struct Port {
+    index: u8,
+    pub(super) device: Box<dyn SataDevice>,
+    pub(super) mem: Arc<dyn GuestMemory>,
+    clb: u32,
+    clbu: u32,
+    fb: u32,
+    fbu: u32,
+    /// PxIS write-one-to-clear bits (UFS, PCS, PRCS are derived from PxSERR).
+    is: u32,
+    ie: u32,
+    /// PxCMD bits the port keeps (ST, FRE, FR, CR, CCS, ATAPI, DLAE).
+    cmd: u32,
+    pub(super) tfd: u32,
+    pub(super) sig: u32,
+    sctl: u32,
+    serr: u32,
+    pub(super) sact: u32,
+    pub(super) ci: u32,
+    pub(super) sntf: u32,
+    link: Link,
+    /// The device's signature FIS after an HBA reset, accepted once FIS reception is enabled.
+    signature_pending: Option<RegisterD2h>,
+    /// PxCI bits not yet sent to the device.
+    issued: u32,
+    /// Commands the device holds, by slot.
+    pub(super) in_flight: [Option<InFlight>; COMMAND_SLOTS],
+    /// A fatal error stopped the command list engine until software clears PxCMD.ST (6.1.2).
+    pub(super) halted: bool,
+    /// PxIS bits set since the function last collected them (for edge-triggered MSI).
+    new_events: u32,
+    pub(super) stats: PortStats,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port")
+            .field("index", &self.index)
+            .field("cmd", &format_args!("{:#x}", self.cmd))
+            .field("is", &format_args!("{:#x}", self.is))
+            .field("tfd", &format_args!("{:#x}", self.tfd))
+            .field("ci", &format_args!("{:#x}", self.ci))
+            .field("sact", &format_args!("{:#x}", self.sact))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Outcome of [`Port::fetch_and_submit`] for one slot.
+enum Issue {
+    /// Keep issuing.
+    Next,
+    /// Stop: a non-queued command is in flight or the port halted.
+    Stop,
+}
+
+impl Port {
+    /// A port after power-on: registers at their reset values, the device reset.
+    pub fn new(index: u8, device: Box<dyn SataDevice>, mem: Arc<dyn GuestMemory>) -> Self {
+        let mut p = Port {
+            index,
+            device,
+            mem,
+            clb: 0,
+            clbu: 0,
+            fb: 0,
+            fbu: 0,
+            is: 0,
+            ie: 0,
+            cmd: 0,
+            tfd: pxtfd::RESET,
+            sig: SIG_RESET,
+            sctl: 0,
+            serr: 0,
+            sact: 0,
+            ci: 0,
+            sntf: 0,
+            link: Link::Up,
+            signature_pending: None,
+            issued: 0,
+            in_flight: Default::default(),
+            halted: false,
+            new_events: 0,
+            stats: PortStats::default(),
+        };
+        p.power_on_reset();
+        p
+    }
+
+    /// Reset every register software can change, except PxCLB/PxCLBU/PxFB/PxFBU, and reset the
+    /// device (AHCI 10.4.3: GHC.HR resets the port registers and issues a COMRESET).
+    fn power_on_reset(&mut self) {
+        self.is = 0;
+        self.ie = 0;
+        self.cmd = 0;
+        self.tfd = pxtfd::RESET;
+        self.sig = SIG_RESET;
+        self.sctl = 0;
+        self.serr = 0;
+        self.sact = 0;
+        self.ci = 0;
+        self.sntf = 0;
+        self.issued = 0;
+        self.in_flight = Default::default();
+        self.halted = false;
+        self.new_events = 0;
+        self.link = Link::Up;
+        // The device answers with its signature; PxTFD and PxSIG show it once software enables
+        // FIS reception (until then they read 7Fh and FFFFFFFFh, as AHCI 3.3.8/3.3.9 allow for
+        // a signature that has not arrived yet, and as QEMU's ahci-test expects).
+        self.signature_pending = Some(self.device.comreset());
+    }
+
+    /// GHC.HR: reset the port as part of an HBA reset.
+    pub fn hba_reset(&mut self) {
+        self.stats.resets += 1;
+        self.power_on_reset();
+    }
+
+    /// PxIS as software reads it.
+    pub fn is(&self) -> u32 {
+        let mut v = self.is;
+        if self.serr & pxserr::DIAG_X != 0 {
+            v |= pxis::PCS;
+        }
+        if self.serr & pxserr::DIAG_N != 0 {
+            v |= pxis::PRCS;
+        }
+        if self.serr & pxserr::DIAG_F != 0 {
+            v |= pxis::UFS;
+        }
+        v
+    }
+
+    /// True while an enabled PxIS bit is set (the port's bit in the HBA's IS register).
+    pub fn interrupt_pending(&self) -> bool {
+        self.is() & self.ie != 0
+    }
+
+    /// Enabled PxIS bits set since the last call (each is one MSI edge).
+    pub fn take_new_events(&mut self) -> u32 {
+        std::mem::take(&mut self.new_events) & self.ie
+    }
+
+    /// Set PxIS bits.
+    pub(super) fn raise(&mut self, bits: u32) {
+        let fresh = bits & !self.is();
+        self.is |= bits & pxis::RW1C;
+        self.new_events |= fresh;
+    }
+
+    fn started(&self) -> bool {
+        self.cmd & pxcmd::ST != 0
+    }
+
+    pub(super) fn fis_receive_enabled(&self) -> bool {
+        self.cmd & pxcmd::FRE != 0
+    }
+
+    pub(super) fn clb(&self) -> u64 {
+        u64::from(self.clb) | u64::from(self.clbu) << 32
+    }
+
+    fn fb(&self) -> u64 {
+        u64::from(self.fb) | u64::from(self.fbu) << 32
+    }
+
+    /// Read the port register at `offset` (within the port's 0x80 bytes).
+    pub fn read(&self, offset: u64) -> u32 {
+        match offset {
+            reg::CLB => self.clb,
+            reg::CLBU => self.clbu,
+            reg::FB => self.fb,
+            reg::FBU => self.fbu,
+            reg::IS => self.is(),
+            reg::IE => self.ie,
+            reg::CMD => self.cmd | pxcmd::SUD | pxcmd::POD,
+            reg::TFD => self.tfd,
+            reg::SIG => self.sig,
+            reg::SSTS => match self.link {
+                Link::Up => scr::SSTS_LINK_UP,
+                Link::Down if self.sctl & scr::DET_MASK == scr::DET_OFFLINE => scr::DET_OFFLINE,
+                Link::Down => 0,
+            },
+            reg::SCTL => self.sctl,
+            reg::SERR => self.serr,
+            reg::SACT => self.sact,
+            reg::CI => self.ci,
+            reg::SNTF => self.sntf,
+            _ => 0,
+        }
+    }
+
+    /// Write `value` to the port register at `offset`; only the bits in `mask` are written
+    /// (a sub-dword access), the others keep their value and are not "written as one".
+    pub fn write(&mut self, offset: u64, value: u32, mask: u32) {
+        let merged = (self.read(offset) & !mask) | (value & mask);
+        let ones = value & mask;
+        match offset {
+            // 3.3.1: bits 9:0 reserved (1 KiB alignment); 3.3.3: bits 7:0 (256 bytes).
+            reg::CLB => self.clb = merged & !0x3ff,
+            reg::CLBU => self.clbu = merged,
+            reg::FB => self.fb = merged & !0xff,
+            reg::FBU => self.fbu = merged,
+            reg::IS => self.is &= !(ones & pxis::RW1C),
+            reg::IE => {
+                let newly = merged & pxis::ALL & !self.ie;
+                self.ie = merged & pxis::ALL;
+                // Enabling a bit that is already set is an interrupt event too.
+                self.new_events |= self.is() & newly;
+            }
+            reg::CMD => self.write_cmd(merged),
+            reg::SCTL => self.write_sctl(merged & scr::SCTL_WRITABLE),
+            reg::SERR => self.serr &= !ones,
+            // 3.3.13: software may only set bits, and only while ST is 1.
+            reg::SACT if self.started() => self.sact |= ones,
+            reg::CI => self.write_ci(ones),
+            // 3.3.15: PMN bits 15:0, write one to clear.
+            reg::SNTF => self.sntf &= !(ones & 0xffff),
+            _ => {}
+        }
+    }
+
+    /// PxCMD (3.3.7) and the engine start/stop sequences of section 10.3.
+    fn write_cmd(&mut self, v: u32) {
+        let old = self.cmd;
+        let keep = pxcmd::ST | pxcmd::FRE | pxcmd::ATAPI | pxcmd::DLAE;
+        self.cmd = (self.cmd & !keep) | (v & keep);
+
+        // FRE: FR follows it at once; the pending signature (if any) is accepted now.
+        if v & pxcmd::FRE != 0 {
+            self.cmd |= pxcmd::FR;
+            if self.link == Link::Up {
+                if let Some(sig) = self.signature_pending.take() {
+                    self.accept_signature(sig);
+                }
+            }
+        } else {
+            self.cmd &= !pxcmd::FR;
+        }
+
+        // CLO (3.3.7): clear PxTFD.STS.BSY and DRQ; the bit clears itself.
+        if v & pxcmd::CLO != 0 {
+            self.tfd &= !(pxtfd::BSY | pxtfd::DRQ);
+        }
+
+        match (old & pxcmd::ST != 0, v & pxcmd::ST != 0) {
+            (false, true) => {
+                self.cmd |= pxcmd::CR;
+                self.issue_pending();
+            }
+            (true, false) => self.stop_engine(),
+            _ => {}
+        }
+    }
+
+    /// ST 1 -> 0 (10.3.2): PxCI and PxSACT clear, the device drops what it holds, CR clears
+    /// once nothing is in flight (at once: [`SataDevice::abort_all`] is synchronous).
+    fn stop_engine(&mut self) {
+        self.device.abort_all();
+        self.in_flight = Default::default();
+        self.ci = 0;
+        self.sact = 0;
+        self.issued = 0;
+        self.halted = false;
+        self.cmd &= !(pxcmd::CR | pxcmd::CCS_MASK);
+    }
+
+    /// PxSCTL (3.3.11): DET = 1 asserts COMRESET, DET = 4 takes the Phy offline, DET back to 0
+    /// re-establishes the link and the device sends its signature (10.4.2).
+    fn write_sctl(&mut self, v: u32) {
+        let old_det = self.sctl & scr::DET_MASK;
+        let new_det = v & scr::DET_MASK;
+        self.sctl = v;
+        match new_det {
+            scr::SCTL_DET_COMRESET | scr::DET_OFFLINE
+                if self.link == Link::Up || old_det != new_det =>
+            {
+                // 10.4.2: PxTFD.STS reads 7Fh and PxSSTS.DET 0 while COMRESET is asserted.
+                self.link = Link::Down;
+                self.tfd = pxtfd::RESET;
+                self.in_flight = Default::default();
+                self.signature_pending = None;
+                self.stats.resets += 1;
+                // The device is reset now; its signature is sent once the link comes back.
+                let sig = self.device.comreset();
+                self.signature_pending = Some(sig);
+            }
+            0 if self.link == Link::Down => {
+                self.link = Link::Up;
+                // COMINIT from the device: presence changed (DIAG.X, mirrored by PxIS.PCS).
+                self.serr |= pxserr::DIAG_X;
+                self.raise(pxis::PCS);
+                self.tfd |= pxtfd::BSY;
+                // The first D2H FIS after the reset updates PxTFD and PxSIG even with FRE = 0
+                // (3.3.7 FRE); it reaches the received-FIS area only with FRE = 1.
+                if let Some(sig) = self.signature_pending.take() {
+                    self.accept_signature(sig);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The device's signature FIS: PxTFD, PxSIG (3.3.9: count, LBA low/mid/high).
+    fn accept_signature(&mut self, d2h: RegisterD2h) {
+        let lba = d2h.lba as u32 & 0x00ff_ffff;
+        self.sig = lba << 8 | u32::from(d2h.count as u8);
+        self.receive_d2h(&d2h);
+    }
+
+    /// A Register D2H FIS: PxTFD, the RFIS area, PxIS.DHRS if I is set.
+    pub(super) fn receive_d2h(&mut self, d2h: &RegisterD2h) {
+        self.tfd = u32::from(d2h.status) | u32::from(d2h.error) << pxtfd::ERR_SHIFT;
+        self.post_fis(&Fis::RegisterD2h(*d2h));
+        if d2h.interrupt {
+            self.raise(pxis::DHRS);
+        }
+    }
+
+    /// Copy a FIS into the received-FIS area if FIS reception is enabled. A write outside
+    /// RAM is a host bus fatal error.
+    pub(super) fn post_fis(&mut self, fis: &Fis) {
+        if !self.fis_receive_enabled() {
+            return;
+        }
+        if let Err(e) = rfis::post(&*self.mem, self.fb(), fis) {
+            log::warn!("AHCI port {}: received-FIS area: {e}", self.index);
+            self.fatal(pxis::HBFS);
+        }
+    }
+
+    /// Stop the command list engine on a fatal error (6.1.2) until software clears ST.
+    pub(super) fn fatal(&mut self, bit: u32) {
+        self.raise(bit);
+        self.halted = true;
+        self.stats.errors += 1;
+    }
+
+    /// PxCI (3.3.14): software sets bits while ST is 1; the port fetches them at once.
+    fn write_ci(&mut self, ones: u32) {
+        if !self.started() {
+            return;
+        }
+        let new = ones & !self.ci;
+        self.ci |= new;
+        self.issued |= new;
+        self.issue_pending();
+    }
+
+    /// True while a non-queued command holds the device (its PxCI bit is what software waits on).
+    fn non_queued_busy(&self) -> bool {
+        self.in_flight.iter().flatten().any(|c| !c.ncq)
+    }
+
+    /// Send issued commands to the device, lowest slot first, one non-queued command at a
+    /// time (5.3.2, state CFIS:Xmit).
+    pub(super) fn issue_pending(&mut self) {
+        while self.issued != 0
+            && self.started()
+            && !self.halted
+            && self.link == Link::Up
+            && !self.non_queued_busy()
+        {
+            let slot = self.issued.trailing_zeros() as u8;
+            self.issued &= !(1 << slot);
+            if let Issue::Stop = self.fetch_and_submit(slot) {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn set_ccs(&mut self, slot: u8) {
+        self.cmd = (self.cmd & !pxcmd::CCS_MASK) | u32::from(slot) << pxcmd::CCS_SHIFT;
+    }
+
+    fn fetch_and_submit(&mut self, slot: u8) -> Issue {
+        let bit = 1u32 << slot;
+        self.set_ccs(slot);
+        let cmd = match command::fetch(&*self.mem, self.clb(), slot) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("AHCI port {} slot {slot}: {e}", self.index);
+                // 6.1.2: a bad pointer is a host bus fatal error; a malformed CFIS cannot be
+                // sent on the link, an interface fatal error. PxCI keeps the slot's bit.
+                let bit = match e {
+                    FetchError::Memory(_) => pxis::HBFS,
+                    _ => pxis::IFS,
+                };
+                self.tfd |= pxtfd::ERR;
+                self.fatal(bit);
+                return Issue::Stop;
+            }
+        };
+        // Sending the FIS sets BSY (5.3.2, CFIS:Xmit); the device's answer clears it.
+        self.tfd |= pxtfd::BSY;
+        if !cmd.fis.c {
+            // A Device Control update (software reset, 10.4.1): no data, no completion; the
+            // slot is done once sent. The device answers SRST's release with its signature.
+            self.ci &= !bit;
+            if cmd.header.clear_busy {
+                self.tfd &= !pxtfd::BSY;
+            }
+            if let Some(sig) = self.device.device_control(&cmd.fis) {
+                self.accept_signature(sig);
+            }
+            return Issue::Next;
+        }
+        let ncq = self.sact & bit != 0;
+        let data = DataPath::new(self.mem.clone(), cmd.prdt);
+        let record = InFlight {
+            ncq,
+            data: data.clone(),
+            prd_interrupt: cmd.prd_interrupt,
+        };
+        self.stats.commands += 1;
+        if cmd.header.clear_busy {
+            // C (4.2.2): clear BSY and the PxCI bit once the FIS is acknowledged.
+            self.tfd &= !pxtfd::BSY;
+        }
+        match self.device.submit(slot, &cmd.fis, data) {
+            Submission::Complete(c) => {
+                self.track(slot, record);
+                self.complete(vec![c]);
+            }
+            Submission::Pending { accepted } => {
+                self.track(slot, record);
+                if let Some(d2h) = accepted {
+                    self.receive_d2h(&d2h);
+                    if self.tfd & pxtfd::ERR != 0 {
+                        // The device refused the command: a task file error.
+                        self.in_flight[usize::from(slot)] = None;
+                        self.raise(pxis::TFES);
+                        self.halted = true;
+                        self.stats.errors += 1;
+                        return Issue::Stop;
+                    }
+                    self.ci &= !bit;
+                }
+            }
+        }
+        if cmd.header.clear_busy {
+            self.ci &= !bit;
+        }
+        if self.halted {
+            Issue::Stop
+        } else {
+            Issue::Next
+        }
+    }
+
+    fn track(&mut self, slot: u8, record: InFlight) {
+        if let Some(s) = self.in_flight.get_mut(usize::from(slot)) {
+            *s = Some(record);
+        }
+        let depth = self.in_flight.iter().flatten().filter(|c| c.ncq).count() as u32;
+        self.stats.ncq_peak_depth = self.stats.ncq_peak_depth.max(depth);
+    }
+
+    /// Collect the device's completions and apply them (called when its notifier fired).
+    pub fn process_completions(&mut self) {
+        let done = self.device.poll_completions();
+        if !done.is_empty() {
+            self.complete(done);
+        }
+        self.issue_pending();
+    }
+
+    /// Apply finished commands; see [`super::completion`].
+    fn complete(&mut self, done: Vec<Completion>) {
+        super::completion::apply(self, done);
+    }
+}
+
+#[cfg(test)]
+#[path = "port_tests.rs"]
+mod tests;

@@ -1,0 +1,362 @@
+//! The non-queued commands the emulated drive carries out synchronously in `submit`: PIO data
+//! transfers, non-data commands and the log/identify reads (ACS-3 clause 7).
+//!
+//! PIO protocol as FISes (SATA 3.x 11.7, 11.8): for each DRQ data block (one sector, or the
+//! SET MULTIPLE MODE block size for READ/WRITE MULTIPLE) the device sends a PIO Setup FIS with
+//! the block's byte count; data-in: I=1, D=1 and E_Status the status after the block (final
+//! status after the last block, no Register D2H); data-out: D=0, I=1 for every block but the
+//! first, then a Register D2H FIS with I=1 ends the command. An error ends the command with a
+//! Register D2H FIS in place of the remaining PIO Setup FISes.
+
+use std::sync::atomic::Ordering;
+
+use crate::ata::command::{opcode, smart, Direction, Protocol};
+use crate::ata::identify::{self, IdentifyParams, TransferMode, MAX_MULTIPLE_SECTORS};
+use crate::ata::log::{self, address};
+use crate::ata::registers::{error, status, SECTOR_SIZE};
+use crate::ata::taskfile::{
+    d2h_error, d2h_good, range_ok, signature, with_lba, Taskfile, LBA28_MAX, STATUS_GOOD,
+};
+use crate::sata::{DataPath, Fis, PioSetup, RegisterD2h, Submission};
+
+use super::EmulatedDrive;
+
+/// SMART commands carry this signature in LBA 23:8 (LBA mid 4Fh, LBA high C2h); RETURN STATUS
+/// answers with it for "threshold not exceeded" (ACS-3 7.48.8).
+const SMART_SIGNATURE: u64 = 0xc2_4f00;
+
+/// Status after a PIO data block when more blocks follow: the device is busy preparing them.
+const STATUS_BUSY: u8 = status::BSY | status::DRDY;
+
+/// The FISes and byte count of a command being carried out.
+struct Outcome {
+    fises: Vec<Fis>,
+    bytes: u32,
+}
+
+impl Outcome {
+    fn end(mut self, d2h: RegisterD2h) -> Self {
+        self.fises.push(Fis::RegisterD2h(d2h));
+        self
+    }
+}
+
+fn only(d2h: RegisterD2h) -> Outcome {
+    Outcome {
+        fises: vec![Fis::RegisterD2h(d2h)],
+        bytes: 0,
+    }
+}
+
+fn pio_setup(device_to_host: bool, interrupt: bool, e_status: u8, bytes: usize) -> Fis {
+    Fis::PioSetup(PioSetup {
+        interrupt,
+        device_to_host,
+        status: status::DRDY | status::DRQ,
+        e_status,
+        transfer_count: bytes as u16,
+        ..Default::default()
+    })
+}
+
+/// Send `payload` to the host by PIO data-in in blocks of `block` bytes.
+fn pio_in(data: &DataPath, payload: &[u8], block: usize) -> Outcome {
+    let mut out = Outcome {
+        fises: Vec::new(),
+        bytes: 0,
+    };
+    let n = payload.chunks(block).count();
+    for (i, chunk) in payload.chunks(block).enumerate() {
+        if data.write_at(u64::from(out.bytes), chunk).is_err() {
+            return out.end(d2h_error(error::ABRT));
+        }
+        let e_status = if i + 1 == n { STATUS_GOOD } else { STATUS_BUSY };
+        out.fises.push(pio_setup(true, true, e_status, chunk.len()));
+        out.bytes += chunk.len() as u32;
+    }
+    out
+}
+
+/// Send `payload` by DMA data-in (READ LOG DMA EXT).
+fn dma_in(data: &DataPath, payload: &[u8]) -> Outcome {
+    if data.write_at(0, payload).is_err() {
+        return only(d2h_error(error::ABRT));
+    }
+    Outcome {
+        fises: vec![Fis::RegisterD2h(d2h_good())],
+        bytes: payload.len() as u32,
+    }
+}
+
+/// The SMART READ DATA structure (ACS-3 7.48.6): revision 0010h, no attributes, SMART
+/// capability bits 1:0 (saves data on power-save / supports enable-disable autosave),
+/// checksum in byte 511.
+fn smart_data() -> [u8; SECTOR_SIZE] {
+    let mut p = [0u8; SECTOR_SIZE];
+    p[0] = 0x10;
+    p[368] = 0x03;
+    let sum = p[..511].iter().fold(0u8, |s, b| s.wrapping_add(*b));
+    p[511] = sum.wrapping_neg();
+    p
+}
+
+impl EmulatedDrive {
+    /// Carry out a synchronous command and report it as complete.
+    pub(super) fn run_sync(
+        &mut self,
+        slot: u8,
+        tf: &Taskfile,
+        proto: Protocol,
+        data: &DataPath,
+    ) -> Submission {
+        let out = self.execute(tf, proto, data);
+        Self::complete(slot, out.fises, out.bytes)
+    }
+
+    fn identify_bytes(&self) -> [u8; SECTOR_SIZE] {
+        let words = identify::identify_device(&IdentifyParams {
+            capacity: self.capacity_sectors(),
+            serial: &self.serial,
+            firmware: super::FIRMWARE_REVISION,
+            model: &self.model,
+            multiple_sectors: self.settings.multiple,
+            write_cache: self.shared.write_cache.load(Ordering::Relaxed),
+            look_ahead: self.settings.look_ahead,
+            transfer_mode: self.settings.transfer_mode,
+            trim: !self.shared.image.read_only(),
+        });
+        identify::to_bytes(&words)
+    }
+
+    fn execute(&mut self, tf: &Taskfile, proto: Protocol, data: &DataPath) -> Outcome {
+        use opcode::*;
+        let capacity = self.capacity_sectors();
+        match tf.command {
+            IDENTIFY_DEVICE => pio_in(data, &self.identify_bytes(), SECTOR_SIZE),
+            READ_SECTORS | READ_SECTORS_EXT => self.pio_read(tf, data, 1),
+            WRITE_SECTORS | WRITE_SECTORS_EXT => self.pio_write(tf, data, 1, false),
+            READ_MULTIPLE | READ_MULTIPLE_EXT if self.settings.multiple != 0 => {
+                self.pio_read(tf, data, self.settings.multiple)
+            }
+            WRITE_MULTIPLE | WRITE_MULTIPLE_EXT | WRITE_MULTIPLE_FUA_EXT
+                if self.settings.multiple != 0 =>
+            {
+                let fua = tf.command == WRITE_MULTIPLE_FUA_EXT;
+                self.pio_write(tf, data, self.settings.multiple, fua)
+            }
+            READ_LOG_EXT | READ_LOG_DMA_EXT => match self.read_log(tf) {
+                Some(pages) if proto == Protocol::Dma(Direction::In) => dma_in(data, &pages),
+                Some(pages) => pio_in(data, &pages, SECTOR_SIZE),
+                None => only(d2h_error(error::ABRT)),
+            },
+            SET_FEATURES => only(self.set_features(tf)),
+            SET_MULTIPLE_MODE => {
+                let n = tf.count_low();
+                // ACS-3 7.46: a power of two up to word 47's maximum; 0 disables.
+                if n == 0 || (n.is_power_of_two() && n <= MAX_MULTIPLE_SECTORS) {
+                    self.settings.multiple = n;
+                    only(d2h_good())
+                } else {
+                    only(d2h_error(error::ABRT))
+                }
+            }
+            READ_NATIVE_MAX_ADDRESS | READ_NATIVE_MAX_ADDRESS_EXT => {
+                let max = capacity - 1;
+                let max = if tf.lba48 { max } else { max.min(LBA28_MAX) };
+                only(with_lba(d2h_good(), max, tf.lba48))
+            }
+            READ_VERIFY_SECTORS | READ_VERIFY_SECTORS_EXT => {
+                if range_ok(tf.lba, u64::from(tf.sector_count()), capacity, tf.lba48) {
+                    only(d2h_good())
+                } else {
+                    only(d2h_error(error::IDNF))
+                }
+            }
+            CHECK_POWER_MODE => {
+                // Count FFh: the device is in the PM0 Active or PM1 Idle state (ACS-3 7.8).
+                let mut d2h = d2h_good();
+                d2h.count = 0xff;
+                only(d2h)
+            }
+            IDLE | IDLE_IMMEDIATE | STANDBY | STANDBY_IMMEDIATE | SEEK => only(d2h_good()),
+            EXECUTE_DEVICE_DIAGNOSTIC => only(signature(true)),
+            SMART => self.smart(tf, data),
+            // NOP (ACS-3 7.17) and DEVICE RESET (an ATAPI command, 7.9) always abort on an
+            // ATA device; so does everything this drive does not implement.
+            _ => only(d2h_error(error::ABRT)),
+        }
+    }
+
+    /// READ SECTORS / READ MULTIPLE: PIO data-in of `block_sectors` per DRQ block.
+    fn pio_read(&mut self, tf: &Taskfile, data: &DataPath, block_sectors: u8) -> Outcome {
+        let sectors = tf.sector_count();
+        if !range_ok(
+            tf.lba,
+            u64::from(sectors),
+            self.capacity_sectors(),
+            tf.lba48,
+        ) {
+            return only(d2h_error(error::IDNF));
+        }
+        let mut out = Outcome {
+            fises: Vec::new(),
+            bytes: 0,
+        };
+        let mut buf = vec![0u8; usize::from(block_sectors) * SECTOR_SIZE];
+        let mut done = 0u32;
+        while done < sectors {
+            let n = (sectors - done).min(u32::from(block_sectors));
+            let chunk = &mut buf[..n as usize * SECTOR_SIZE];
+            let lba = tf.lba + u64::from(done);
+            if let Err(e) = self.shared.image.read(lba, chunk) {
+                ::log::warn!("emulated drive: read failed at LBA {}: {}", e.lba, e.source);
+                return out.end(with_lba(d2h_error(error::UNC), e.lba, tf.lba48));
+            }
+            if data.write_at(u64::from(out.bytes), chunk).is_err() {
+                return out.end(d2h_error(error::ABRT));
+            }
+            done += n;
+            let e_status = if done == sectors {
+                STATUS_GOOD
+            } else {
+                STATUS_BUSY
+            };
+            out.fises.push(pio_setup(true, true, e_status, chunk.len()));
+            out.bytes += chunk.len() as u32;
+        }
+        out
+    }
+
+    /// WRITE SECTORS / WRITE MULTIPLE: PIO data-out of `block_sectors` per DRQ block.
+    fn pio_write(
+        &mut self,
+        tf: &Taskfile,
+        data: &DataPath,
+        block_sectors: u8,
+        fua: bool,
+    ) -> Outcome {
+        let sectors = tf.sector_count();
+        if !range_ok(
+            tf.lba,
+            u64::from(sectors),
+            self.capacity_sectors(),
+            tf.lba48,
+        ) {
+            return only(d2h_error(error::IDNF));
+        }
+        if self.shared.image.read_only() {
+            return only(d2h_error(error::ABRT));
+        }
+        let mut out = Outcome {
+            fises: Vec::new(),
+            bytes: 0,
+        };
+        let mut buf = vec![0u8; usize::from(block_sectors) * SECTOR_SIZE];
+        let mut done = 0u32;
+        while done < sectors {
+            let n = (sectors - done).min(u32::from(block_sectors));
+            let chunk = &mut buf[..n as usize * SECTOR_SIZE];
+            out.fises
+                .push(pio_setup(false, done != 0, STATUS_BUSY, chunk.len()));
+            if data.read_at(u64::from(out.bytes), chunk).is_err() {
+                return out.end(d2h_error(error::ABRT));
+            }
+            let lba = tf.lba + u64::from(done);
+            if let Err(e) = self.shared.image.write(lba, chunk) {
+                ::log::warn!(
+                    "emulated drive: write failed at LBA {}: {}",
+                    e.lba,
+                    e.source
+                );
+                return out.end(with_lba(d2h_error(error::UNC), e.lba, tf.lba48));
+            }
+            done += n;
+            out.bytes += chunk.len() as u32;
+        }
+        if fua || !self.shared.write_cache.load(Ordering::Relaxed) {
+            if let Err(e) = self.shared.image.flush() {
+                ::log::warn!("emulated drive: fdatasync failed: {e}");
+                return out.end(d2h_error(error::ABRT));
+            }
+        }
+        out.end(d2h_good())
+    }
+
+    /// READ LOG (DMA) EXT (ACS-3 7.24): LBA 7:0 the log address, LBA 15:8 and 47:40 the first
+    /// page, Count the number of pages. None (ABRT) for an unsupported log or page range.
+    /// Reading the NCQ Command Error log leaves the NCQ error state.
+    fn read_log(&mut self, tf: &Taskfile) -> Option<Vec<u8>> {
+        let log_address = tf.lba as u8;
+        let first = ((tf.lba >> 8) & 0xff) | ((tf.lba >> 32) & 0xff00);
+        let pages = u64::from(tf.count);
+        let total = u64::from(log::log_pages(log_address));
+        if pages == 0 || first.checked_add(pages).is_none_or(|end| end > total) {
+            return None;
+        }
+        let identify = self.identify_bytes();
+        let mut out = Vec::with_capacity(pages as usize * SECTOR_SIZE);
+        for page in first..first + pages {
+            let p = match log_address {
+                address::DIRECTORY => log::directory(),
+                address::NCQ_COMMAND_ERROR => {
+                    let err = self.shared.lock().ncq_error.take();
+                    log::ncq_command_error(err.as_ref())
+                }
+                address::IDENTIFY_DEVICE_DATA => {
+                    log::identify_device_data(page as u8, &identify, self.capacity_sectors())?
+                }
+                _ => return None,
+            };
+            out.extend_from_slice(&p);
+        }
+        Some(out)
+    }
+
+    /// SET FEATURES (ACS-3 7.45): Features selects the subcommand.
+    fn set_features(&mut self, tf: &Taskfile) -> RegisterD2h {
+        match tf.feature() {
+            0x02 => self.shared.write_cache.store(true, Ordering::Relaxed),
+            0x82 => {
+                // Disabling the write cache first writes back what it holds.
+                self.shared.write_cache.store(false, Ordering::Relaxed);
+                if let Err(e) = self.shared.image.flush() {
+                    ::log::warn!("emulated drive: fdatasync failed: {e}");
+                    return d2h_error(error::ABRT);
+                }
+            }
+            0x03 => match TransferMode::from_count(tf.count_low()) {
+                Some(TransferMode::Pio(_)) => {}
+                Some(mode) => self.settings.transfer_mode = mode,
+                None => return d2h_error(error::ABRT),
+            },
+            0xaa => self.settings.look_ahead = true,
+            0x55 => self.settings.look_ahead = false,
+            // Reverting to power-on defaults enabled/disabled: nothing to revert here.
+            0x66 | 0xcc => {}
+            _ => return d2h_error(error::ABRT),
+        }
+        d2h_good()
+    }
+
+    /// SMART (ACS-3 7.48): requires the 4Fh/C2h signature in LBA mid/high.
+    fn smart(&mut self, tf: &Taskfile, data: &DataPath) -> Outcome {
+        if tf.lba & 0xff_ff00 != SMART_SIGNATURE {
+            return only(d2h_error(error::ABRT));
+        }
+        match tf.feature() {
+            smart::RETURN_STATUS => {
+                // LBA mid/high 4Fh/C2h: no threshold exceeded.
+                only(with_lba(
+                    d2h_good(),
+                    (tf.lba & 0xff) | SMART_SIGNATURE,
+                    false,
+                ))
+            }
+            smart::READ_DATA => pio_in(data, &smart_data(), SECTOR_SIZE),
+            smart::ENABLE_OPERATIONS
+            | smart::DISABLE_OPERATIONS
+            | smart::ENABLE_DISABLE_AUTOSAVE => only(d2h_good()),
+            _ => only(d2h_error(error::ABRT)),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Native Command Queuing: concurrency, out-of-order completion, the NCQ error state, abort.
+
+use super::*;
+
+#[test]
+fn ncq_round_trips_at_both_ends() {
+    let mut r = rig(2048);
+    for (tag, lba, n) in [(0u8, 0u64, 8u16), (7, 2048 - 8, 8), (31, 2047, 1)] {
+        let data = pattern(tag, usize::from(n) * 512);
+        r.mem.write(BUF, &data).unwrap();
+        let fis = RegisterH2d {
+            device: 0xc0, // FUA
+            ..fpdma(WRITE_FPDMA_QUEUED, tag, lba, n)
+        };
+        let s = r.drive.submit(tag, &fis, r.data(BUF, u32::from(n) * 512));
+        let Submission::Pending { accepted: Some(a) } = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(
+            (a.status & 0x80, a.status & 0x40, a.interrupt),
+            (0, 0x40, false)
+        );
+        let c = r.wait(1).remove(0);
+        assert_eq!(c.slot, tag);
+        assert_eq!(sdb(&c).sactive, 1 << tag);
+        assert_eq!(sdb(&c).status & 1, 0);
+        assert!(sdb(&c).interrupt);
+        assert_eq!(r.file_sectors(lba, n.into()), data);
+        let out = BUF + 0x100000;
+        let s = r.drive.submit(
+            tag,
+            &fpdma(READ_FPDMA_QUEUED, tag, lba, n),
+            r.data(out, u32::from(n) * 512),
+        );
+        assert!(matches!(s, Submission::Pending { accepted: Some(_) }));
+        let c = r.wait(1).remove(0);
+        assert_eq!(sdb(&c).sactive, 1 << tag);
+        assert_eq!(r.read_mem(out, usize::from(n) * 512), data);
+    }
+}
+
+#[test]
+fn ncq_runs_32_commands_concurrently_and_completes_out_of_order() {
+    // 65536 sectors (32 MiB) for tag 0, then 31 one-sector reads: the small ones finish
+    // while the big one is still copying.
+    let mut r = rig(65536 + 64);
+    let big = r.data(BUF, 65536 * 512);
+    assert!(matches!(
+        r.drive.submit(0, &fpdma(READ_FPDMA_QUEUED, 0, 64, 0), big),
+        Submission::Pending { accepted: Some(_) }
+    ));
+    let small = 0x0210_0000u64;
+    for tag in 1..32u8 {
+        let s = r.drive.submit(
+            tag,
+            &fpdma(READ_FPDMA_QUEUED, tag, u64::from(tag), 1),
+            r.data(small + u64::from(tag) * 512, 512),
+        );
+        assert!(
+            matches!(s, Submission::Pending { accepted: Some(_) }),
+            "{tag}"
+        );
+    }
+    // A tag already in flight is refused.
+    let dup = r
+        .drive
+        .submit(3, &fpdma(READ_FPDMA_QUEUED, 3, 0, 1), r.data(small, 512));
+    assert!(matches!(dup, Submission::Complete(ref c) if d2h(c).error == error::ABRT));
+    let done = r.wait(32);
+    let order: Vec<u8> = done.iter().map(|c| c.slot).collect();
+    assert_ne!(
+        order[0], 0,
+        "the 32 MiB command cannot finish first: {order:?}"
+    );
+    let mut seen = 0u32;
+    for c in &done {
+        let s = sdb(c);
+        assert_eq!(s.sactive, 1 << c.slot);
+        assert_eq!(seen & s.sactive, 0);
+        seen |= s.sactive;
+    }
+    assert_eq!(seen, u32::MAX);
+    for tag in 1..32u64 {
+        let got = r.read_mem(small + tag * 512, 512);
+        assert!(
+            got.iter().enumerate().all(|(i, b)| *b == initial(tag, i)),
+            "{tag}"
+        );
+    }
+    let got = r.read_mem(BUF + 65535 * 512, 512);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == initial(64 + 65535, i)));
+}
+
+#[test]
+fn ncq_error_aborts_outstanding_until_log_page_10h_is_read() {
+    let mut r = rig(65536 + 64);
+    // Tag 0: a long read still running when tag 9 fails.
+    assert!(matches!(
+        r.drive.submit(
+            0,
+            &fpdma(READ_FPDMA_QUEUED, 0, 0, 0),
+            r.data(BUF, 65536 * 512)
+        ),
+        Submission::Pending { accepted: Some(_) }
+    ));
+    let bad_lba = 65536 + 60;
+    assert!(matches!(
+        r.drive.submit(
+            9,
+            &fpdma(WRITE_FPDMA_QUEUED, 9, bad_lba, 8),
+            r.data(BUF, 8 * 512)
+        ),
+        Submission::Pending { accepted: Some(_) }
+    ));
+    let c = r.wait(1).remove(0);
+    assert_eq!(c.slot, 9);
+    let s = sdb(&c);
+    assert_eq!((s.status & 1, s.error, s.sactive), (1, error::IDNF, 0));
+    // New queued commands are refused in the error state.
+    let s = r
+        .drive
+        .submit(4, &fpdma(READ_FPDMA_QUEUED, 4, 0, 1), r.data(BUF, 512));
+    assert!(matches!(s, Submission::Complete(ref c) if d2h(c).error == error::ABRT));
+    // The port stops its engine before reading the log: the error state survives that.
+    r.drive.abort_all();
+    let c = r.run(1, cmd(READ_LOG_EXT, 0x10, 1), r.data(BUF, 512));
+    assert_eq!(d2h_or_pio_status(&c), 0x50);
+    let log = r.read_mem(BUF, 512);
+    assert_eq!(log[0], 9, "NQ clear, tag 9");
+    assert_eq!((log[2], log[3]), (0x51, error::IDNF));
+    let lba = (0..6).fold(0u64, |a, i| {
+        a | u64::from(log[[4, 5, 6, 8, 9, 10][i]]) << (8 * i)
+    });
+    assert_eq!(lba, bad_lba);
+    assert_eq!(log.iter().fold(0u8, |s, b| s.wrapping_add(*b)), 0);
+    // Reading it again: no error pending (NQ set).
+    r.run(1, cmd(READ_LOG_EXT, 0x10, 1), r.data(BUF, 512));
+    assert_eq!(r.read_mem(BUF, 1)[0] & 0x80, 0x80);
+    // Tag 0 was aborted, never completed; queued commands work again.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(r.drive.poll_completions().is_empty());
+    assert!(matches!(
+        r.drive
+            .submit(0, &fpdma(READ_FPDMA_QUEUED, 0, 0, 1), r.data(BUF, 512)),
+        Submission::Pending { accepted: Some(_) }
+    ));
+    assert_eq!(sdb(&r.wait(1)[0]).sactive, 1);
+}
+
+fn d2h_or_pio_status(c: &Completion) -> u8 {
+    match c.fises.last() {
+        Some(Fis::PioSetup(p)) => p.e_status,
+        Some(Fis::RegisterD2h(f)) => f.status,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn non_queued_command_while_ncq_outstanding_is_aborted() {
+    let mut r = rig(65536);
+    assert!(matches!(
+        r.drive.submit(
+            0,
+            &fpdma(READ_FPDMA_QUEUED, 0, 0, 0),
+            r.data(BUF, 65536 * 512)
+        ),
+        Submission::Pending { accepted: Some(_) }
+    ));
+    let s = r
+        .drive
+        .submit(1, &cmd(IDENTIFY_DEVICE, 0, 0), r.data(BUF, 512));
+    assert!(matches!(s, Submission::Complete(ref c) if d2h(c).error == error::ABRT));
+    assert_eq!(sdb(&r.wait(1)[0]).sactive, 1);
+}
+
+#[test]
+fn abort_all_stops_every_command_before_returning() {
+    let mut r = rig(65536);
+    for tag in 0..4u8 {
+        let s = r.drive.submit(
+            tag,
+            &fpdma(READ_FPDMA_QUEUED, tag, 0, 0),
+            r.data(BUF + u64::from(tag) * 0x10, 65536 * 512 - 0x40),
+        );
+        assert!(matches!(s, Submission::Pending { .. }));
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    r.drive.abort_all();
+    let snapshot = r.read_mem(BUF, 65536 * 512);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(r.drive.poll_completions().is_empty());
+    assert!(
+        snapshot == r.read_mem(BUF, 65536 * 512),
+        "guest memory changed after abort_all"
+    );
+    // The tags are free again.
+    assert!(matches!(
+        r.drive
+            .submit(2, &fpdma(READ_FPDMA_QUEUED, 2, 0, 1), r.data(BUF, 512)),
+        Submission::Pending { accepted: Some(_) }
+    ));
+    assert_eq!(r.wait(1)[0].slot, 2);
+}

@@ -1,0 +1,271 @@
+//! IDENTIFY DEVICE data (ACS-3 7.12.7, table 45): the 256 words a drive returns to describe
+//! itself. Only the words an ATA host (Linux libata above all) reads are filled in; the rest
+//! are zero, which ACS-3 defines as "not supported / not reported".
+
+use super::registers::SECTOR_SIZE;
+use super::taskfile::LBA28_MAX;
+
+/// Largest DRQ data block of READ/WRITE MULTIPLE, in sectors (word 47 bits 7:0).
+pub const MAX_MULTIPLE_SECTORS: u8 = 16;
+/// NCQ queue depth (word 75 holds depth - 1).
+pub const NCQ_QUEUE_DEPTH: u8 = 32;
+/// 512-byte blocks of LBA range entries one DATA SET MANAGEMENT command may carry (word 105).
+pub const DSM_MAX_BLOCKS: u16 = 8;
+
+/// A transfer mode as selected with SET FEATURES 03h (ACS-3 table 116).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferMode {
+    /// PIO default or flow-control mode n.
+    Pio(u8),
+    /// Multiword DMA mode n (0..=2).
+    MultiwordDma(u8),
+    /// Ultra DMA mode n (0..=6).
+    UltraDma(u8),
+}
+
+impl TransferMode {
+    /// Decode the Count value of SET FEATURES - set transfer mode; None if not supported.
+    pub fn from_count(count: u8) -> Option<Self> {
+        match count {
+            0x00 | 0x01 => Some(TransferMode::Pio(0)),
+            0x08..=0x0c => Some(TransferMode::Pio(count & 7)),
+            0x20..=0x22 => Some(TransferMode::MultiwordDma(count & 7)),
+            0x40..=0x46 => Some(TransferMode::UltraDma(count & 7)),
+            _ => None,
+        }
+    }
+}
+
+/// The variable facts IDENTIFY DEVICE reports.
+#[derive(Debug, Clone)]
+pub struct IdentifyParams<'a> {
+    /// User-addressable sectors.
+    pub capacity: u64,
+    /// Up to 20 ASCII characters.
+    pub serial: &'a str,
+    /// Up to 8 ASCII characters.
+    pub firmware: &'a str,
+    /// Up to 40 ASCII characters.
+    pub model: &'a str,
+    /// Current SET MULTIPLE MODE setting (0: not set).
+    pub multiple_sectors: u8,
+    /// Volatile write cache enabled (SET FEATURES 02h/82h).
+    pub write_cache: bool,
+    /// Read look-ahead enabled (SET FEATURES AAh/55h).
+    pub look_ahead: bool,
+    /// The selected DMA mode.
+    pub transfer_mode: TransferMode,
+    /// DATA SET MANAGEMENT TRIM is offered (not on a read-only drive).
+    pub trim: bool,
+}
+
+/// Store `s` as an ATA string in `words`: two characters per word, the first in the high byte
+/// (ACS-3 3.4.9), padded with spaces; characters outside printable ASCII become '?'.
+fn put_string(words: &mut [u16], s: &str) {
+    let mut bytes = s
+        .bytes()
+        .map(|b| if (0x20..0x7f).contains(&b) { b } else { b'?' })
+        .chain(std::iter::repeat(b' '));
+    for w in words.iter_mut() {
+        let hi = bytes.next().unwrap_or(b' ');
+        let lo = bytes.next().unwrap_or(b' ');
+        *w = u16::from(hi) << 8 | u16::from(lo);
+    }
+}
+
+/// Read an ATA string back (for tests and traces), trailing spaces removed.
+pub fn get_string(words: &[u16]) -> String {
+    let mut s: String = words
+        .iter()
+        .flat_map(|w| [(w >> 8) as u8 as char, *w as u8 as char])
+        .collect();
+    s.truncate(s.trim_end().len());
+    s
+}
+
+/// The 256 IDENTIFY DEVICE words, with the integrity word (255) filled in.
+pub fn identify_device(p: &IdentifyParams<'_>) -> [u16; 256] {
+    let mut w = [0u16; 256];
+    // Legacy CHS geometry (obsolete but still read by old code): 16 heads, 63 sectors/track.
+    let cylinders = (p.capacity / (16 * 63)).clamp(1, 16383) as u16;
+    // Word 0: general configuration; bit 15 clear = ATA device, bit 6 = fixed (obsolete).
+    w[0] = 0x0040;
+    w[1] = cylinders;
+    w[3] = 16;
+    w[6] = 63;
+    put_string(&mut w[10..20], p.serial);
+    put_string(&mut w[23..27], p.firmware);
+    put_string(&mut w[27..47], p.model);
+    // Word 47: 8000h | max sectors per DRQ block of READ/WRITE MULTIPLE.
+    w[47] = 0x8000 | u16::from(MAX_MULTIPLE_SECTORS);
+    // Word 49: bit 11 IORDY supported, bit 10 IORDY may be disabled, bit 9 LBA, bit 8 DMA.
+    w[49] = 0x0f00;
+    // Word 50: bit 14 shall be one.
+    w[50] = 0x4000;
+    // Word 53: bit 2 word 88 valid, bit 1 words 64-70 valid.
+    w[53] = 0x0006;
+    // Words 54-58: current CHS translation.
+    w[54] = cylinders;
+    w[55] = 16;
+    w[56] = 63;
+    let chs_sectors = u32::from(cylinders) * 16 * 63;
+    w[57] = chs_sectors as u16;
+    w[58] = (chs_sectors >> 16) as u16;
+    // Word 59: bit 8 = bits 7:0 hold a valid multiple setting.
+    if p.multiple_sectors != 0 {
+        w[59] = 0x0100 | u16::from(p.multiple_sectors);
+    }
+    // Words 60-61: sectors addressable by 28-bit commands.
+    let lba28 = p.capacity.min(LBA28_MAX) as u32;
+    w[60] = lba28 as u16;
+    w[61] = (lba28 >> 16) as u16;
+    // Words 63 and 88: DMA modes supported (bits 7:0) and selected (bits 15:8).
+    w[63] = 0x0007;
+    w[88] = 0x007f;
+    match p.transfer_mode {
+        TransferMode::MultiwordDma(n) => w[63] |= 0x0100 << n.min(2),
+        TransferMode::UltraDma(n) => w[88] |= 0x0100 << n.min(6),
+        TransferMode::Pio(_) => {}
+    }
+    // Word 64: PIO modes 3 and 4; words 65-68: minimum cycle times in ns.
+    w[64] = 0x0003;
+    w[65] = 120;
+    w[66] = 120;
+    w[67] = 120;
+    w[68] = 120;
+    // Word 69: bit 14 deterministic data after TRIM, bit 5 trimmed ranges read as zeros.
+    if p.trim {
+        w[69] = 0x4020;
+    }
+    // Word 75: NCQ queue depth - 1.
+    w[75] = u16::from(NCQ_QUEUE_DEPTH - 1);
+    // Word 76: SATA capabilities: bit 8 NCQ, bits 3:1 Gen3/Gen2/Gen1 signalling speeds.
+    w[76] = 0x010e;
+    // Word 77: bits 3:1 current negotiated speed (3 = Gen3, 6.0 Gb/s).
+    w[77] = 3 << 1;
+    // Words 78/79: optional SATA features supported/enabled: none (no software settings
+    // preservation, so every reset restores the power-on settings; no DIPM, no auto-activate).
+    w[78] = 0;
+    w[79] = 0;
+    // Word 80: major versions ATA/ATAPI-4 .. ACS-3 (bits 4..=10).
+    w[80] = 0x07f0;
+    // Word 81: minor version 010Ah = ACS-3 published, ANSI INCITS 522-2014.
+    w[81] = 0x010a;
+    // Word 82: bit 6 look-ahead, bit 5 volatile write cache, bit 3 power management, bit 0
+    // SMART.
+    w[82] = 0x0069;
+    // Word 83: bit 14 shall be one, 13 FLUSH CACHE EXT, 12 FLUSH CACHE, 10 48-bit address.
+    w[83] = 0x7400;
+    // Word 84: bit 14 shall be one, 6 WRITE DMA FUA EXT, 5 general purpose logging.
+    w[84] = 0x4060;
+    // Words 85-87: the same features, "enabled" copies; 86 bit 15 = words 119-120 valid.
+    w[85] = 0x0009 | (u16::from(p.write_cache) << 5) | (u16::from(p.look_ahead) << 6);
+    w[86] = 0xb400;
+    w[87] = 0x4060;
+    // Word 93: SATA devices report 0 (no PATA hardware reset result).
+    w[93] = 0;
+    // Words 100-103: sectors addressable by 48-bit commands.
+    for (i, word) in w[100..104].iter_mut().enumerate() {
+        *word = (p.capacity >> (16 * i)) as u16;
+    }
+    // Word 105: max 512-byte blocks of DSM LBA range entries.
+    w[105] = DSM_MAX_BLOCKS;
+    // Word 106: bit 14 shall be one; bits 13/12 clear: one 512-byte logical sector per
+    // 512-byte physical sector.
+    const _: () = assert!(SECTOR_SIZE == 512);
+    w[106] = 0x4000;
+    // Words 119/120: bit 14 shall be one; bit 3 READ/WRITE LOG DMA EXT supported/enabled.
+    w[119] = 0x4008;
+    w[120] = 0x4008;
+    // Word 169: bit 0 DATA SET MANAGEMENT TRIM supported.
+    w[169] = u16::from(p.trim);
+    // Word 217: nominal media rotation rate: 1 = non-rotating (solid state).
+    w[217] = 1;
+    // Word 222: transport major version: bits 15:12 = 1 serial; bits 6:0 SATA 1.0a..3.0.
+    w[222] = 0x107f;
+    // Word 255: integrity word: A5h signature in bits 7:0, checksum in 15:8 so that the 512
+    // bytes sum to 0 modulo 256 (ACS-3 7.12.7.91).
+    w[255] = 0x00a5;
+    let sum = w[..255]
+        .iter()
+        .fold(0u8, |s, x| {
+            s.wrapping_add(*x as u8).wrapping_add((x >> 8) as u8)
+        })
+        .wrapping_add(0xa5);
+    w[255] |= u16::from(sum.wrapping_neg()) << 8;
+    w
+}
+
+/// The words as the 512 little-endian bytes of the data block.
+pub fn to_bytes(words: &[u16; 256]) -> [u8; 512] {
+    let mut b = [0u8; 512];
+    for (chunk, w) in b.chunks_exact_mut(2).zip(words.iter()) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(capacity: u64) -> IdentifyParams<'static> {
+        IdentifyParams {
+            capacity,
+            serial: "SER123",
+            firmware: "1.0",
+            model: "Model X",
+            multiple_sectors: 8,
+            write_cache: true,
+            look_ahead: true,
+            transfer_mode: TransferMode::UltraDma(6),
+            trim: true,
+        }
+    }
+
+    #[test]
+    fn strings_are_byte_swapped_and_space_padded() {
+        let w = identify_device(&params(1000));
+        let b = to_bytes(&w);
+        // "Model X" -> bytes "oMed lX" ... (pairs swapped in memory).
+        assert_eq!(&b[54..62], b"oMed l X");
+        assert_eq!(get_string(&w[27..47]), "Model X");
+        assert_eq!(get_string(&w[10..20]), "SER123");
+        assert_eq!(get_string(&w[23..27]), "1.0");
+    }
+
+    #[test]
+    fn capacity_words_and_checksum() {
+        let cap = 0x1_2345_6789u64;
+        let w = identify_device(&params(cap));
+        assert_eq!(u32::from(w[60]) | u32::from(w[61]) << 16, 0x0fff_ffff);
+        let c48 = (0..4).fold(0u64, |a, i| a | u64::from(w[100 + i]) << (16 * i));
+        assert_eq!(c48, cap);
+        assert_eq!(w[255] & 0xff, 0xa5);
+        let sum = to_bytes(&w).iter().fold(0u8, |s, b| s.wrapping_add(*b));
+        assert_eq!(sum, 0);
+        let small = identify_device(&params(2048));
+        assert_eq!(small[60], 2048);
+        assert_eq!(small[1], 2, "2048 / (16*63) rounds down to 2 cylinders");
+    }
+
+    #[test]
+    fn settings_are_reflected() {
+        let w = identify_device(&params(1000));
+        assert_eq!(w[59], 0x0108);
+        assert_eq!(w[88], 0x407f);
+        assert_eq!(w[85] & 0x20, 0x20);
+        let w = identify_device(&IdentifyParams {
+            write_cache: false,
+            multiple_sectors: 0,
+            transfer_mode: TransferMode::MultiwordDma(2),
+            trim: false,
+            ..params(1000)
+        });
+        assert_eq!(w[59], 0);
+        assert_eq!(w[88], 0x007f);
+        assert_eq!(w[63], 0x0407);
+        assert_eq!(w[85] & 0x20, 0);
+        assert_eq!(w[169], 0);
+    }
+}

@@ -1,0 +1,153 @@
+//! The nested test rig as cargo tests.
+//!
+//! `scripts/rig run` boots QEMU (TCG, emulated AMD SVM) with the Debian kernel as L1,
+//! which has a real KVM and QEMU's AHCI disk as a real SATA drive; inside it, the
+//! satavm binary built by cargo boots L2. The rig runs once per test binary, for all
+//! scenarios in one L1 boot; each `#[test]` then checks one scenario's result and log.
+//! Needs root (apt-get, for the first `scripts/rig prepare`) and a few minutes.
+//! There is no skip: if the rig cannot run, every test fails and says why.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Every scenario in tests/rig/scenarios/, each with its `#[test]` below.
+const SCENARIOS: &[&str] = &["l1-environment", "l2-boot", "l2-serial-input"];
+
+/// One scenario's line in target/rig/logs/summary.tsv, plus its log.
+struct Outcome {
+    passed: bool,
+    /// Its exit status in L1, or "none" if it never finished.
+    rc: String,
+    log: String,
+}
+
+/// The result of the one `scripts/rig run` of this test binary.
+struct RigRun {
+    outcomes: BTreeMap<String, Outcome>,
+    /// What scripts/rig printed (stdout, then stderr), for failure messages.
+    output: String,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rig() -> &'static RigRun {
+    static RUN: OnceLock<RigRun> = OnceLock::new();
+    RUN.get_or_init(run_rig)
+}
+
+fn run_rig() -> RigRun {
+    let rig_dir = std::env::var_os("RIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target").join("rig"));
+    let result = Command::new(repo().join("scripts").join("rig"))
+        .arg("run")
+        .arg("--satavm")
+        .arg(env!("CARGO_BIN_EXE_satavm"))
+        .args(SCENARIOS)
+        .env("RIG_DIR", &rig_dir)
+        .output()
+        .expect("cannot start scripts/rig");
+    let output = format!(
+        "scripts/rig run exited with {}\n--- stdout\n{}--- stderr\n{}",
+        result.status,
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    // Shown with --nocapture, and kept in the failure messages below.
+    println!("{output}");
+    let logs = rig_dir.join("logs");
+    RigRun {
+        outcomes: parse_summary(&logs),
+        output,
+    }
+}
+
+/// Reads summary.tsv (`NAME<TAB>PASS|FAIL<TAB>RC<TAB>SECS`) and each NAME.log.
+fn parse_summary(logs: &Path) -> BTreeMap<String, Outcome> {
+    let summary = fs::read_to_string(logs.join("summary.tsv")).unwrap_or_default();
+    summary
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let name = fields.next()?.to_string();
+            let passed = fields.next()? == "PASS";
+            let rc = fields.next().unwrap_or("?").to_string();
+            let log = fs::read_to_string(logs.join(format!("{name}.log")))
+                .unwrap_or_else(|e| format!("(no log: {e})"));
+            Some((name, Outcome { passed, rc, log }))
+        })
+        .collect()
+}
+
+/// Asserts that scenario `name` passed and returns its log.
+fn passed(name: &str) -> &'static str {
+    let run = rig();
+    let Some(outcome) = run.outcomes.get(name) else {
+        panic!("the rig reported no result for {name}\n{}", run.output);
+    };
+    assert!(
+        outcome.passed,
+        "rig scenario {name} failed (rc={})\n--- its log\n{}\n--- the rig\n{}",
+        outcome.rc, outcome.log, run.output
+    );
+    &outcome.log
+}
+
+/// Asserts that a passed scenario's log has a line containing `needle`.
+fn assert_log_line(name: &str, log: &str, needle: &str) {
+    assert!(
+        log.lines().any(|line| line.contains(needle)),
+        "{name}: no line containing {needle:?} in its log:\n{log}"
+    );
+}
+
+#[test]
+fn every_scenario_file_has_a_test() {
+    let dir = repo().join("tests").join("rig").join("scenarios");
+    let mut found: Vec<String> = fs::read_dir(&dir)
+        .expect("tests/rig/scenarios")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".sh").map(str::to_string)
+        })
+        .collect();
+    found.sort();
+    let mut listed: Vec<String> = SCENARIOS.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        found, listed,
+        "tests/rig/scenarios/*.sh and SCENARIOS in tests/rig.rs differ"
+    );
+}
+
+#[test]
+fn l1_environment() {
+    let log = passed("l1-environment");
+    assert_log_line("l1-environment", log, "ok: nested paging is enabled");
+    assert_log_line("l1-environment", log, "ok: model matches");
+    assert_log_line("l1-environment", log, "ok: sda is a libata device");
+}
+
+#[test]
+fn l2_boot() {
+    let log = passed("l2-boot");
+    assert_log_line("l2-boot", log, "@@L2 nproc=2");
+    assert_log_line("l2-boot", log, "@@L2 cpuinfo-processors=2");
+    assert_log_line("l2-boot", log, "satavm exit status: 0");
+}
+
+#[test]
+fn l2_serial_input() {
+    let log = passed("l2-serial-input");
+    assert_log_line("l2-serial-input", log, "typed-42");
+    assert_log_line(
+        "l2-serial-input",
+        log,
+        "ok: satavm exited 0 when L2 rebooted",
+    );
+}

@@ -1,0 +1,17 @@
+# satavm boots the L2 Linux guest with 2 vCPUs; L2 reports what it sees and reboots,
+# and satavm exits 0 on that reboot.
+. "$RIG_LIB"
+
+[ -x "$SATAVM" ] || rig_fail "no satavm in this L1 (was the rig run with --no-satavm?)"
+
+rig_run_l2 l2.out --cpus 2 --memory 256 --cmdline "$(rig_l2_cmdline l2-boot)"
+rc=$?
+[ "$rc" = 0 ] || rig_fail "satavm exited with status $rc, expected 0 after L2's reboot"
+rig_ok "satavm exited 0"
+
+rig_expect l2.out '^@@L2 BEGIN l2-boot' "L2 reached userspace and ran its scenario"
+rig_expect l2.out '^@@L2 nproc=2$' "L2 has 2 online CPUs"
+rig_expect l2.out '^@@L2 cpuinfo-processors=2$' "L2's /proc/cpuinfo lists 2 processors"
+rig_expect l2.out "^@@L2 uname-r=$(uname -r)\$" "L2 runs the rig's kernel"
+rig_expect l2.out '^@@L2 END l2-boot rc=0' "L2's scenario script succeeded"
+echo "PASS"
