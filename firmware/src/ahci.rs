@@ -89,7 +89,7 @@ const ENGINE_MS: u64 = 1000;
 pub const COMMAND_MS: u64 = 10_000;
 
 /// A report-line string.
-pub type Msg = Text<200>;
+pub type Msg = Text<256>;
 
 /// The HBA's generic registers.
 #[derive(Clone, Copy)]
@@ -163,10 +163,11 @@ impl fmt::Display for Hba {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "AHCI {}.{}{} CAP={:#010x} PI={:#x} ports={} slots={} ncq={} 64bit={}",
+            "AHCI {:x}.{:x}{}{} CAP={:#010x} PI={:#x} ports={} slots={} ncq={} 64bit={}",
             self.vs >> 16,
             (self.vs >> 8) & 0xff,
-            if self.vs & 0xff != 0 { "x" } else { "" },
+            if self.vs & 0xff != 0 { "." } else { "" },
+            VsSub(self.vs & 0xff),
             self.cap,
             self.pi,
             (self.cap & 0x1f) + 1,
@@ -182,6 +183,18 @@ impl fmt::Display for Hba {
                 "no"
             },
         )
+    }
+}
+
+/// The third component of VS (1.3.1 is 0x00010301), printed only if not zero.
+struct VsSub(u32);
+
+impl fmt::Display for VsSub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 != 0 {
+            write!(f, "{:x}", self.0)?;
+        }
+        Ok(())
     }
 }
 

@@ -163,7 +163,7 @@ impl<const N: usize> fmt::Display for Text<N> {
 #[macro_export]
 macro_rules! text {
     ($($arg:tt)*) => {{
-        let mut t = $crate::mem::Text::<200>::new();
+        let mut t = $crate::mem::Text::<256>::new();
         let _ = core::fmt::Write::write_fmt(&mut t, format_args!($($arg)*));
         t
     }};

@@ -182,24 +182,28 @@ pub fn run(arena: &mut Arena) -> Report {
         );
         return r;
     }
+    let mut with_data = 0;
     for n in 0..32u32 {
         if running & (1 << n) == 0 {
             continue;
         }
         if let Some(port) = ports[n as usize].as_ref() {
-            port_checks(port, &hba, arena, &mut r);
+            if port_checks(port, &hba, arena, &mut r) {
+                with_data |= 1 << n;
+            }
         }
     }
-    hba_reset_check(&hba, &mut ports, running, arena, &mut r);
+    hba_reset_check(&hba, &mut ports, running, with_data, arena, &mut r);
     r
 }
 
-/// The I/O checks on one port.
-fn port_checks(port: &Port, hba: &Hba, arena: &mut Arena, r: &mut Report) {
+/// The I/O checks on one port. Returns true if the dma check's data is on the disk (the HBA
+/// reset check reads it back).
+fn port_checks(port: &Port, hba: &Hba, arena: &mut Arena, r: &mut Report) -> bool {
     let n = port.n;
     let mark = arena.mark();
     let Some(buf) = arena.alloc(512, 512) else {
-        return;
+        return false;
     };
     let id = match drive::identify(port, buf) {
         Err(e) => {
@@ -207,32 +211,42 @@ fn port_checks(port: &Port, hba: &Hba, arena: &mut Arena, r: &mut Report) {
                 text!("port{n} identify").as_str(),
                 Err(cmd_err("IDENTIFY DEVICE", e)),
             );
-            return;
+            return false;
         }
         Ok(is) => {
             // SAFETY: buf is 512 bytes of arena memory written by the HBA.
             let id = Identity::parse(unsafe { phys_slice(buf, 512) });
             let pbc = port.prdbc(0);
-            let ok = pbc == 512 && is & px::IS_PSS != 0 && id.sectors >= MIN_SECTORS && id.lba48;
-            let line =
-                text!(
-                "model=\"{}\" serial=\"{}\" sectors={} ncq={} lba48={} (PRDBC={pbc}, PxIS.PSS={})",
+            let why = if pbc != 512 {
+                "PRDBC is not 512"
+            } else if is & px::IS_PSS == 0 {
+                "PxIS.PSS not set by the PIO Setup FIS"
+            } else if !id.lba48 {
+                "no 48-bit LBA support"
+            } else if id.sectors < MIN_SECTORS {
+                "the disk is smaller than the 16384 sectors the checks use"
+            } else {
+                ""
+            };
+            let ok = why.is_empty();
+            let line = text!(
+                "model=\"{}\" serial=\"{}\" sectors={} ncq={} lba48={} (PRDBC={pbc}, PxIS.PSS={}){}{}",
                 trimmed(&id.model), trimmed(&id.serial), id.sectors, id.ncq_depth, id.lba48,
-                (is & px::IS_PSS != 0) as u8
+                (is & px::IS_PSS != 0) as u8, if ok { "" } else { ": " }, why
             );
             r.record(
                 text!("port{n} identify").as_str(),
                 if ok { Ok(line) } else { Err(line) },
             );
             if !ok {
-                return;
+                return false;
             }
             id
         }
     };
 
     r.record(text!("port{n} pio").as_str(), pio_check(port, arena));
-    r.record(text!("port{n} dma").as_str(), dma_check(port, arena));
+    let dma_ok = r.record(text!("port{n} dma").as_str(), dma_check(port, arena));
     let depth = hba.slots().min(id.ncq_depth).min(32);
     let ncq_name = text!("port{n} ncq-{depth}");
     if hba.cap & crate::ahci::ghc::CAP_SNCQ == 0 || depth == 0 {
@@ -254,6 +268,7 @@ fn port_checks(port: &Port, hba: &Hba, arena: &mut Arena, r: &mut Report) {
         comreset_check(port, arena),
     );
     arena.release(mark);
+    dma_ok
 }
 
 fn alloc(arena: &mut Arena, len: u64) -> Result<u64, Msg> {
@@ -517,6 +532,7 @@ fn hba_reset_check(
     hba: &Hba,
     ports: &mut [Option<Port>; 32],
     before: u32,
+    with_data: u32,
     arena: &mut Arena,
     r: &mut Report,
 ) {
@@ -543,6 +559,7 @@ fn hba_reset_check(
             ));
         }
         match port.bring_up() {
+            Ok(true) if with_data & (1 << n) == 0 => running_after |= 1 << n,
             Ok(true) => match verify_dma_data(port, arena) {
                 Ok(()) => running_after |= 1 << n,
                 Err(e) => err = err.or(Some(text!("port{n}: {e}"))),
@@ -554,7 +571,7 @@ fn hba_reset_check(
     let result = match err {
         Some(e) => Err(e),
         None if cap != hba.cap || pi != hba.pi => Err(text!("CAP/PI changed across reset: {cap:#x}/{pi:#x}")),
-        None => Ok(text!("GHC.HR cleared, AE set again, ports {running_after:#x} restarted and read back the dma check's data")),
+        None => Ok(text!("GHC.HR cleared, AE set again, ports {running_after:#x} restarted, ports {with_data:#x} read back the dma check's data")),
     };
     r.record("hba-reset", result);
 }
