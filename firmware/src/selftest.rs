@@ -247,6 +247,13 @@ fn port_checks(port: &Port, hba: &Hba, arena: &mut Arena, r: &mut Report) -> boo
 
     r.record(text!("port{n} pio").as_str(), pio_check(port, arena));
     let dma_ok = r.record(text!("port{n} dma").as_str(), dma_check(port, arena));
+    if dma_ok {
+        let slots = hba.slots();
+        r.record(
+            text!("port{n} slots-{slots}").as_str(),
+            slots_check(port, arena, slots),
+        );
+    }
     let depth = hba.slots().min(id.ncq_depth).min(32);
     let ncq_name = text!("port{n} ncq-{depth}");
     if hba.cap & crate::ahci::ghc::CAP_SNCQ == 0 || depth == 0 {
@@ -435,6 +442,31 @@ fn ncq_check(port: &Port, arena: &mut Arena, depth: u32) -> Result<Msg, Msg> {
     Ok(text!(
         "{depth} WRITE FPDMA + {depth} READ FPDMA issued at once (PxSACT=PxCI={mask:#x}), all completed via SDB FIS, data verified"
     ))
+}
+
+/// A non-queued READ DMA EXT through each command slot in turn: the slot's PxCI bit clears,
+/// its PRDBC is written, the data is the dma check's.
+fn slots_check(port: &Port, arena: &mut Arena, slots: u32) -> Result<Msg, Msg> {
+    const BYTES: u32 = 4096;
+    let buf = Sg::scattered(arena, &[BYTES]).ok_or_else(|| text!("out of arena"))?;
+    let fis = drive::h2d(drive::READ_DMA_EXT, DMA_LBA, (BYTES / SECTOR as u32) as u16);
+    for slot in 0..slots {
+        buf.zero();
+        port.write(px::IS, 0xffff_ffff);
+        port.prepare(slot, &fis, false, buf.entries());
+        port.issue(1 << slot, false);
+        port.wait(1 << slot, false, COMMAND_MS)
+            .map_err(|e| cmd_err(text!("READ DMA EXT in slot {slot}").as_str(), e))?;
+        let pbc = port.prdbc(slot);
+        if pbc != BYTES {
+            return Err(text!("slot {slot}: PRDBC={pbc}, expected {BYTES}"));
+        }
+        if let Some(at) = buf.verify(DMA_LBA, SALT_DMA) {
+            return Err(text!("slot {slot} data mismatch at byte {at}"));
+        }
+    }
+    port.write(px::IS, 0xffff_ffff);
+    Ok(text!("READ DMA EXT completed in each of the {slots} slots (PxCI bit cleared, PRDBC={BYTES}, data verified)"))
 }
 
 /// READ DMA EXT of the sector past the end must fail with IDNF and stop the engine.
