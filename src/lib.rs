@@ -13,6 +13,7 @@
 pub mod ahci;
 pub mod ata;
 pub mod disk_spec;
+pub mod firmware;
 pub mod irq;
 pub mod mem;
 pub mod pci;

@@ -5,18 +5,36 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use satavm::disk_spec::DiskSpec;
-use satavm::vmm::{self, boot::DEFAULT_CMDLINE, VmConfig, VmExit};
+use satavm::firmware::SELFTEST_ELF;
+use satavm::vmm::{self, boot::DEFAULT_CMDLINE, Boot, VmConfig, VmExit};
+
+/// Size of the scratch image the self-test gets when no --disk is given.
+const SCRATCH_DISK_BYTES: u64 = 64 << 20;
 
 /// A KVM microVM whose storage controller is a layered AHCI HBA (AHCI / SATA FIS / ATA).
+///
+/// Without --kernel, satavm runs its built-in AHCI self-test firmware, which writes test
+/// patterns to the disks it is given (a scratch image if none).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Guest kernel: bzImage or ELF vmlinux.
-    #[arg(long)]
-    kernel: PathBuf,
+    /// Guest kernel: bzImage or ELF vmlinux. Without it, firmware runs instead.
+    #[arg(long, conflicts_with = "firmware")]
+    kernel: Option<PathBuf>,
     /// Initramfs (cpio, optionally compressed) for the guest.
-    #[arg(long)]
+    #[arg(long, requires = "kernel")]
     initramfs: Option<PathBuf>,
+    /// A bare-metal ELF to run instead of the built-in self-test firmware.
+    #[arg(long, value_name = "PATH")]
+    firmware: Option<PathBuf>,
+    /// Argument string for the firmware (the self-test knows `bench`).
+    #[arg(
+        long,
+        value_name = "STR",
+        default_value = "",
+        conflicts_with = "kernel"
+    )]
+    firmware_args: String,
     /// Kernel command line.
     #[arg(long, default_value = DEFAULT_CMDLINE)]
     cmdline: String,
@@ -33,19 +51,91 @@ struct Cli {
     disks: Vec<DiskSpec>,
 }
 
+/// A sparse image in $TMPDIR, removed when dropped.
+struct ScratchDisk(PathBuf);
+
+impl ScratchDisk {
+    fn create(bytes: u64) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("satavm-selftest-{}.img", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let disk = ScratchDisk(path);
+        file.set_len(bytes)?;
+        Ok(disk)
+    }
+}
+
+impl Drop for ScratchDisk {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What the vCPUs boot: the kernel if given, else a firmware ELF (the built-in self-test
+/// unless --firmware names another).
+fn boot_source(cli: &Cli) -> Result<Boot, String> {
+    if let Some(kernel) = &cli.kernel {
+        return Ok(Boot::Linux {
+            kernel: kernel.clone(),
+            initramfs: cli.initramfs.clone(),
+            cmdline: cli.cmdline.clone(),
+        });
+    }
+    let elf = match &cli.firmware {
+        Some(path) => {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        }
+        None => SELFTEST_ELF.to_vec(),
+    };
+    Ok(Boot::Firmware {
+        elf,
+        args: cli.firmware_args.clone(),
+    })
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    let boot = match boot_source(&cli) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("satavm: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // Firmware without --disk gets a scratch image, so that `satavm` alone runs the self-test.
+    let mut disks = cli.disks.clone();
+    let _scratch = match (&boot, disks.is_empty()) {
+        (Boot::Firmware { .. }, true) => match ScratchDisk::create(SCRATCH_DISK_BYTES) {
+            Ok(scratch) => {
+                disks.push(DiskSpec::Image {
+                    path: scratch.0.clone(),
+                    model: Some("SATAVM SELFTEST SCRATCH".into()),
+                    serial: Some(format!("SCRATCH{}", std::process::id())),
+                    read_only: false,
+                });
+                Some(scratch)
+            }
+            Err(e) => {
+                eprintln!(
+                    "satavm: cannot create a scratch disk image in {}: {e}",
+                    std::env::temp_dir().display()
+                );
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
     let config = VmConfig {
-        kernel: cli.kernel,
-        initramfs: cli.initramfs,
-        cmdline: cli.cmdline,
+        boot,
         cpus: cli.cpus,
         memory_mib: cli.memory,
     };
     let mut storage = None;
     let result = vmm::run(&config, |ctx| {
-        storage = vmm::storage::attach(ctx, &cli.disks)?;
+        storage = vmm::storage::attach(ctx, &disks)?;
         Ok(())
     });
     if let Some(storage) = &storage {
@@ -53,7 +143,14 @@ fn main() -> ExitCode {
             eprintln!("satavm: {line}");
         }
     }
+    let firmware = matches!(config.boot, Boot::Firmware { .. });
     match result {
+        // Firmware reports its verdict through the exit-code port; stopping any other way
+        // (a triple fault shows up as a reset) is a failure.
+        Ok(exit @ (VmExit::Reset | VmExit::PowerOff)) if firmware => {
+            eprintln!("satavm: firmware stopped ({exit:?}) without reporting a result");
+            ExitCode::from(2)
+        }
         Ok(VmExit::Reset) | Ok(VmExit::PowerOff) | Ok(VmExit::GuestCode(0)) => ExitCode::SUCCESS,
         Ok(VmExit::GuestCode(code)) => {
             eprintln!("satavm: guest reported failure code {code}");

@@ -1,8 +1,10 @@
 //! 64-bit Linux direct boot (Documentation/arch/x86/boot.rst, "64-bit Boot Protocol"):
 //! load a bzImage or ELF vmlinux and the initramfs, write the command line and boot_params.
+//! Also the firmware boot: a static ELF entered in 64-bit mode with RDI pointing at its
+//! NUL-terminated argument string (see firmware/).
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use linux_loader::cmdline::Cmdline;
@@ -46,6 +48,10 @@ pub enum BootError {
         path: String,
         source: linux_loader::loader::Error,
     },
+    #[error("firmware is not a loadable 64-bit ELF: {0}")]
+    Firmware(linux_loader::loader::Error),
+    #[error("firmware arguments must be at most {max} bytes without NUL characters")]
+    FirmwareArgs { max: usize },
     #[error("kernel command line: {0}")]
     Cmdline(String),
     #[error("initramfs of {size} bytes does not fit in guest RAM below {limit:#x}")]
@@ -59,8 +65,41 @@ pub enum BootError {
 pub struct BootEntry {
     /// 64-bit entry point.
     pub rip: u64,
-    /// Address of boot_params (passed in RSI).
+    /// Address of boot_params (passed in RSI); 0 for firmware.
     pub zero_page: u64,
+    /// Passed in RDI: the firmware's argument string; 0 for Linux.
+    pub rdi: u64,
+}
+
+/// Load a firmware ELF (its PT_LOAD segments at their physical addresses, which must lie at or
+/// above 1 MiB) and write `args` NUL-terminated at [`CMDLINE`], whose address goes in RDI.
+pub fn load_firmware(
+    mem: &GuestMemoryMmap,
+    elf: &[u8],
+    args: &str,
+) -> Result<BootEntry, BootError> {
+    if args.len() >= CMDLINE_MAX || args.contains('\0') {
+        return Err(BootError::FirmwareArgs {
+            max: CMDLINE_MAX - 1,
+        });
+    }
+    let loaded = Elf::load(
+        mem,
+        None,
+        &mut Cursor::new(elf),
+        Some(GuestAddress(HIMEM_START)),
+    )
+    .map_err(BootError::Firmware)?;
+    let mut bytes = Vec::with_capacity(args.len() + 1);
+    bytes.extend_from_slice(args.as_bytes());
+    bytes.push(0);
+    mem.write_slice(&bytes, GuestAddress(CMDLINE))
+        .map_err(|e| BootError::Memory(e.to_string()))?;
+    Ok(BootEntry {
+        rip: loaded.kernel_load.0,
+        zero_page: 0,
+        rdi: CMDLINE,
+    })
 }
 
 /// Load `kernel` (and `initramfs`) into `mem` of `ram_size` bytes, write `cmdline` and the
@@ -147,6 +186,7 @@ pub fn load_linux(
     Ok(BootEntry {
         rip,
         zero_page: ZERO_PAGE,
+        rdi: 0,
     })
 }
 
@@ -175,4 +215,43 @@ fn load_initramfs(
     mem.write_slice(&data, GuestAddress(addr))
         .map_err(|e| BootError::Memory(e.to_string()))?;
     Ok((addr, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap()
+    }
+
+    #[test]
+    fn firmware_is_loaded_at_its_address_with_args_in_rdi() {
+        let mem = memory();
+        let elf = crate::firmware::SELFTEST_ELF;
+        let entry = load_firmware(&mem, elf, "bench").unwrap();
+        assert_eq!(entry.rip, 0x20_0000);
+        assert_eq!(entry.rdi, CMDLINE);
+        assert_eq!(entry.zero_page, 0);
+        let mut args = [0u8; 6];
+        mem.read_slice(&mut args, GuestAddress(CMDLINE)).unwrap();
+        assert_eq!(&args, b"bench\0");
+        // The first bytes at the entry are the ELF's first PT_LOAD segment (file offset 0x1000).
+        let mut code = [0u8; 16];
+        mem.read_slice(&mut code, GuestAddress(entry.rip)).unwrap();
+        assert_eq!(&code[..], &elf[0x1000..0x1010]);
+    }
+
+    #[test]
+    fn firmware_rejects_garbage_and_bad_args() {
+        let mem = memory();
+        assert!(matches!(
+            load_firmware(&mem, b"not an elf at all, just text", ""),
+            Err(BootError::Firmware(_))
+        ));
+        assert!(matches!(
+            load_firmware(&mem, crate::firmware::SELFTEST_ELF, "a\0b"),
+            Err(BootError::FirmwareArgs { .. })
+        ));
+    }
 }

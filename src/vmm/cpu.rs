@@ -120,6 +120,7 @@ fn setup_regs(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), CpuError> {
         rsp: BOOT_STACK,
         rbp: BOOT_STACK,
         rsi: entry.zero_page,
+        rdi: entry.rdi,
         ..Default::default()
     };
     vcpu.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))

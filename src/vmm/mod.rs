@@ -35,12 +35,24 @@ pub const MAX_CPUS: u8 = 32;
 /// TSS address KVM needs on Intel hosts (three pages just below the BIOS area).
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
+/// What the vCPUs start.
+#[derive(Debug, Clone)]
+pub enum Boot {
+    /// A Linux kernel (bzImage or ELF vmlinux) by the 64-bit boot protocol.
+    Linux {
+        kernel: PathBuf,
+        initramfs: Option<PathBuf>,
+        cmdline: String,
+    },
+    /// A bare-metal ELF entered in 64-bit mode with RDI = its NUL-terminated `args` (satavm's
+    /// self-test in firmware/ is one).
+    Firmware { elf: Vec<u8>, args: String },
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
-    pub kernel: PathBuf,
-    pub initramfs: Option<PathBuf>,
-    pub cmdline: String,
+    pub boot: Boot,
     pub cpus: u8,
     pub memory_mib: u64,
 }
@@ -48,8 +60,10 @@ pub struct VmConfig {
 /// Why the VM could not be built or run.
 #[derive(Debug, Error)]
 pub enum VmmError {
-    #[error("cannot open /dev/kvm: {0}. Is the kvm module loaded and do you have access? On a host whose KVM cannot run guests, use the nested rig: scripts/rig")]
+    #[error("{}", open_kvm_help(.0))]
     OpenKvm(kvm_ioctls::Error),
+    #[error("/dev/kvm speaks KVM API version {0}, satavm needs {KVM_API_VERSION}")]
+    KvmApi(i32),
     #[error("KVM ioctl {what} failed: {source}")]
     Kvm {
         what: &'static str,
@@ -71,6 +85,27 @@ pub enum VmmError {
     EventLoop(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The only KVM API version there is (Documentation/virt/kvm/api.rst, KVM_GET_API_VERSION).
+const KVM_API_VERSION: i32 = 12;
+
+/// Say plainly why /dev/kvm cannot be used and what to do about it.
+fn open_kvm_help(e: &kvm_ioctls::Error) -> String {
+    let why = match e.errno() {
+        libc::ENOENT => "/dev/kvm does not exist: this machine has no KVM. Load the module \
+             (modprobe kvm_intel or kvm_amd), enable virtualization (VT-x/AMD-V) in the firmware \
+             setup, or in a VM enable nested virtualization"
+            .to_string(),
+        libc::EACCES | libc::EPERM => "permission denied on /dev/kvm: add yourself to its group \
+             (usually `kvm`: sudo usermod -aG kvm $USER, then log in again) or run as root"
+            .to_string(),
+        libc::ENXIO | libc::ENODEV => "/dev/kvm exists but no KVM module backs it: load kvm_intel \
+             or kvm_amd (is virtualization enabled in the firmware setup?)"
+            .to_string(),
+        _ => format!("{e}"),
+    };
+    format!("cannot open /dev/kvm: {why}. A host whose KVM cannot run guests can use the nested rig: scripts/rig")
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
@@ -123,6 +158,9 @@ pub fn run(
         return Err(VmmError::Memory(config.memory_mib));
     }
     let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
+    if kvm.get_api_version() != KVM_API_VERSION {
+        return Err(VmmError::KvmApi(kvm.get_api_version()));
+    }
     let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
     vm.set_tss_address(KVM_TSS_ADDRESS)
         .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
@@ -158,13 +196,14 @@ pub fn run(
         unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
     }
 
-    let entry = boot::load_linux(
-        &mem,
-        ram_size,
-        &config.kernel,
-        config.initramfs.as_deref(),
-        &config.cmdline,
-    )?;
+    let entry = match &config.boot {
+        Boot::Linux {
+            kernel,
+            initramfs,
+            cmdline,
+        } => boot::load_linux(&mem, ram_size, kernel, initramfs.as_deref(), cmdline)?,
+        Boot::Firmware { elf, args } => boot::load_firmware(&mem, elf, args)?,
+    };
 
     let mut events: EventManager<Box<dyn MutEventSubscriber + Send>> =
         EventManager::new().map_err(|e| VmmError::EventLoop(format!("{e:?}")))?;

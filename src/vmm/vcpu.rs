@@ -121,9 +121,11 @@ fn internal_error(id: u8, vcpu: &mut VcpuFd) -> String {
         .unwrap_or_else(|e| format!("unknown ({e})"));
     let n = (internal.ndata as usize).min(internal.data.len());
     format!(
-        "vCPU {id}: KVM_EXIT_INTERNAL_ERROR, suberror {} ({suberror}), RIP {rip}, data {:x?}. \
-         If this host's KVM is a software implementation that cannot run Linux, use the nested \
-         rig (scripts/rig).",
+        "vCPU {id}: KVM could not run the guest: KVM_EXIT_INTERNAL_ERROR, suberror {} \
+         ({suberror}), RIP {rip}, data {:x?}. On a host with hardware virtualization (VT-x/AMD-V) \
+         this does not happen; a KVM that emulates guest instructions in software (some nested \
+         or sandboxed hosts) fails like this on common instructions. Run satavm on a host with \
+         VT-x/AMD-V, or inside the nested rig (scripts/rig).",
         internal.suberror,
         &internal.data[..n]
     )
