@@ -8,6 +8,18 @@ use satavm::disk_spec::DiskSpec;
 use satavm::firmware::SELFTEST_ELF;
 use satavm::vmm::{self, boot::DEFAULT_CMDLINE, Boot, VmConfig, VmExit};
 
+/// Exit statuses (besides 0, and 1 to 63 for a failure code the guest reported on the
+/// exit-code port; the self-test firmware reports FAIL as 1). From sysexits.h.
+mod exit_status {
+    /// KVM cannot be used here (no /dev/kvm, no permission, wrong API).
+    pub const KVM_UNAVAILABLE: u8 = 69;
+    /// The guest or KVM failed while running (KVM_EXIT_INTERNAL_ERROR, a triple fault of
+    /// firmware, a failed VM entry).
+    pub const GUEST_CRASHED: u8 = 70;
+    /// satavm could not set the VM up (bad kernel or disk, out of memory).
+    pub const SETUP_FAILED: u8 = 71;
+}
+
 /// Size of the scratch image the self-test gets when no --disk is given.
 const SCRATCH_DISK_BYTES: u64 = 64 << 20;
 
@@ -102,7 +114,7 @@ fn main() -> ExitCode {
         Ok(b) => b,
         Err(e) => {
             eprintln!("satavm: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(exit_status::SETUP_FAILED);
         }
     };
     // Firmware without --disk gets a scratch image, so that `satavm` alone runs the self-test.
@@ -123,7 +135,7 @@ fn main() -> ExitCode {
                     "satavm: cannot create a scratch disk image in {}: {e}",
                     std::env::temp_dir().display()
                 );
-                return ExitCode::from(1);
+                return ExitCode::from(exit_status::SETUP_FAILED);
             }
         },
         _ => None,
@@ -149,20 +161,24 @@ fn main() -> ExitCode {
         // (a triple fault shows up as a reset) is a failure.
         Ok(exit @ (VmExit::Reset | VmExit::PowerOff)) if firmware => {
             eprintln!("satavm: firmware stopped ({exit:?}) without reporting a result");
-            ExitCode::from(2)
+            ExitCode::from(exit_status::GUEST_CRASHED)
         }
         Ok(VmExit::Reset) | Ok(VmExit::PowerOff) | Ok(VmExit::GuestCode(0)) => ExitCode::SUCCESS,
         Ok(VmExit::GuestCode(code)) => {
             eprintln!("satavm: guest reported failure code {code}");
-            ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX).max(1))
+            ExitCode::from(u8::try_from(code).unwrap_or(63).clamp(1, 63))
         }
         Ok(VmExit::Failure(msg)) => {
             eprintln!("satavm: guest failed: {msg}");
-            ExitCode::from(2)
+            ExitCode::from(exit_status::GUEST_CRASHED)
+        }
+        Err(e @ (vmm::VmmError::OpenKvm(_) | vmm::VmmError::KvmApi(_))) => {
+            eprintln!("satavm: {e}");
+            ExitCode::from(exit_status::KVM_UNAVAILABLE)
         }
         Err(e) => {
             eprintln!("satavm: {e}");
-            ExitCode::from(1)
+            ExitCode::from(exit_status::SETUP_FAILED)
         }
     }
 }

@@ -14,7 +14,17 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every scenario in tests/rig/scenarios/, each with its `#[test]` below.
-const SCENARIOS: &[&str] = &["l1-environment", "l2-boot", "l2-serial-input"];
+const SCENARIOS: &[&str] = &[
+    "l1-environment",
+    "l2-boot",
+    "l2-serial-input",
+    "ahci-linux",
+    "ahci-two-disks",
+    "pt-drive",
+    "pt-error",
+    "selftest-image",
+    "selftest-passthrough",
+];
 
 /// One scenario's line in target/rig/logs/summary.tsv, plus its log.
 struct Outcome {
@@ -150,4 +160,68 @@ fn l2_serial_input() {
         log,
         "ok: satavm exited 0 when L2 rebooted",
     );
+}
+
+#[test]
+fn ahci_linux() {
+    let log = passed("ahci-linux");
+    for needle in [
+        "ok: ahci bound: AHCI 1.3.1, 32 slots",
+        "ok: libata enabled NCQ with depth 32",
+        "ok: configured model in IDENTIFY",
+        "ok: configured serial in IDENTIFY",
+        "ok: filesystem files verified after remount",
+        "ok: NCQ peak depth",
+        "ok: L1 finds L2's flushed pattern in the image",
+    ] {
+        assert_log_line("ahci-linux", log, needle);
+    }
+}
+
+#[test]
+fn ahci_two_disks() {
+    let log = passed("ahci-two-disks");
+    assert_log_line("ahci-two-disks", log, "ok: a.img holds what L2 wrote");
+    assert_log_line("ahci-two-disks", log, "ok: b.img holds what L2 wrote");
+}
+
+#[test]
+fn passthrough_drive() {
+    let log = passed("pt-drive");
+    for needle in [
+        "ok: L2 sees the drive's model",
+        "ok: L2 sees the drive's serial",
+        "ok: L1 reads L2's pattern from",
+        "ok: satavm refused F3h before the drive",
+        "host commands in flight",
+    ] {
+        assert_log_line("pt-drive", log, needle);
+    }
+}
+
+#[test]
+fn passthrough_drive_error() {
+    let log = passed("pt-error");
+    assert_log_line(
+        "pt-error",
+        log,
+        "ok: L2's kernel reports the I/O error at that sector",
+    );
+    assert_log_line("pt-error", log, "ok: later writes and reads succeed");
+}
+
+#[test]
+fn selftest_firmware_on_an_image() {
+    let log = passed("selftest-image");
+    assert_log_line(
+        "selftest-image",
+        log,
+        "satavm-selftest: RESULT PASS (12 checks)",
+    );
+}
+
+#[test]
+fn selftest_firmware_through_passthrough() {
+    let log = passed("selftest-passthrough");
+    assert_log_line("selftest-passthrough", log, "satavm-selftest: RESULT PASS");
 }

@@ -1,0 +1,13 @@
+# The built-in self-test firmware against L1's real SATA drive through SG_IO pass-through:
+# the same AHCI checks, with the drive's own answers.
+. "$RIG_LIB"
+[ -x "$SATAVM" ] || rig_fail "no satavm in this L1"
+"$SATAVM" --disk "passthrough=$RIG_SG" </dev/null >out 2>&1
+rc=$?
+rig_show out
+rig_expect out "^PASS port0 identify: model=\"$RIG_MODEL\" serial=\"$RIG_SERIAL\"" "IDENTIFY came from the real drive"
+rig_expect out '^PASS port0 ncq-32' "32 NCQ commands at once through pass-through"
+rig_expect out '^PASS port0 error-idnf' "a read past the end fails with IDNF from the drive"
+rig_expect out '^satavm-selftest: RESULT PASS' "self-test verdict PASS"
+[ "$rc" = 0 ] || rig_fail "satavm exited with status $rc"
+echo "PASS"
