@@ -18,4 +18,5 @@ pub mod irq;
 pub mod mem;
 pub mod pci;
 pub mod sata;
+pub mod trace;
 pub mod vmm;

@@ -8,6 +8,7 @@ use super::regs::{pxis, pxtfd};
 use crate::ata::registers::status;
 use crate::sata::fis::SDB_STATUS_MASK;
 use crate::sata::{Completion, DataPathError, Fis, SetDeviceBits};
+use crate::trace::{Event, Layer};
 
 /// Apply `done`, the completions of one pass, to `port`. Set Device Bits FISes of several
 /// queued commands are coalesced: the port posts one SDB FIS carrying the OR of their SActive
@@ -79,11 +80,25 @@ pub(super) fn apply(port: &mut Port, done: Vec<Completion>) {
             port.halted = true;
             port.stats.errors += 1;
         } else {
+            let bytes = u64::from(c.bytes_transferred);
+            if record.write {
+                port.stats.bytes_written += bytes;
+            } else {
+                port.stats.bytes_read += bytes;
+            }
             if record.prd_interrupt && c.bytes_transferred > 0 {
                 port.raise(pxis::DPS);
             }
             port.ci &= !bit;
         }
+        port.tracer.emit(|| {
+            Event::new(Layer::Ahci, "complete")
+                .port(port.index())
+                .slot(c.slot)
+                .flag("ok", !(device_error || bus_error != 0))
+                .hex32("pxci", port.ci)
+                .hex32("pxtfd", port.tfd)
+        });
     }
     if let Some(s) = sdb {
         receive_sdb(port, &s);

@@ -11,9 +11,11 @@
 //! Each port talks to its device only through [`crate::sata::SataDevice`]: Register H2D FISes
 //! and a [`crate::sata::DataPath`] go down, FISes come back.
 
+pub mod checks;
 pub mod command;
 mod completion;
 pub mod hba;
+mod link;
 #[cfg(test)]
 pub(crate) mod mock;
 pub mod pci_function;
@@ -21,13 +23,21 @@ pub mod port;
 pub mod regs;
 pub mod rfis;
 
-pub use pci_function::AhciFunction;
+pub use pci_function::{AhciFunction, Observers};
 
 /// Per-port statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortStats {
     /// Commands (C = 1 FISes) sent to the device.
     pub commands: u64,
+    /// The same, by opcode.
+    pub by_opcode: std::collections::BTreeMap<u8, u64>,
+    /// Bytes moved device to host by commands that completed (PRDBC, or the NCQ count).
+    pub bytes_read: u64,
+    /// Bytes moved host to device by commands that completed.
+    pub bytes_written: u64,
+    /// Times the device dropped off the link (PhyRdy lost).
+    pub link_drops: u64,
     /// Most queued (NCQ) commands the device held at once.
     pub ncq_peak_depth: u32,
     /// Commands that ended in an error (task file, overflow, host bus or interface error).

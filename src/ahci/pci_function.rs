@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::checks::SpecChecks;
 use super::hba::{Hba, InterruptState};
 use super::port::Port;
 use super::PortStats;
@@ -11,6 +12,7 @@ use crate::mem::GuestMemory;
 use crate::pci::config::{command, offset, STATUS_INTERRUPT};
 use crate::pci::{BarKind, ConfigSpace, MsiCapability, PciFunction};
 use crate::sata::SataDevice;
+use crate::trace::{Event, Layer, Tracer};
 
 /// Intel ICH9 SATA AHCI controller, as QEMU's `ahci` device: Linux's `ahci` driver lists it
 /// as `board_ahci` (no quirks) and binds any class 01.06.01 function anyway.
@@ -37,6 +39,16 @@ pub struct AhciFunction {
     hba: Hba,
     irq: Arc<dyn InterruptSink>,
     intx_asserted: bool,
+    tracer: Tracer,
+    checks: Arc<SpecChecks>,
+}
+
+/// How an [`AhciFunction`] reports what happens: a tracer (off by default) and the spec
+/// checks (warnings only, by default).
+#[derive(Debug, Clone, Default)]
+pub struct Observers {
+    pub tracer: Tracer,
+    pub checks: Arc<SpecChecks>,
 }
 
 impl std::fmt::Debug for AhciFunction {
@@ -58,6 +70,19 @@ impl AhciFunction {
         bar5: u32,
         irq_line: u8,
     ) -> Self {
+        Self::with_observers(devices, mem, irq, bar5, irq_line, Observers::default())
+    }
+
+    /// As [`AhciFunction::new`], reporting to `observers`.
+    pub fn with_observers(
+        devices: Vec<Box<dyn SataDevice>>,
+        mem: Arc<dyn GuestMemory>,
+        irq: Arc<dyn InterruptSink>,
+        bar5: u32,
+        irq_line: u8,
+        observers: Observers,
+    ) -> Self {
+        let Observers { tracer, checks } = observers;
         if devices.len() > 32 {
             log::warn!("AHCI: {} devices, only 32 ports", devices.len());
         }
@@ -65,7 +90,9 @@ impl AhciFunction {
             .into_iter()
             .take(32)
             .enumerate()
-            .map(|(i, d)| Port::new(i as u8, d, mem.clone()))
+            .map(|(i, d)| {
+                Port::with_observers(i as u8, d, mem.clone(), tracer.clone(), checks.clone())
+            })
             .collect();
         let mut config = ConfigSpace::new(VENDOR_ID, DEVICE_ID, CLASS, REVISION);
         config.set_subsystem(SUBSYSTEM_VENDOR_ID, SUBSYSTEM_ID);
@@ -80,7 +107,35 @@ impl AhciFunction {
             hba: Hba::new(ports),
             irq,
             intx_asserted: false,
+            tracer,
+            checks,
         }
+    }
+
+    /// The spec checks (which rules the guest broke so far).
+    pub fn spec_checks(&self) -> &SpecChecks {
+        &self.checks
+    }
+
+    /// The tracer (off unless set up with one).
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
+    }
+
+    /// Trace a guest access to ABAR.
+    fn trace_access(&self, kind: &'static str, at: u64, len: usize, value: u32) {
+        self.tracer.emit(|| {
+            let (name, port) = super::regs::register_name(at);
+            let e = Event::new(Layer::Ahci, kind)
+                .str("reg", name)
+                .hex32("offset", at as u32)
+                .hex32("value", value);
+            let e = if len != 4 { e.u("size", len as u64) } else { e };
+            match port {
+                Some(p) => e.port(p),
+                None => e,
+            }
+        });
     }
 
     /// Collect device completions, update PxCI/PxSACT/PxIS, write FISes, raise interrupts.
@@ -91,7 +146,7 @@ impl AhciFunction {
 
     /// Per-port statistics.
     pub fn port_stats(&self) -> Vec<PortStats> {
-        self.hba.ports.iter().map(|p| p.stats).collect()
+        self.hba.ports.iter().map(|p| p.stats.clone()).collect()
     }
 
     /// GHC.MRSM (3.1.2): MSI is on with fewer vectors than asked for, so every port shares
@@ -151,6 +206,12 @@ impl AhciFunction {
                 0
             };
         }
+        if self.tracer.enabled() {
+            let mut v = [0u8; 4];
+            let n = data.len().min(4);
+            v[..n].copy_from_slice(&data[..n]);
+            self.trace_access("reg_read", at, data.len(), u32::from_le_bytes(v));
+        }
     }
 
     /// Write `data` at ABAR offset `at`: each dword it touches gets one write whose mask
@@ -169,6 +230,16 @@ impl AhciFunction {
                 i += 1;
             }
             if dword_at < ABAR_SIZE {
+                if self.tracer.enabled() {
+                    let size = (mask.count_ones() / 8) as usize;
+                    let shift = mask.trailing_zeros();
+                    self.trace_access(
+                        "reg_write",
+                        dword_at + u64::from(shift / 8),
+                        size,
+                        value >> shift,
+                    );
+                }
                 self.hba.write(dword_at, value, mask);
             }
         }

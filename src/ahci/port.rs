@@ -8,12 +8,15 @@
 
 use std::sync::Arc;
 
+use super::checks::{Rule, SpecChecks};
 use super::command::{self, FetchError};
 use super::regs::{port as reg, pxcmd, pxis, pxserr, pxtfd, scr, COMMAND_SLOTS, SIG_RESET};
 use super::rfis;
 use super::PortStats;
+use crate::ata::command::{protocol, Protocol};
 use crate::mem::GuestMemory;
 use crate::sata::{Completion, DataPath, Fis, RegisterD2h, SataDevice, Submission};
+use crate::trace::{Event, Layer, TracedDevice, Tracer};
 
 /// A command the device holds.
 #[derive(Debug, Clone)]
@@ -24,11 +27,13 @@ pub(super) struct InFlight {
     pub data: DataPath,
     /// Some PRD had its I bit set.
     pub prd_interrupt: bool,
+    /// The command header's W bit: data moves host to device (for the byte counters).
+    pub write: bool,
 }
 
 /// State of the SATA link as PxSCTL.DET drives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Link {
+pub(super) enum Link {
     /// Communication established (PxSSTS.DET = 3).
     Up,
     /// COMRESET asserted (PxSCTL.DET = 1) or the Phy offline (PxSCTL.DET = 4).
@@ -56,9 +61,12 @@ pub struct Port {
     pub(super) sact: u32,
     pub(super) ci: u32,
     pub(super) sntf: u32,
-    link: Link,
+    pub(super) link: Link,
+    /// The device reported that PhyRdy dropped ([`crate::sata::LinkEvent::Lost`]) and has not
+    /// come back yet: PxSSTS.DET reads 0 and COMRESET cannot bring the link up.
+    pub(super) phy_lost: bool,
     /// The device's signature FIS after an HBA reset, accepted once FIS reception is enabled.
-    signature_pending: Option<RegisterD2h>,
+    pub(super) signature_pending: Option<RegisterD2h>,
     /// PxCI bits not yet sent to the device.
     issued: u32,
     /// Commands the device holds, by slot.
@@ -68,6 +76,10 @@ pub struct Port {
     /// PxIS bits set since the function last collected them (for edge-triggered MSI).
     new_events: u32,
     pub(super) stats: PortStats,
+    /// PxSACT bits software set since its last PxCI write (for [`Rule::SactWithoutCi`]).
+    sact_since_ci: u32,
+    pub(super) tracer: Tracer,
+    pub(super) checks: Arc<SpecChecks>,
 }
 
 impl std::fmt::Debug for Port {
@@ -94,6 +106,23 @@ enum Issue {
 impl Port {
     /// A port after power-on: registers at their reset values, the device reset.
     pub fn new(index: u8, device: Box<dyn SataDevice>, mem: Arc<dyn GuestMemory>) -> Self {
+        Self::with_observers(index, device, mem, Tracer::off(), Arc::default())
+    }
+
+    /// A port that reports to `tracer` (its device wrapped in a [`TracedDevice`] when the
+    /// tracer is on) and checks what software does against `checks`.
+    pub fn with_observers(
+        index: u8,
+        device: Box<dyn SataDevice>,
+        mem: Arc<dyn GuestMemory>,
+        tracer: Tracer,
+        checks: Arc<SpecChecks>,
+    ) -> Self {
+        let device: Box<dyn SataDevice> = if tracer.enabled() {
+            Box::new(TracedDevice::new(device, index, tracer.clone()))
+        } else {
+            device
+        };
         let mut p = Port {
             index,
             device,
@@ -113,12 +142,16 @@ impl Port {
             ci: 0,
             sntf: 0,
             link: Link::Up,
+            phy_lost: false,
             signature_pending: None,
             issued: 0,
             in_flight: Default::default(),
             halted: false,
             new_events: 0,
             stats: PortStats::default(),
+            sact_since_ci: 0,
+            tracer,
+            checks,
         };
         p.power_on_reset();
         p
@@ -141,7 +174,8 @@ impl Port {
         self.in_flight = Default::default();
         self.halted = false;
         self.new_events = 0;
-        self.link = Link::Up;
+        self.sact_since_ci = 0;
+        self.link = if self.phy_lost { Link::Down } else { Link::Up };
         // The device answers with its signature; PxTFD and PxSIG show it once software enables
         // FIS reception (until then they read 7Fh and FFFFFFFFh, as AHCI 3.3.8/3.3.9 allow for
         // a signature that has not arrived yet, and as QEMU's ahci-test expects).
@@ -182,8 +216,25 @@ impl Port {
     /// Set PxIS bits.
     pub(super) fn raise(&mut self, bits: u32) {
         let fresh = bits & !self.is();
+        if fresh != 0 {
+            self.tracer.emit(|| {
+                Event::new(Layer::Ahci, "pxis")
+                    .port(self.index)
+                    .hex32("set", fresh)
+            });
+        }
         self.is |= bits & pxis::RW1C;
         self.new_events |= fresh;
+    }
+
+    /// The port number.
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// Set PxSERR bits (hardware-set; software clears them by writing ones).
+    pub(super) fn set_serr(&mut self, bits: u32) {
+        self.serr |= bits;
     }
 
     fn started(&self) -> bool {
@@ -215,6 +266,7 @@ impl Port {
             reg::TFD => self.tfd,
             reg::SIG => self.sig,
             reg::SSTS => match self.link {
+                _ if self.phy_lost => 0,
                 Link::Up => scr::SSTS_LINK_UP,
                 Link::Down if self.sctl & scr::DET_MASK == scr::DET_OFFLINE => scr::DET_OFFLINE,
                 Link::Down => 0,
@@ -233,6 +285,7 @@ impl Port {
     pub fn write(&mut self, offset: u64, value: u32, mask: u32) {
         let merged = (self.read(offset) & !mask) | (value & mask);
         let ones = value & mask;
+        self.check_write(offset, merged, ones);
         match offset {
             // 3.3.1: bits 9:0 reserved (1 KiB alignment); 3.3.3: bits 7:0 (256 bytes).
             reg::CLB => self.clb = merged & !0x3ff,
@@ -250,10 +303,60 @@ impl Port {
             reg::SCTL => self.write_sctl(merged & scr::SCTL_WRITABLE),
             reg::SERR => self.serr &= !ones,
             // 3.3.13: software may only set bits, and only while ST is 1.
-            reg::SACT if self.started() => self.sact |= ones,
+            reg::SACT if self.started() => {
+                self.sact_since_ci |= ones & !self.sact;
+                self.sact |= ones;
+            }
             reg::CI => self.write_ci(ones),
             // 3.3.15: PMN bits 15:0, write one to clear.
             reg::SNTF => self.sntf &= !(ones & 0xffff),
+            _ => {}
+        }
+    }
+
+    /// Spec checks of a register write (before it takes effect); see [`super::checks`].
+    fn check_write(&mut self, offset: u64, merged: u32, ones: u32) {
+        let port = self.index;
+        let checks = &self.checks;
+        match offset {
+            reg::CLB | reg::CLBU if self.started() && merged != self.read(offset) => {
+                checks.report(port, Rule::ClbWhileRunning, || {
+                    format!("{:#x} written over {:#x}", merged, self.read(offset))
+                })
+            }
+            reg::FB | reg::FBU if self.fis_receive_enabled() && merged != self.read(offset) => {
+                checks.report(port, Rule::FbWhileReceiving, || {
+                    format!("{:#x} written over {:#x}", merged, self.read(offset))
+                })
+            }
+            reg::CMD if !self.started() && merged & pxcmd::ST != 0 => {
+                if merged & pxcmd::FRE == 0 {
+                    checks.report(port, Rule::StWithoutFre, || format!("PxCMD {merged:#x}"));
+                }
+                let tfd = if merged & pxcmd::CLO != 0 {
+                    self.tfd & !(pxtfd::BSY | pxtfd::DRQ)
+                } else {
+                    self.tfd
+                };
+                if tfd & (pxtfd::BSY | pxtfd::DRQ) != 0 {
+                    checks.report(port, Rule::StWhileBusy, || format!("PxTFD {tfd:#x}"));
+                }
+            }
+            reg::CI if ones != 0 => {
+                if !self.started() {
+                    checks.report(port, Rule::CiWhileStopped, || format!("PxCI {ones:#x}"));
+                } else if ones & self.ci != 0 {
+                    checks.report(port, Rule::CiAlreadySet, || {
+                        format!("{ones:#x} written, PxCI was {:#x}", self.ci)
+                    });
+                }
+                let orphans = std::mem::take(&mut self.sact_since_ci) & !ones & !self.ci;
+                if orphans != 0 {
+                    checks.report(port, Rule::SactWithoutCi, || {
+                        format!("PxSACT bits {orphans:#x}, PxCI write {ones:#x}")
+                    });
+                }
+            }
             _ => {}
         }
     }
@@ -319,15 +422,22 @@ impl Port {
                 self.in_flight = Default::default();
                 self.signature_pending = None;
                 self.stats.resets += 1;
+                self.tracer.emit(|| {
+                    Event::new(Layer::Ahci, "link")
+                        .port(self.index)
+                        .str("state", "comreset")
+                });
                 // The device is reset now; its signature is sent once the link comes back.
                 let sig = self.device.comreset();
                 self.signature_pending = Some(sig);
             }
-            0 if self.link == Link::Down => {
+            // A device that dropped off the link does not answer a COMRESET; the link comes
+            // back when it does (see `super::link`).
+            0 if self.link == Link::Down && !self.phy_lost => {
                 self.link = Link::Up;
                 // COMINIT from the device: presence changed (DIAG.X, mirrored by PxIS.PCS).
-                self.serr |= pxserr::DIAG_X;
                 self.raise(pxis::PCS);
+                self.serr |= pxserr::DIAG_X;
                 self.tfd |= pxtfd::BSY;
                 // The first D2H FIS after the reset updates PxTFD and PxSIG even with FRE = 0
                 // (3.3.7 FRE); it reaches the received-FIS area only with FRE = 1.
@@ -340,7 +450,7 @@ impl Port {
     }
 
     /// The device's signature FIS: PxTFD, PxSIG (3.3.9: count, LBA low/mid/high).
-    fn accept_signature(&mut self, d2h: RegisterD2h) {
+    pub(super) fn accept_signature(&mut self, d2h: RegisterD2h) {
         let lba = d2h.lba as u32 & 0x00ff_ffff;
         self.sig = lba << 8 | u32::from(d2h.count as u8);
         self.receive_d2h(&d2h);
@@ -397,6 +507,7 @@ impl Port {
             && self.started()
             && !self.halted
             && self.link == Link::Up
+            && !self.phy_lost
             && !self.non_queued_busy()
         {
             let slot = self.issued.trailing_zeros() as u8;
@@ -418,6 +529,17 @@ impl Port {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("AHCI port {} slot {slot}: {e}", self.index);
+                if let FetchError::BadCfisLength(cfl) = e {
+                    self.checks.report(self.index, Rule::CflOutOfRange, || {
+                        format!("slot {slot}: CFL {cfl}")
+                    });
+                }
+                self.tracer.emit(|| {
+                    Event::new(Layer::Ahci, "fetch_error")
+                        .port(self.index)
+                        .slot(slot)
+                        .str("error", e.to_string())
+                });
                 // 6.1.2: a bad pointer is a host bus fatal error; a malformed CFIS cannot be
                 // sent on the link, an interface fatal error. PxCI keeps the slot's bit.
                 let bit = match e {
@@ -429,6 +551,7 @@ impl Port {
                 return Issue::Stop;
             }
         };
+        self.check_fetched(slot, &cmd);
         // Sending the FIS sets BSY (5.3.2, CFIS:Xmit); the device's answer clears it.
         self.tfd |= pxtfd::BSY;
         if !cmd.fis.c {
@@ -449,8 +572,10 @@ impl Port {
             ncq,
             data: data.clone(),
             prd_interrupt: cmd.prd_interrupt,
+            write: cmd.header.write,
         };
         self.stats.commands += 1;
+        *self.stats.by_opcode.entry(cmd.fis.command).or_default() += 1;
         if cmd.header.clear_busy {
             // C (4.2.2): clear BSY and the PxCI bit once the FIS is acknowledged.
             self.tfd &= !pxtfd::BSY;
@@ -486,6 +611,42 @@ impl Port {
         }
     }
 
+    /// Spec checks and the trace of a fetched command.
+    fn check_fetched(&mut self, slot: u8, cmd: &command::FetchedCommand) {
+        let bit = 1u32 << slot;
+        let ncq = self.sact & bit != 0;
+        if let Some((i, prd)) = cmd.prdt.iter().enumerate().find(|(_, p)| p.len % 2 != 0) {
+            self.checks.report(self.index, Rule::PrdOddByteCount, || {
+                format!("slot {slot} PRD {i}: {} bytes", prd.len)
+            });
+        }
+        if cmd.fis.c
+            && !ncq
+            && matches!(
+                protocol(cmd.fis.command, cmd.fis.features),
+                Some(Protocol::Fpdma(_))
+            )
+        {
+            self.checks.report(self.index, Rule::NcqWithoutSact, || {
+                format!("slot {slot}, command {:#04x}", cmd.fis.command)
+            });
+        }
+        self.tracer.emit(|| {
+            Event::new(Layer::Ahci, "fetch")
+                .port(self.index)
+                .slot(slot)
+                .u("cfl", cmd.header.cfl)
+                .u("prdtl", cmd.header.prdtl)
+                .u(
+                    "prd_bytes",
+                    cmd.prdt.iter().map(|p| u64::from(p.len)).sum::<u64>(),
+                )
+                .flag("w", cmd.header.write)
+                .flag("c", cmd.header.clear_busy)
+                .flag("ncq", ncq)
+        });
+    }
+
     fn track(&mut self, slot: u8, record: InFlight) {
         if let Some(s) = self.in_flight.get_mut(usize::from(slot)) {
             *s = Some(record);
@@ -496,6 +657,7 @@ impl Port {
 
     /// Collect the device's completions and apply them (called when its notifier fired).
     pub fn process_completions(&mut self) {
+        self.poll_link();
         let done = self.device.poll_completions();
         if !done.is_empty() {
             self.complete(done);

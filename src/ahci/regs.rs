@@ -103,6 +103,66 @@ pub mod port {
     pub const SNTF: u64 = 0x3c;
 }
 
+/// The spec name of the generic host control register at `offset` (AHCI 3.1), e.g. "GHC";
+/// None for offsets in the port area.
+pub fn hba_register_name(offset: u64) -> Option<&'static str> {
+    Some(match offset & !3 {
+        hba::CAP => "CAP",
+        hba::GHC => "GHC",
+        hba::IS => "IS",
+        hba::PI => "PI",
+        hba::VS => "VS",
+        hba::CCC_CTL => "CCC_CTL",
+        hba::CCC_PORTS => "CCC_PORTS",
+        hba::EM_LOC => "EM_LOC",
+        hba::EM_CTL => "EM_CTL",
+        hba::CAP2 => "CAP2",
+        hba::BOHC => "BOHC",
+        o if o < hba::PORTS_BASE => "reserved",
+        _ => return None,
+    })
+}
+
+/// The spec name of the port register at `offset` within a port's set (AHCI 3.3), without
+/// the "Px" prefix, e.g. "CI"; "reserved" for the rest.
+pub fn port_register_name(offset: u64) -> &'static str {
+    match offset & !3 {
+        port::CLB => "CLB",
+        port::CLBU => "CLBU",
+        port::FB => "FB",
+        port::FBU => "FBU",
+        port::IS => "IS",
+        port::IE => "IE",
+        port::CMD => "CMD",
+        port::TFD => "TFD",
+        port::SIG => "SIG",
+        port::SSTS => "SSTS",
+        port::SCTL => "SCTL",
+        port::SERR => "SERR",
+        port::SACT => "SACT",
+        port::CI => "CI",
+        port::SNTF => "SNTF",
+        _ => "reserved",
+    }
+}
+
+/// The name of the register at ABAR offset `offset` as the spec writes it for a given port:
+/// "GHC", "P0CI", "P3SSTS"; with the port, if it is a port register.
+pub fn register_name(offset: u64) -> (String, Option<u8>) {
+    if let Some(n) = hba_register_name(offset) {
+        return (n.to_string(), None);
+    }
+    let rel = offset - hba::PORTS_BASE;
+    let port = rel / hba::PORT_SIZE;
+    if port >= 32 {
+        return ("beyond-ports".to_string(), None);
+    }
+    (
+        format!("P{port}{}", port_register_name(rel % hba::PORT_SIZE)),
+        Some(port as u8),
+    )
+}
+
 /// PxIS / PxIE bits (3.3.5, 3.3.6).
 pub mod pxis {
     /// DHRS: a Register D2H FIS with I set was received.
@@ -214,10 +274,33 @@ pub mod scr {
 
 /// PxSERR bits (3.3.12).
 pub mod pxserr {
+    /// ERR.C: non-recovered persistent communication or data integrity error (e.g. the
+    /// device dropped off the link).
+    pub const ERR_C: u32 = 1 << 9;
     /// DIAG.N: PhyRdy change.
     pub const DIAG_N: u32 = 1 << 16;
     /// DIAG.F: unknown FIS type.
     pub const DIAG_F: u32 = 1 << 25;
     /// DIAG.X: exchanged (a COMINIT was received: device presence changed).
     pub const DIAG_X: u32 = 1 << 26;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_names() {
+        assert_eq!(register_name(hba::GHC), ("GHC".to_string(), None));
+        assert_eq!(
+            register_name(0x100 + port::CI),
+            ("P0CI".to_string(), Some(0))
+        );
+        assert_eq!(
+            register_name(0x100 + 3 * 0x80 + port::SSTS + 2),
+            ("P3SSTS".to_string(), Some(3))
+        );
+        assert_eq!(register_name(0x40).0, "reserved");
+        assert_eq!(register_name(0x100 + 0x44).0, "P0reserved");
+    }
 }

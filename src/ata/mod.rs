@@ -6,7 +6,9 @@
 pub mod command;
 pub mod emulated;
 pub mod identify;
+pub mod inject;
 pub mod log;
+pub mod names;
 pub mod passthrough;
 pub mod registers;
 pub mod taskfile;

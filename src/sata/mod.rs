@@ -44,6 +44,17 @@ pub struct Completion {
     pub bytes_transferred: u32,
 }
 
+/// A change in the physical link that the device side reports (SATA 3.x 8.4: PhyRdy): a
+/// device that drops off the link and comes back, as fault injection simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// PhyRdy dropped: the device no longer communicates; commands in flight are lost.
+    Lost,
+    /// The device is back (it sent COMINIT): the port re-establishes the link and the device,
+    /// reset, sends its signature (the port asks for it with [`SataDevice::comreset`]).
+    Restored,
+}
+
 /// The device end of a SATA link, seen from the port.
 pub trait SataDevice: Send {
     /// COMRESET or power-on: the device aborts everything and answers with its signature
@@ -64,4 +75,11 @@ pub trait SataDevice: Send {
     /// Abort every command in flight (the port's engine stopped, or a reset). On return no
     /// aborted command touches guest memory any more and none is returned as completed.
     fn abort_all(&mut self);
+
+    /// A link change since the last call, if any. A device that has one signals its
+    /// completion notifier; the port polls this whenever it collects completions. Devices
+    /// whose link never changes keep the default.
+    fn poll_link(&mut self) -> Option<LinkEvent> {
+        None
+    }
 }
