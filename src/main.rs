@@ -4,8 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use satavm::ata::inject::{parse_file, Rule};
 use satavm::disk_spec::DiskSpec;
 use satavm::firmware::SELFTEST_ELF;
+use satavm::trace::{Format, Sink, Tracer};
+use satavm::vmm::storage::StorageOptions;
 use satavm::vmm::{self, boot::DEFAULT_CMDLINE, Boot, VmConfig, VmExit};
 
 /// Exit statuses (besides 0, and 1 to 63 for a failure code the guest reported on the
@@ -27,8 +30,10 @@ const SCRATCH_DISK_BYTES: u64 = 64 << 20;
 ///
 /// Without --kernel, satavm runs its built-in AHCI self-test firmware, which writes test
 /// patterns to the disks it is given (a scratch image if none).
+///
+/// Statistics per port are printed at exit, and on SIGUSR1 while running.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_long_help = INJECT_HELP)]
 struct Cli {
     /// Guest kernel: bzImage or ELF vmlinux. Without it, firmware runs instead.
     #[arg(long, conflicts_with = "firmware")]
@@ -61,6 +66,71 @@ struct Cli {
     /// passthrough=/dev/sgN[,timeout=SECS][,allow=all][,readonly=on].
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskSpec>,
+    /// Trace the SATA conversation (AHCI register accesses, FISes, ATA commands, SG_IO) to
+    /// FILE as JSON lines; `-` writes the compact text form to stderr instead.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Also write the compact text trace to stderr.
+    #[arg(long)]
+    trace_human: bool,
+    /// Stop (exit status 70) at the first thing the guest does that AHCI 1.3.1 forbids or
+    /// leaves undefined; without it such things are logged as warnings, once per rule.
+    #[arg(long)]
+    strict: bool,
+    /// A fault injection rule (repeatable); see below.
+    #[arg(long = "inject", value_name = "RULE")]
+    inject: Vec<Rule>,
+    /// Fault injection rules, one per line (`#` comments).
+    #[arg(long, value_name = "FILE")]
+    inject_file: Vec<PathBuf>,
+}
+
+const INJECT_HELP: &str = "\
+Fault injection (--inject RULE): comma-separated filters and one action.
+  Filters: port=N  op=read|write|flush|0xHH  lba=A[-B]  nth=N (the N-th match only)
+  Actions: error=abrt|unc|idnf|icrc   fail the command (unc/idnf report the first bad LBA;
+                                       NCQ failures are reported in the NCQ error log 10h)
+           delay=MS                    complete it MS milliseconds late
+           drop                        never complete it (the guest times out)
+           link-down,for:MS            the drive drops off the link when the command arrives,
+                                       and comes back after MS ms
+           link-down=after:MS,for:MS   the same, MS ms after the drive's first command
+  Examples: --inject 'port=0,op=read,lba=1000-1003,error=unc'
+            --inject 'op=0x61,nth=5,error=abrt'   --inject 'op=read,delay=200'
+            --inject 'op=write,nth=3,drop'       --inject 'link-down=after:2000,for:500'";
+
+/// The tracer --trace and --trace-human ask for.
+fn tracer(cli: &Cli) -> Result<Tracer, String> {
+    let mut sinks = Vec::new();
+    match &cli.trace {
+        Some(p) if p.as_os_str() == "-" => {
+            sinks.push(Sink::new(Format::Human, Box::new(std::io::stderr())));
+        }
+        Some(p) => {
+            let f = std::fs::File::create(p)
+                .map_err(|e| format!("cannot create trace file {}: {e}", p.display()))?;
+            sinks.push(Sink::new(
+                Format::Json,
+                Box::new(std::io::BufWriter::with_capacity(1 << 16, f)),
+            ));
+        }
+        None => {}
+    }
+    if cli.trace_human && !cli.trace.as_ref().is_some_and(|p| p.as_os_str() == "-") {
+        sinks.push(Sink::new(Format::Human, Box::new(std::io::stderr())));
+    }
+    Ok(Tracer::new(sinks))
+}
+
+/// --inject rules, then those of each --inject-file.
+fn inject_rules(cli: &Cli) -> Result<Vec<Rule>, String> {
+    let mut rules = cli.inject.clone();
+    for f in &cli.inject_file {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        rules.extend(parse_file(&f.display().to_string(), &text).map_err(|e| e.to_string())?);
+    }
+    Ok(rules)
 }
 
 /// A sparse image in $TMPDIR, removed when dropped.
@@ -110,6 +180,22 @@ fn boot_source(cli: &Cli) -> Result<Boot, String> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    // Before any thread starts: SIGUSR1 goes to the statistics signalfd only.
+    if let Err(e) = vmm::storage::block_sigusr1() {
+        eprintln!("satavm: {e}");
+        return ExitCode::from(exit_status::SETUP_FAILED);
+    }
+    let options = match (tracer(&cli), inject_rules(&cli)) {
+        (Ok(tracer), Ok(inject)) => StorageOptions {
+            tracer,
+            strict: cli.strict,
+            inject,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("satavm: {e}");
+            return ExitCode::from(exit_status::SETUP_FAILED);
+        }
+    };
     let boot = match boot_source(&cli) {
         Ok(b) => b,
         Err(e) => {
@@ -147,10 +233,11 @@ fn main() -> ExitCode {
     };
     let mut storage = None;
     let result = vmm::run(&config, |ctx| {
-        storage = vmm::storage::attach(ctx, &disks)?;
+        storage = vmm::storage::attach_with(ctx, &disks, &options)?;
         Ok(())
     });
     if let Some(storage) = &storage {
+        storage.finish();
         for line in storage.summary() {
             eprintln!("satavm: {line}");
         }

@@ -144,6 +144,8 @@ pub struct DeviceContext<'a> {
     pub events: &'a mut EventManager<Box<dyn MutEventSubscriber + Send>>,
     /// (PCI device number, INTx pin) pairs for the MP table.
     pub pci_intx: &'a mut Vec<(u8, u8)>,
+    /// Stops the VM (a device that must end the run raises it, e.g. under --strict).
+    pub exit: &'a Arc<ExitSignal>,
 }
 
 /// Build the VM from `config`, let `plug` add devices, and run it until it stops.
@@ -233,6 +235,7 @@ pub fn run(
         pci: &mut pci,
         events: &mut events,
         pci_intx: &mut pci_intx,
+        exit: &exit,
     })?;
 
     let table = mptable::build(config.cpus, layout::EBDA_START, &pci_intx);

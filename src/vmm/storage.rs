@@ -1,22 +1,30 @@
 //! Plugs the AHCI function and its drives into the VM: one port per `--disk`, interrupts
-//! through KVM, device completions through the event loop.
+//! through KVM, device completions through the event loop; tracing, spec checks (`--strict`
+//! stops the VM through its [`super::ExitSignal`]), fault injection around each drive, and
+//! statistics at exit and on SIGUSR1.
 
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::interrupts::KvmInterrupts;
 use super::layout::{PCI_INTX_GSI, PCI_MMIO_START};
-use super::DeviceContext;
-use crate::ahci::{AhciFunction, PortStats};
+use super::{DeviceContext, VmExit};
+use crate::ahci::checks::{SpecChecks, Violation, ViolationHook};
+use crate::ahci::{AhciFunction, Observers, PortStats};
+use crate::ata::inject::{InjectingDevice, Rule};
+use crate::ata::names::opcode_name;
 use crate::ata::passthrough::PassthroughStats;
 use crate::ata::{DriveConfig, EmulatedDrive, PassthroughConfig, PassthroughDrive};
 use crate::disk_spec::DiskSpec;
 use crate::mem::GuestMemory;
 use crate::sata::{CompletionNotifier, SataDevice};
+use crate::trace::Tracer;
 
 /// Most ports an AHCI HBA has (CAP.NP is 5 bits).
 pub const MAX_DISKS: usize = 32;
@@ -33,8 +41,27 @@ pub enum StorageError {
     },
     #[error("--disk passthrough: {0}")]
     Passthrough(#[from] crate::ata::PassthroughError),
+    #[error("--inject: rule for port {port}, but there are only {disks} disks: {rule}")]
+    InjectPort {
+        port: u8,
+        disks: usize,
+        rule: String,
+    },
     #[error("completion eventfd: {0}")]
     Io(#[from] std::io::Error),
+    #[error("SIGUSR1 signalfd: {0}")]
+    Signal(#[from] nix::Error),
+}
+
+/// How to observe and disturb the drives.
+#[derive(Debug, Clone, Default)]
+pub struct StorageOptions {
+    /// Where trace events go (off by default).
+    pub tracer: Tracer,
+    /// Stop the VM at the first AHCI spec violation.
+    pub strict: bool,
+    /// Fault injection rules.
+    pub inject: Vec<Rule>,
 }
 
 /// Runs `process_completions` whenever a drive signals that commands finished.
@@ -60,13 +87,79 @@ impl MutEventSubscriber for CompletionPump {
     }
 }
 
+/// Prints the statistics (and flushes the trace) on SIGUSR1.
+struct StatsOnSignal {
+    signals: SignalFd,
+    storage: Storage,
+}
+
+impl MutEventSubscriber for StatsOnSignal {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.signals, EventSet::IN)) {
+            log::error!("cannot watch SIGUSR1: {e:?}");
+        }
+    }
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        while let Ok(Some(_)) = self.signals.read_signal() {
+            self.storage.tracer.flush();
+            for line in self.storage.summary() {
+                eprintln!("satavm: {line}");
+            }
+        }
+    }
+}
+
 /// Reads a pass-through drive's host-side counters.
 type HostStatsReader = Box<dyn Fn() -> PassthroughStats + Send + Sync>;
 
 /// The attached controller, kept for its statistics.
+#[derive(Clone)]
 pub struct Storage {
     ahci: Arc<Mutex<AhciFunction>>,
-    host_stats: Vec<Option<HostStatsReader>>,
+    host_stats: Arc<Vec<Option<HostStatsReader>>>,
+    tracer: Tracer,
+}
+
+/// `n` bytes for people: "0 B", "12.0 KiB", "3.5 MiB".
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// One port's statistics as a line.
+pub fn port_summary(port: usize, s: &PortStats) -> String {
+    let mut ops: Vec<_> = s.by_opcode.iter().collect();
+    ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let ops = ops
+        .iter()
+        .map(|(op, n)| format!("{} {n}", opcode_name(**op)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut line = format!("port {port}: {} commands", s.commands);
+    if !ops.is_empty() {
+        line += &format!(" ({ops})");
+    }
+    line += &format!(
+        ", read {}, written {}, NCQ peak depth {}, {} errors, {} resets",
+        bytes(s.bytes_read),
+        bytes(s.bytes_written),
+        s.ncq_peak_depth,
+        s.errors,
+        s.resets
+    );
+    if s.link_drops > 0 {
+        line += &format!(", {} link drops", s.link_drops);
+    }
+    line
 }
 
 impl Storage {
@@ -90,10 +183,7 @@ impl Storage {
             .iter()
             .enumerate()
             .map(|(port, s)| {
-                let mut line = format!(
-                    "port {port}: {} commands, NCQ peak depth {}, {} errors, {} resets",
-                    s.commands, s.ncq_peak_depth, s.errors, s.resets
-                );
+                let mut line = port_summary(port, s);
                 if let Some(h) = self.host_stats(port) {
                     line += &format!(
                         "; host: {} SG_IO commands, peak {} in flight, {} errors, {} timeouts",
@@ -103,6 +193,11 @@ impl Storage {
                 line
             })
             .collect()
+    }
+
+    /// Write out what the tracer buffered (call before exiting).
+    pub fn finish(&self) {
+        self.tracer.flush();
     }
 }
 
@@ -159,27 +254,81 @@ pub fn attach(
     ctx: &mut DeviceContext,
     disks: &[DiskSpec],
 ) -> Result<Option<Storage>, StorageError> {
+    attach_with(ctx, disks, &StorageOptions::default())
+}
+
+/// Block SIGUSR1 in this thread (and the threads it starts from now on), so that only the
+/// signalfd sees it.
+pub fn block_sigusr1() -> Result<SigSet, StorageError> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGUSR1);
+    mask.thread_block()?;
+    Ok(mask)
+}
+
+/// As [`attach`], with tracing, spec checks and fault injection as `options` say.
+pub fn attach_with(
+    ctx: &mut DeviceContext,
+    disks: &[DiskSpec],
+    options: &StorageOptions,
+) -> Result<Option<Storage>, StorageError> {
     if disks.is_empty() {
         return Ok(None);
     }
     if disks.len() > MAX_DISKS {
         return Err(StorageError::TooManyDisks(disks.len()));
     }
-    let notifier: CompletionNotifier = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
-    let (devices, host_stats): (Vec<_>, Vec<_>) = disks
+    if let Some(r) = options
+        .inject
         .iter()
-        .map(|d| open_drive(d, &notifier))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
+        .find(|r| r.port.is_some_and(|p| usize::from(p) >= disks.len()))
+    {
+        return Err(StorageError::InjectPort {
+            port: r.port.unwrap_or(0),
+            disks: disks.len(),
+            rule: r.text.clone(),
+        });
+    }
+    // Before the drives start their threads, which inherit the mask.
+    let mask = block_sigusr1()?;
+    let notifier: CompletionNotifier = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
+    let mut devices: Vec<Box<dyn SataDevice>> = Vec::new();
+    let mut host_stats = Vec::new();
+    for (port, d) in disks.iter().enumerate() {
+        let (drive, stats) = open_drive(d, &notifier)?;
+        let wrapped = InjectingDevice::new(
+            drive,
+            port as u8,
+            &options.inject,
+            notifier.clone(),
+            options.tracer.clone(),
+        );
+        devices.push(if wrapped.has_rules() {
+            Box::new(wrapped)
+        } else {
+            wrapped.into_inner()
+        });
+        host_stats.push(stats);
+    }
     let mem: Arc<dyn GuestMemory> = ctx.mem.clone();
     let irq = Arc::new(KvmInterrupts::new(ctx.vm.clone(), PCI_INTX_GSI));
-    let ahci = Arc::new(Mutex::new(AhciFunction::new(
+    let strict: Option<ViolationHook> = options.strict.then(|| {
+        let exit = ctx.exit.clone();
+        Arc::new(move |v: &Violation| {
+            exit.raise(VmExit::Failure(format!("--strict: {v}")));
+        }) as ViolationHook
+    });
+    let observers = Observers {
+        tracer: options.tracer.clone(),
+        checks: Arc::new(SpecChecks::new(options.tracer.clone(), strict)),
+    };
+    let ahci = Arc::new(Mutex::new(AhciFunction::with_observers(
         devices,
         mem,
         irq,
         PCI_MMIO_START as u32,
         PCI_INTX_GSI as u8,
+        observers,
     )));
     let device_number = ctx.pci.add(ahci.clone());
     ctx.pci_intx.push((device_number, 1));
@@ -187,5 +336,15 @@ pub fn attach(
         ahci: ahci.clone(),
         notifier,
     }));
-    Ok(Some(Storage { ahci, host_stats }))
+    let storage = Storage {
+        ahci,
+        host_stats: Arc::new(host_stats),
+        tracer: options.tracer.clone(),
+    };
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    ctx.events.add_subscriber(Box::new(StatsOnSignal {
+        signals,
+        storage: storage.clone(),
+    }));
+    Ok(Some(storage))
 }

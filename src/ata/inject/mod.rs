@@ -157,6 +157,11 @@ impl InjectingDevice {
         !self.rules.is_empty()
     }
 
+    /// The wrapped drive (to use it bare when no rule applies).
+    pub fn into_inner(self) -> Box<dyn SataDevice> {
+        self.inner
+    }
+
     fn trace(&self, slot: Option<u8>, what: &'static str, rule: &str) {
         self.tracer.emit(|| {
             let e = Event::new(Layer::Inject, what)
