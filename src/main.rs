@@ -116,7 +116,7 @@ fn tracer(cli: &Cli) -> Result<Tracer, String> {
         }
         None => {}
     }
-    if cli.trace_human && !cli.trace.as_ref().is_some_and(|p| p.as_os_str() == "-") {
+    if cli.trace_human && cli.trace.as_ref().is_none_or(|p| p.as_os_str() != "-") {
         sinks.push(Sink::new(Format::Human, Box::new(std::io::stderr())));
     }
     Ok(Tracer::new(sinks))

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use satavm::ahci::regs::{ghc, hba, port as px, pxcmd, pxis, pxtfd};
-use satavm::ahci::AhciFunction;
+use satavm::ahci::{AhciFunction, Observers};
+use satavm::ata::inject::{InjectingDevice, Rule};
 use satavm::ata::{DriveConfig, EmulatedDrive};
 use satavm::irq::RecordingSink;
 use satavm::mem::{GuestMemory, VecMemory};
@@ -82,6 +83,12 @@ impl TestHba {
 
     /// An HBA straight after power-on, PCI command register untouched.
     pub fn new_raw(ports: usize) -> Self {
+        Self::new_observed(ports, Observers::default(), &[])
+    }
+
+    /// As [`TestHba::new_raw`], reporting to `observers`, each drive wrapped in an
+    /// [`InjectingDevice`] with `rules` if any apply to it.
+    pub fn new_observed(ports: usize, observers: Observers, rules: &[Rule]) -> Self {
         let _ = env_logger::builder().is_test(true).try_init();
         let mem = Arc::new(VecMemory::new(MEM_SIZE));
         let sink = Arc::new(RecordingSink::default());
@@ -96,12 +103,29 @@ impl TestHba {
                 serial: Some(serial(p)),
                 read_only: false,
             };
-            devices.push(Box::new(
-                EmulatedDrive::open(&cfg, notifier.clone()).unwrap(),
-            ));
+            let drive = Box::new(EmulatedDrive::open(&cfg, notifier.clone()).unwrap());
+            let wrapped = InjectingDevice::new(
+                drive,
+                p as u8,
+                rules,
+                notifier.clone(),
+                observers.tracer.clone(),
+            );
+            devices.push(if wrapped.has_rules() {
+                Box::new(wrapped)
+            } else {
+                wrapped.into_inner()
+            });
             images.push(img);
         }
-        let f = AhciFunction::new(devices, mem.clone(), sink.clone(), ABAR_ADDR, IRQ_LINE);
+        let f = AhciFunction::with_observers(
+            devices,
+            mem.clone(),
+            sink.clone(),
+            ABAR_ADDR,
+            IRQ_LINE,
+            observers,
+        );
         TestHba {
             f,
             mem,
