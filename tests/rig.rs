@@ -24,6 +24,7 @@ const SCENARIOS: &[&str] = &[
     "pt-error",
     "selftest-image",
     "selftest-passthrough",
+    "inject-linux",
 ];
 
 /// One scenario's line in target/rig/logs/summary.tsv, plus its log.
@@ -224,4 +225,21 @@ fn selftest_firmware_on_an_image() {
 fn selftest_firmware_through_passthrough() {
     let log = passed("selftest-passthrough");
     assert_log_line("selftest-passthrough", log, "satavm-selftest: RESULT PASS");
+}
+
+#[test]
+fn fault_injection_under_linux() {
+    let log = passed("inject-linux");
+    for needle in [
+        "ok: the read of the bad LBA failed in L2",
+        "ok: libata's error handling saw UNC",
+        "ok: the read that dropped the link succeeded after recovery",
+        "ok: libata reset the link",
+        "ok: the guest kept running and satavm exited 0",
+        "ok: trace: the NCQ read ended with ERR/UNC",
+        "ok: trace: libata read the NCQ error log (10h)",
+        "ok: trace: PhyRdy lost (DIAG.N, ERR.C)",
+    ] {
+        assert_log_line("inject-linux", log, needle);
+    }
 }
