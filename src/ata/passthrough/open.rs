@@ -174,9 +174,14 @@ pub(crate) fn probe_identify(
             Some(s) if matches!(s.key, key::NO_SENSE | key::RECOVERED_ERROR) => {}
             Some(s) => {
                 return Err(not_ata(format!(
-                "the host answered ATA PASS-THROUGH with sense key {:#x}, ASC/ASCQ {:02x}/{:02x}",
-                s.key, s.asc, s.ascq
-            )))
+                    "the host answered ATA PASS-THROUGH with sense key {:#x}, ASC/ASCQ \
+                     {:02x}/{:02x} (SCSI status {:#04x}, sense bytes {})",
+                    s.key,
+                    s.asc,
+                    s.ascq,
+                    r.status,
+                    hex(&r.sense)
+                )))
             }
             None if r.status == scsi_status::GOOD => {}
             None => {
@@ -191,6 +196,14 @@ pub(crate) fn probe_identify(
     Err(not_ata(
         "the host does not translate ATA PASS-THROUGH (a SCSI, SAS or NVMe device?)".into(),
     ))
+}
+
+/// `b` as space-separated hex bytes, for messages.
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn check_identify(id: [u8; 512]) -> Result<[u8; 512], &'static str> {
