@@ -56,7 +56,7 @@ pub struct NcqError {
 
 /// Set the last byte so that the 512 bytes sum to 0 modulo 256 (the data structure checksum
 /// of ACS-3 9.1).
-fn seal_checksum(p: &mut LogPage) {
+pub fn seal_checksum(p: &mut LogPage) {
     let sum = p[..SECTOR_SIZE - 1]
         .iter()
         .fold(0u8, |s, b| s.wrapping_add(*b));

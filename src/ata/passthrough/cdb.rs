@@ -72,6 +72,24 @@ pub struct PassThrough {
 }
 
 impl PassThrough {
+    /// Whether CK_COND is set: for non-data commands only.
+    ///
+    /// A non-data command's result registers are its answer (READ NATIVE MAX ADDRESS, CHECK
+    /// POWER MODE, SMART RETURN STATUS...), and libata reads them from the Register D2H FIS
+    /// that ends the command. For data commands the registers are not worth their price, and
+    /// are wrong on the host this is tested on: Linux up to 6.1 builds the CK_COND sense from
+    /// its "result taskfile", which libahci takes for a successful PIO data-in command from
+    /// the PIO Setup FIS area of the received-FIS buffer, and for an NCQ command from the D2H
+    /// area (6.2 and later read the Set Device Bits area). QEMU's AHCI leaves an older
+    /// command's status there (status 41h, error 04h after an earlier aborted command), so a
+    /// good IDENTIFY DEVICE came back as ABORTED COMMAND. libata's own verdict (`err_mask`) is
+    /// right: without CK_COND a successful command ends GOOD without sense (the caller
+    /// synthesizes the final status, see [`super::fises`]) and a failed one CHECK CONDITION
+    /// with the registers of the D2H FIS the device sent with the error.
+    pub fn ck_cond(&self) -> bool {
+        self.protocol == SatProtocol::NonData
+    }
+
     fn byte1(&self) -> u8 {
         ((self.multiple_count_log2 & 0x7) << 5)
             | ((self.protocol as u8) << 1)
@@ -79,7 +97,10 @@ impl PassThrough {
     }
 
     fn byte2(&self) -> u8 {
-        let mut b = flags::CK_COND | self.t_length as u8;
+        let mut b = self.t_length as u8;
+        if self.ck_cond() {
+            b |= flags::CK_COND;
+        }
         if self.t_length != TLength::None {
             b |= flags::BYT_BLOK;
             if self.from_device {
@@ -141,9 +162,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identify_device_matches_sg_sat_identify_with_ck_cond() {
+    fn identify_device_matches_sg_sat_identify() {
         // sg3_utils `sg_sat_identify` sends 85 08 0e 00 00 00 01 00 00 00 00 00 00 00 ec 00
-        // (PIO data-in, T_DIR, BYT_BLOK, T_LENGTH=count, count 1); we add CK_COND (0x20).
+        // (PIO data-in, T_DIR, BYT_BLOK, T_LENGTH=count, count 1), without CK_COND.
         let pt = PassThrough {
             protocol: SatProtocol::PioIn,
             extend: false,
@@ -158,11 +179,11 @@ mod tests {
         };
         assert_eq!(
             pt.cdb16(),
-            [0x85, 0x08, 0x2e, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xec, 0]
+            [0x85, 0x08, 0x0e, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xec, 0]
         );
         assert_eq!(
             pt.cdb12(),
-            Some([0xa1, 0x08, 0x2e, 0, 1, 0, 0, 0, 0, 0xec, 0, 0])
+            Some([0xa1, 0x08, 0x0e, 0, 1, 0, 0, 0, 0, 0xec, 0, 0])
         );
     }
 
@@ -186,7 +207,7 @@ mod tests {
         assert_eq!(
             pt.cdb16(),
             [
-                0x85, 0x0d, 0x2e, 0x00, 0x00, 0x12, 0x34, 0x0c, 0x0f, 0x0b, 0x0e, 0x0a, 0x0d, 0x40,
+                0x85, 0x0d, 0x0e, 0x00, 0x00, 0x12, 0x34, 0x0c, 0x0f, 0x0b, 0x0e, 0x0a, 0x0d, 0x40,
                 0x25, 0
             ]
         );
@@ -196,7 +217,7 @@ mod tests {
     #[test]
     fn write_fpdma_queued_takes_its_length_from_features() {
         // WRITE FPDMA QUEUED, tag 7, 16 sectors at LBA 0x1000, FUA: protocol 12, T_LENGTH 1,
-        // T_DIR 0 (to the device).
+        // T_DIR 0 (to the device), BYT_BLOK, no CK_COND.
         let pt = PassThrough {
             protocol: SatProtocol::Fpdma,
             extend: true,
@@ -213,7 +234,7 @@ mod tests {
         };
         assert_eq!(
             pt.cdb16(),
-            [0x85, 0x19, 0x25, 0, 16, 0, 0x38, 0, 0x00, 0, 0x10, 0, 0, 0xc0, 0x61, 0]
+            [0x85, 0x19, 0x05, 0, 16, 0, 0x38, 0, 0x00, 0, 0x10, 0, 0, 0xc0, 0x61, 0]
         );
     }
 
@@ -264,7 +285,7 @@ mod tests {
         );
         assert_eq!(
             pt.cdb12(),
-            Some([0xa1, 0x0c, 0x2e, 0x00, 0x08, 0x67, 0x45, 0x23, 0x41, 0xc8, 0, 0])
+            Some([0xa1, 0x0c, 0x0e, 0x00, 0x08, 0x67, 0x45, 0x23, 0x41, 0xc8, 0, 0])
         );
     }
 
@@ -283,5 +304,34 @@ mod tests {
             },
         };
         assert_eq!(pt.cdb16()[1], 0x88);
+    }
+
+    #[test]
+    fn ck_cond_is_set_for_non_data_only() {
+        // (protocol, t_length): one of each kind plan() builds.
+        let cases = [
+            (SatProtocol::NonData, TLength::None, true),
+            (SatProtocol::PioIn, TLength::Count, false),
+            (SatProtocol::PioOut, TLength::Count, false),
+            (SatProtocol::Dma, TLength::Count, false),
+            (SatProtocol::Fpdma, TLength::Features, false),
+            // NCQ NON-DATA: its result comes from the D2H area on Linux 6.1, stale on QEMU.
+            (SatProtocol::Fpdma, TLength::None, false),
+        ];
+        for (protocol, t_length, expect) in cases {
+            let pt = PassThrough {
+                protocol,
+                extend: true,
+                t_length,
+                from_device: true,
+                multiple_count_log2: 0,
+                tf: HostTaskfile::default(),
+            };
+            assert_eq!(pt.ck_cond(), expect, "{protocol:?}");
+            assert_eq!(pt.cdb16()[2] & 0x20 != 0, expect, "{protocol:?}");
+            let mut p28 = pt;
+            p28.extend = false;
+            assert_eq!(p28.cdb12().unwrap()[2] & 0x20 != 0, expect, "{protocol:?}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use super::transfer::{self, PlanError};
 use super::workers::{BounceBuffer, Done, Job, Pool};
 use super::{PassthroughConfig, PassthroughStats};
 use crate::ata::command::{self, opcode, Direction, Protocol};
-use crate::ata::registers::{control, error, status, ATA_SIGNATURE_LBA};
+use crate::ata::registers::{control, error, status, ATA_SIGNATURE_LBA, SECTOR_SIZE};
 use crate::sata::{
     Completion, CompletionNotifier, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice, Submission,
 };
@@ -74,6 +74,19 @@ fn signature() -> RegisterD2h {
         lba: ATA_SIGNATURE_LBA,
         device: 0,
         ..Default::default()
+    }
+}
+
+/// The LBA a failed READ/WRITE reports: the registers' LBA, completed (when fixed-format sense
+/// lost bits of it) from the range of the host command that failed, which starts
+/// `bytes_before` into the guest command's `range`.
+fn failing_lba(regs: &AtaRegisters, range: Option<(u64, u64)>, bytes_before: u64) -> u64 {
+    match range {
+        Some((start, blocks)) => {
+            let done = (bytes_before / SECTOR_SIZE as u64).min(blocks);
+            regs.lba_near(start + done, blocks - done)
+        }
+        None => regs.lba,
     }
 }
 
@@ -235,10 +248,11 @@ impl PassthroughDrive {
                 }
                 fises::synthetic_error(error::ABRT)
             }
-            Outcome::Device { mut regs, .. } => {
-                if let Some((start, blocks)) = inf.range {
-                    regs.lba = regs.lba_near(start, blocks);
-                }
+            Outcome::Device {
+                mut regs,
+                bytes_before,
+            } => {
+                regs.lba = failing_lba(&regs, inf.range, bytes_before);
                 regs
             }
             Outcome::Host { failure, .. } => self.host_failure_regs(failure, inf.range),
@@ -292,9 +306,7 @@ impl PassthroughDrive {
                 mut regs,
                 bytes_before,
             } => {
-                if let Some((start, blocks)) = inf.range {
-                    regs.lba = regs.lba_near(start, blocks);
-                }
+                regs.lba = failing_lba(&regs, inf.range, bytes_before);
                 // What the host commands before the failing one read is good data.
                 let moved = if self.copy_in(&inf, &done.buffer, bytes_before) {
                     bytes_before

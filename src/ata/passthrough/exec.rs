@@ -47,7 +47,8 @@ impl HostFailure {
 /// How a guest command ended on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every host command succeeded. `regs` are the last one's, if the SATL returned them.
+    /// Every host command succeeded. `regs` are the last one's, if the SATL returned them
+    /// (non-data commands, sent with CK_COND); `None` after GOOD status without sense.
     Success {
         regs: Option<AtaRegisters>,
         bytes: u64,
@@ -240,18 +241,21 @@ impl Executor {
             _ => return Step::Done(Err(host(HostFailure::Transport))),
         }
         match Sense::parse(&r.sense) {
+            // The drive's own error (from the D2H FIS it sent with ERR, see `PassThrough::ck_cond`).
             Some(Sense {
                 ata: Some(regs), ..
-            }) => {
-                if regs.failed() {
-                    Step::Done(Err(Outcome::Device {
-                        regs,
-                        bytes_before: 0,
-                    }))
-                } else {
-                    Step::Done(Ok(Some(regs)))
-                }
-            }
+            }) if regs.failed() => Step::Done(Err(Outcome::Device {
+                regs,
+                bytes_before: 0,
+            })),
+            // CK_COND's "ATA PASS-THROUGH INFORMATION AVAILABLE".
+            Some(Sense {
+                key: key::NO_SENSE | key::RECOVERED_ERROR,
+                ata: Some(regs),
+                ..
+            }) => Step::Done(Ok(Some(regs))),
+            // Any other sense, even with registers that show no error (the SATL failed the
+            // command for a reason of its own, e.g. a link error): its key decides.
             Some(s) => match s.key {
                 key::NO_SENSE | key::RECOVERED_ERROR => Step::Done(Ok(None)),
                 key::ILLEGAL_REQUEST if s.asc == ASC_INVALID_OPCODE && !use12 => Step::RetryAs12,
@@ -290,5 +294,81 @@ fn host(failure: HostFailure) -> Outcome {
     Outcome::Host {
         failure,
         bytes_before: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ata::command::protocol;
+    use crate::ata::passthrough::sg_io::SgResult;
+    use crate::ata::passthrough::transfer;
+    use crate::sata::RegisterH2d;
+
+    struct Fixed(SgResult);
+
+    impl SgTransport for Fixed {
+        fn execute(&self, _req: SgRequest<'_>) -> io::Result<SgResult> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn run(answer: SgResult, command: u8) -> Outcome {
+        let fis = RegisterH2d {
+            c: true,
+            command,
+            count: 1,
+            device: 0x40,
+            ..Default::default()
+        };
+        let plan = transfer::plan(&fis, protocol(command, 0).unwrap(), 256).unwrap();
+        let exec = Executor::new(Arc::new(Fixed(answer)), Duration::from_secs(1));
+        let mut buf = vec![0u8; plan.total_bytes as usize];
+        exec.run(&plan, &mut buf, &|| true)
+    }
+
+    fn fixed_legacy(key: u8, status: u8, error: u8) -> SgResult {
+        SgResult {
+            status: scsi_status::CHECK_CONDITION,
+            sense: vec![
+                0x70, 0, key, 0, 0, 0, 0, 0x0a, error, status, 0x40, 0, 0, 0, 0, 0, 0x80, 0,
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn good_without_sense_is_success_without_registers() {
+        let o = run(SgResult::default(), 0x25);
+        assert_eq!(
+            o,
+            Outcome::Success {
+                regs: None,
+                bytes: 512
+            }
+        );
+    }
+
+    #[test]
+    fn an_error_key_with_registers_that_show_no_error_is_not_success() {
+        // A SATL failing the command for a reason of its own (ABORTED COMMAND, status 50h):
+        // retried once, then a transport failure.
+        let o = run(fixed_legacy(key::ABORTED_COMMAND, 0x50, 0), 0x25);
+        assert_eq!(
+            o,
+            Outcome::Host {
+                failure: HostFailure::Transport,
+                bytes_before: 0
+            }
+        );
+        // The same registers under RECOVERED ERROR are CK_COND's success.
+        let o = run(fixed_legacy(key::RECOVERED_ERROR, 0x50, 0), 0xea);
+        assert!(matches!(o, Outcome::Success { regs: Some(r), .. } if r.status == 0x50));
+    }
+
+    #[test]
+    fn registers_with_err_are_a_device_error() {
+        let o = run(fixed_legacy(key::MEDIUM_ERROR, 0x51, 0x40), 0x25);
+        assert!(matches!(o, Outcome::Device { regs, .. } if regs.error == 0x40));
     }
 }

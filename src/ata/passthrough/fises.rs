@@ -8,6 +8,11 @@
 //! - NCQ: DMA Setup (for data commands, buffer id = tag), then Set Device Bits with the tag's
 //!   SActive bit; a failed queued command gets Set Device Bits with ERR and no SActive bit.
 //! - Any error on a non-queued command: Register D2H with ERR.
+//!
+//! Only non-data commands come back with the drive's registers (they are sent with CK_COND,
+//! see [`super::cdb::PassThrough::ck_cond`]). A data command that ended GOOD has none: its final
+//! status is made up here, DRDY|DSC (50h) in the D2H FIS or the last PIO Setup's E_Status, DRDY
+//! (40h) in the Set Device Bits FIS of a queued command.
 
 use super::sense::AtaRegisters;
 use crate::ata::command::{Direction, Protocol};

@@ -12,6 +12,7 @@
 
 use super::sense::AtaRegisters;
 use crate::ata::command::opcode;
+use crate::ata::log;
 use crate::ata::registers::status;
 use crate::sata::RegisterH2d;
 
@@ -39,29 +40,17 @@ pub fn page_reports_error(page: &[u8]) -> bool {
     matches!(page, [b0, _, st, ..] if b0 & 0x80 == 0 && st & status::ERR != 0)
 }
 
-fn fix_checksum(page: &mut [u8; 512]) {
-    let sum = page[..511].iter().fold(0u8, |a, b| a.wrapping_add(*b));
-    page[511] = 0u8.wrapping_sub(sum);
-}
-
-/// The 512-byte page for `rec` (ACS-3 table 214).
+/// The 512-byte page for `rec` (SATA 3.x 13.7.4), built like the emulated drive's.
 pub fn build_page(rec: &NcqErrorRecord) -> [u8; 512] {
     let r = &rec.regs;
-    let mut p = [0u8; 512];
-    p[0] = rec.tag & 0x1f; // NQ = 0: the error was for a queued command
-    p[2] = r.status;
-    p[3] = r.error;
-    p[4] = r.lba as u8;
-    p[5] = (r.lba >> 8) as u8;
-    p[6] = (r.lba >> 16) as u8;
-    p[7] = r.device;
-    p[8] = (r.lba >> 24) as u8;
-    p[9] = (r.lba >> 32) as u8;
-    p[10] = (r.lba >> 40) as u8;
-    p[12] = r.count as u8;
-    p[13] = (r.count >> 8) as u8;
-    fix_checksum(&mut p);
-    p
+    log::ncq_command_error(Some(&log::NcqError {
+        tag: rec.tag,
+        status: r.status,
+        error: r.error,
+        lba: r.lba,
+        device: r.device,
+        count: r.count,
+    }))
 }
 
 /// The answer to the guest's read of page 10h, given the drive's own answer (if it gave one).
@@ -69,7 +58,7 @@ pub fn answer_page(drive_page: Option<&[u8]>, rec: &NcqErrorRecord) -> [u8; 512]
     match drive_page.and_then(|p| <[u8; 512]>::try_from(p.get(..512)?).ok()) {
         Some(mut p) if page_reports_error(&p) => {
             p[0] = (p[0] & 0x40) | (rec.tag & 0x1f);
-            fix_checksum(&mut p);
+            log::seal_checksum(&mut p);
             p
         }
         _ => build_page(rec),

@@ -96,6 +96,11 @@ fn capacity(id: &[u8; 512]) -> u64 {
 }
 
 /// Send IDENTIFY DEVICE through ATA PASS-THROUGH and check that an ATA drive answered.
+///
+/// The command goes without CK_COND (see [`PassThrough::ck_cond`]): a SATL that ran it answers
+/// GOOD without sense, or with registers of a failure (an ATAPI device aborts it). GOOD is not
+/// proof by itself, so the data must look like IDENTIFY DEVICE data: word 0 says ATA, and the
+/// integrity word checks when its signature is there.
 pub(crate) fn probe_identify(
     t: &dyn SgTransport,
     timeout: Duration,
@@ -165,13 +170,18 @@ pub(crate) fn probe_identify(
                 regs.status, regs.error
             )))
             }
-            Some(Sense { ata: Some(_), .. }) => {}
+            // A SATL that returns the registers anyway.
             Some(s) if matches!(s.key, key::NO_SENSE | key::RECOVERED_ERROR) => {}
             Some(s) => {
                 return Err(not_ata(format!(
-                "the host answered ATA PASS-THROUGH with sense key {:#x}, ASC/ASCQ {:02x}/{:02x}",
-                s.key, s.asc, s.ascq
-            )))
+                    "the host answered ATA PASS-THROUGH with sense key {:#x}, ASC/ASCQ \
+                     {:02x}/{:02x} (SCSI status {:#04x}, sense bytes {})",
+                    s.key,
+                    s.asc,
+                    s.ascq,
+                    r.status,
+                    hex(&r.sense)
+                )))
             }
             None if r.status == scsi_status::GOOD => {}
             None => {
@@ -186,6 +196,14 @@ pub(crate) fn probe_identify(
     Err(not_ata(
         "the host does not translate ATA PASS-THROUGH (a SCSI, SAS or NVMe device?)".into(),
     ))
+}
+
+/// `b` as space-separated hex bytes, for messages.
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn check_identify(id: [u8; 512]) -> Result<[u8; 512], &'static str> {
@@ -272,7 +290,40 @@ mod tests {
         let id = probe_identify(&s, Duration::from_secs(1), Path::new("/dev/sg0")).unwrap();
         assert_eq!(model(&id), "SATAVM TEST DRIVE");
         assert_eq!(capacity(&id), 0x1000);
-        assert_eq!(s.cdbs.lock().unwrap()[0][..3], [0x85, 0x08, 0x2e]);
+        // PIO data-in, T_DIR, BYT_BLOK, T_LENGTH = count, no CK_COND.
+        assert_eq!(s.cdbs.lock().unwrap()[0][..3], [0x85, 0x08, 0x0e]);
+    }
+
+    #[test]
+    fn good_status_without_sense_and_identify_data_is_an_ata_drive() {
+        // Linux 6.1 libata, IDENTIFY DEVICE without CK_COND: GOOD, no sense, the data.
+        let s = script(vec![Ok((SgResult::default(), Some(good_identify())))]);
+        let id = probe_identify(&s, Duration::from_secs(1), Path::new("/dev/sg0")).unwrap();
+        assert_eq!(model(&id), "SATAVM TEST DRIVE");
+        assert_eq!(s.cdbs.lock().unwrap().len(), 1);
+        // GOOD without data is not.
+        let s = script(vec![Ok((SgResult::default(), None))]);
+        let e = probe_identify(&s, Duration::from_secs(1), Path::new("/dev/sg0")).unwrap_err();
+        assert!(e.to_string().contains("no data"), "{e}");
+    }
+
+    #[test]
+    fn an_abort_in_linux_legacy_fixed_sense_is_not_ata() {
+        // CHECK CONDITION, ABORTED COMMAND, registers at bytes 8-11: status 51h, error 04h.
+        let abort = SgResult {
+            status: 2,
+            sense: vec![
+                0x70, 0, 0x0b, 0, 0, 0, 0, 0x0a, 0x04, 0x51, 0xa0, 0x01, 0, 0, 0, 0, 0x00, 0x00,
+            ],
+            ..Default::default()
+        };
+        let s = script(vec![Ok((abort, None))]);
+        let e = probe_identify(&s, Duration::from_secs(1), Path::new("/dev/sg0")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("IDENTIFY DEVICE aborted (status 0x51, error 0x04)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,16 +1,27 @@
 //! SCSI sense data returned for an ATA PASS-THROUGH command, and the ATA registers in it.
 //!
-//! With CK_COND set the SATL always answers CHECK CONDITION and puts the drive's result
-//! registers in the sense data (SAT-3 12.2.2.6):
+//! The SATL puts the drive's result registers in the sense data when CK_COND is set (then it
+//! answers CHECK CONDITION even on success) and when the command failed (SAT-3 12.2.2.6):
 //! - descriptor format (response code 72h/73h, SPC-4 4.5.2): the ATA Status Return descriptor
 //!   (type 09h, SAT-3 12.2.2.7) carries all of them, with EXTEND saying the "exp" bytes are valid;
-//! - fixed format (70h/71h, SPC-4 4.5.3): INFORMATION holds error, status, device and count
-//!   7:0; COMMAND-SPECIFIC INFORMATION holds the EXTEND flag, "count upper nonzero", "LBA upper
-//!   nonzero" and LBA 23:0. The upper bytes are lost; see [`AtaRegisters::lba_near`].
+//! - fixed format (70h/71h, SPC-4 4.5.3), SAT positions: INFORMATION (bytes 3-6) holds error,
+//!   status, device and count 7:0; COMMAND-SPECIFIC INFORMATION (bytes 8-11) holds the EXTEND
+//!   flag, "count upper nonzero", "LBA upper nonzero" and LBA 23:0. The upper bytes are lost;
+//!   see [`AtaRegisters::lba_near`].
+//! - fixed format, Linux libata before 6.11 (commit 38dab832c3f4, "ata: libata-scsi: Fix offsets
+//!   for the fixed format sense data", July 2024, backported to stable kernels): the same fields
+//!   eight bytes further on, as if the fixed sense were a descriptor list: error, status, device,
+//!   count 7:0 in bytes 8-11, the flags byte in 16, LBA 7:0, 15:8, 23:16 in 17-19. The VALID bit
+//!   (80h of byte 0) is clear. Worse, the additional sense length (byte 7) still says 0Ah, and
+//!   the sg driver copies only `8 + byte 7` = 18 bytes to user space, so through /dev/sgN only
+//!   LBA 7:0 arrives. libata writes fixed format whenever the device's D_SENSE bit is clear (the
+//!   default) and the command failed; see [`Sense::parse`] for how the two layouts are told
+//!   apart.
 //!
-//! A successful command gives RECOVERED ERROR with ASC/ASCQ 00h/1Dh ("ATA pass through
-//! information available"). Linux since 2024 sets the VALID bit (80h) of byte 0, so the response
-//! code is read from bits 6:0.
+//! A successful command with CK_COND gives RECOVERED ERROR with ASC/ASCQ 00h/1Dh ("ATA pass
+//! through information available"); Linux before 6.11 always uses descriptor format for it.
+//! Linux since 6.11 sets the VALID bit of byte 0 for fixed format, so the response code is read
+//! from bits 6:0.
 
 use crate::ata::registers::status;
 
@@ -44,8 +55,10 @@ pub struct AtaRegisters {
     pub extend: bool,
     /// Fixed format only: count 15:8 was nonzero but is not in the sense data.
     pub count_upper_lost: bool,
-    /// Fixed format only: LBA 47:24 was nonzero but is not in the sense data.
-    pub lba_upper_lost: bool,
+    /// Fixed format only: `Some(n)` when only LBA bits n-1:0 are known (24 when the SATL said
+    /// "LBA upper nonzero", 8 for Linux's legacy layout cut short by the sg driver), `None` when
+    /// `lba` is complete.
+    pub lba_known_bits: Option<u8>,
 }
 
 impl AtaRegisters {
@@ -54,21 +67,28 @@ impl AtaRegisters {
         self.status & (status::ERR | status::DF) != 0
     }
 
-    /// The LBA, completing upper bits lost by fixed-format sense from the command's range
-    /// `[start, start + blocks)`: the reported LBA is the one whose low 24 bits match and which
-    /// lies inside that range (the drive reports the first failing sector of the command).
+    /// The LBA, completing the bits fixed-format sense lost from the range `[start, start +
+    /// blocks)` of the host command that failed: the drive reports the first failing sector of
+    /// the command, so it is the lowest LBA of the range whose known low bits match. That is
+    /// never above the true one (the true one is a candidate), so a guest that trusts the
+    /// sectors before it trusts only sectors that were read. With no candidate in the range,
+    /// what was reported is kept (a guest then takes the whole command as failed).
     pub fn lba_near(&self, start: u64, blocks: u64) -> u64 {
-        if !self.lba_upper_lost {
+        let Some(bits) = self.lba_known_bits else {
             return self.lba;
-        }
-        let low = self.lba & 0xff_ffff;
+        };
+        let span = 1u64 << bits.min(48);
+        let low = self.lba & (span - 1);
         let end = start.saturating_add(blocks);
-        let base = start & !0xff_ffff;
-        [base, base.saturating_add(0x100_0000)]
-            .into_iter()
-            .map(|b| b | low)
-            .find(|l| (start..end).contains(l))
-            .unwrap_or(self.lba)
+        let mut candidate = (start & !(span - 1)) | low;
+        if candidate < start {
+            candidate = candidate.saturating_add(span);
+        }
+        if candidate < end {
+            candidate
+        } else {
+            self.lba
+        }
     }
 }
 
@@ -84,6 +104,13 @@ pub struct Sense {
 
 impl Sense {
     /// Parse `b` (the `sb_len_wr` bytes the kernel wrote). `None` if it is not sense data.
+    ///
+    /// Fixed format: with the VALID bit set the registers are at the SAT positions (Linux 6.11
+    /// and later, and SATLs that follow SAT). With it clear, byte 4 (status at the SAT
+    /// position) tells: every status a drive returns has DRDY, ERR or DF set, so nonzero means
+    /// a SATL that writes SAT positions without VALID; zero with a nonzero byte 9 means Linux's
+    /// legacy layout (byte 4 is always zero there); zero in both means sense the SATL made up
+    /// itself (UNIT ATTENTION, an invalid CDB field), without registers.
     pub fn parse(b: &[u8]) -> Option<Sense> {
         let code = b.first()? & 0x7f;
         match code {
@@ -134,7 +161,7 @@ impl Sense {
                     device: d[12],
                     extend,
                     count_upper_lost: false,
-                    lba_upper_lost: false,
+                    lba_known_bits: None,
                 });
                 break;
             }
@@ -145,24 +172,56 @@ impl Sense {
 
     fn parse_fixed(b: &[u8]) -> Sense {
         let at = |i: usize| b.get(i).copied().unwrap_or(0);
-        let status = at(4);
-        // A sense the SATL made up itself (UNIT ATTENTION, an invalid field) has no ATA status;
-        // every status a drive returns has DRDY, ERR or DF set.
-        let ata = (b.len() >= 12 && status != 0).then(|| AtaRegisters {
-            status,
-            error: at(3),
-            device: at(5),
-            count: u16::from(at(6)),
-            lba: u64::from(at(11)) | u64::from(at(10)) << 8 | u64::from(at(9)) << 16,
-            extend: at(8) & 0x80 != 0,
-            count_upper_lost: at(8) & 0x40 != 0,
-            lba_upper_lost: at(8) & 0x20 != 0,
-        });
+        let valid = at(0) & 0x80 != 0;
+        let ata = if b.len() >= 12 && (valid || at(4) != 0) {
+            // SAT-3 12.2.2.6, table 153.
+            Some(Self::fixed_registers(
+                [at(3), at(4), at(5), at(6)],
+                at(8),
+                [at(9), at(10), at(11)],
+            ))
+        } else if b.len() >= 12 && at(9) != 0 {
+            // Linux's legacy layout. LBA bytes the sg driver did not copy read as zero and are
+            // marked unknown.
+            let regs = Self::fixed_registers(
+                [at(8), at(9), at(10), at(11)],
+                at(16),
+                [at(19), at(18), at(17)],
+            );
+            let lba_bytes = b.len().saturating_sub(17).min(3) as u8;
+            Some(AtaRegisters {
+                lba_known_bits: if lba_bytes < 3 {
+                    Some(8 * lba_bytes)
+                } else {
+                    regs.lba_known_bits
+                },
+                ..regs
+            })
+        } else {
+            None
+        };
         Sense {
             key: at(2) & 0xf,
             asc: at(12),
             ascq: at(13),
             ata,
+        }
+    }
+
+    /// The registers of fixed-format sense: `regs` is error, status, device, count 7:0;
+    /// `flags` the byte with EXTEND (80h), "count upper nonzero" (40h) and "LBA upper nonzero"
+    /// (20h); `lba` is LBA 23:16, 15:8, 7:0.
+    fn fixed_registers(regs: [u8; 4], flags: u8, lba: [u8; 3]) -> AtaRegisters {
+        let [error, status, device, count] = regs;
+        AtaRegisters {
+            status,
+            error,
+            device,
+            count: u16::from(count),
+            lba: u64::from(lba[2]) | u64::from(lba[1]) << 8 | u64::from(lba[0]) << 16,
+            extend: flags & 0x80 != 0,
+            count_upper_lost: flags & 0x40 != 0,
+            lba_known_bits: (flags & 0x20 != 0).then_some(24),
         }
     }
 }
@@ -285,7 +344,7 @@ mod tests {
             let r = s.ata.unwrap();
             assert_eq!((r.status, r.error, r.device, r.count), (0x50, 0, 0x40, 8));
             assert_eq!(r.lba, 0x12_3456);
-            assert!(r.extend && !r.lba_upper_lost && !r.count_upper_lost);
+            assert!(r.extend && r.lba_known_bits.is_none() && !r.count_upper_lost);
         }
     }
 
@@ -295,13 +354,106 @@ mod tests {
             .unwrap()
             .ata
             .unwrap();
-        assert!(r.failed() && r.lba_upper_lost);
+        assert!(r.failed() && r.lba_known_bits == Some(24));
         // The command covered LBA 0x1_00FF_FFF0 .. +0x130000: the failing sector is in the next
         // 16 Mi-sector window.
         assert_eq!(r.lba_near(0x1_00ff_fff0, 0x13_0000), 0x1_0112_3456);
         assert_eq!(r.lba_near(0x1_0110_0000, 0x3_0000), 0x1_0112_3456);
         // Outside the range: keep what we were told.
         assert_eq!(r.lba_near(0, 8), 0x12_3456);
+    }
+
+    /// Captured in the test rig (Linux 6.1 libata over QEMU's AHCI, `hdparm -I /dev/sg0`):
+    /// IDENTIFY DEVICE with CK_COND, in the 18 bytes the sg driver copies. Legacy layout, VALID
+    /// clear; the registers are QEMU's stale PIO Setup FIS (see `cdb::PassThrough::ck_cond`).
+    const RIG_IDENTIFY_CK_COND: [u8; 18] = [
+        0x70, 0x00, 0x0b, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x04, 0x41, 0xe0, 0x01, 0x00, 0x00, 0x00,
+        0x00, 0x80, 0x00,
+    ];
+
+    #[test]
+    fn linux_legacy_fixed_layout_from_the_rig() {
+        let s = Sense::parse(&RIG_IDENTIFY_CK_COND).unwrap();
+        assert_eq!((s.key, s.asc, s.ascq), (key::ABORTED_COMMAND, 0, 0));
+        let r = s.ata.unwrap();
+        assert_eq!(
+            (r.error, r.status, r.device, r.count, r.extend),
+            (0x04, 0x41, 0xe0, 1, true)
+        );
+        assert!(r.failed());
+        // Only LBA 7:0 made it through the sg driver.
+        assert_eq!((r.lba, r.lba_known_bits), (0, Some(8)));
+    }
+
+    #[test]
+    fn linux_legacy_fixed_layout_in_full() {
+        // The same layout read through the block device (no truncation at 8 + byte 7): a
+        // MEDIUM ERROR at LBA 40960 (A000h) as libata builds it from the result taskfile.
+        let mut b = RIG_IDENTIFY_CK_COND.to_vec();
+        b[2] = key::MEDIUM_ERROR;
+        (b[12], b[13]) = (0x11, 0x04);
+        b[8..12].copy_from_slice(&[0x40, 0x51, 0x40, 0x08]);
+        b.extend_from_slice(&[0xa0, 0x00]);
+        b.resize(32, 0);
+        let s = Sense::parse(&b).unwrap();
+        let r = s.ata.unwrap();
+        assert_eq!((s.key, s.asc, s.ascq), (key::MEDIUM_ERROR, 0x11, 0x04));
+        assert_eq!(
+            (r.error, r.status, r.device, r.count),
+            (0x40, 0x51, 0x40, 8)
+        );
+        assert_eq!((r.lba, r.lba_known_bits), (40960, None));
+        // Cut to 18 bytes as /dev/sgN delivers it: LBA 15:8 is gone, the range restores it.
+        let r = Sense::parse(&b[..18]).unwrap().ata.unwrap();
+        assert_eq!((r.lba, r.lba_known_bits), (0, Some(8)));
+        assert_eq!(r.lba_near(40960 - 68, 256), 40960);
+        assert_eq!(r.lba_near(40960, 8), 40960);
+        // Ambiguous over a range longer than 256 sectors: the lowest candidate, never above the
+        // true LBA.
+        assert_eq!(r.lba_near(40000, 2048), 40192);
+        // With 19 bytes, LBA 15:8 is there.
+        let r = Sense::parse(&b[..19]).unwrap().ata.unwrap();
+        assert_eq!((r.lba, r.lba_known_bits), (40960, Some(16)));
+    }
+
+    #[test]
+    fn linux_6_11_fixed_layout_has_valid_set_and_sat_positions() {
+        // ata_gen_passthru_sense after commit 38dab832c3f4: the same MEDIUM ERROR.
+        let b = [
+            0xf0,
+            0,
+            key::MEDIUM_ERROR,
+            0x40,
+            0x51,
+            0x40,
+            0x08,
+            0x0a,
+            0x80,
+            0x00,
+            0xa0,
+            0x00,
+            0x11,
+            0x04,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let r = Sense::parse(&b).unwrap().ata.unwrap();
+        assert_eq!(
+            (r.error, r.status, r.device, r.count),
+            (0x40, 0x51, 0x40, 8)
+        );
+        assert_eq!((r.lba, r.lba_known_bits, r.extend), (40960, None, true));
+    }
+
+    #[test]
+    fn valid_bit_wins_even_when_status_reads_zero() {
+        // VALID set: SAT positions, whatever byte 9 holds.
+        let mut b = fixed(true, 0x00, 0x00, 0x00);
+        b[9] = 0x51;
+        let r = Sense::parse(&b).unwrap().ata.unwrap();
+        assert_eq!((r.status, r.lba), (0x00, 0x51_3456));
     }
 
     #[test]

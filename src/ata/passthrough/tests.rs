@@ -1,6 +1,7 @@
 //! The drive logic against a fake SG transport: a RAM disk behind a SATL that decodes the CDBs
-//! the way libata does, with scripted errors, timeouts and gates that hold a command until the
-//! test releases it (to complete NCQ commands out of order).
+//! and answers the way Linux 6.1's libata over QEMU's AHCI does (the rig's host), with scripted
+//! errors, timeouts and gates that hold a command until the test releases it (to complete NCQ
+//! commands out of order).
 
 use std::collections::HashSet;
 use std::io;
@@ -70,11 +71,11 @@ fn decode(c: &[u8]) -> Decoded {
     }
 }
 
-/// Descriptor sense with an ATA Status Return descriptor, as libata builds it.
+/// Descriptor sense with an ATA Status Return descriptor, as libata 6.1 builds it for a
+/// successful command with CK_COND.
 fn ata_sense(status: u8, error: u8, lba: u64) -> SgResult {
     let b = lba.to_be_bytes();
-    let key = if status & 1 != 0 { 0x03 } else { 0x01 };
-    let mut sense = vec![0x72, key, 0, 0x1d, 0, 0, 0, 14];
+    let mut sense = vec![0x72, 0x01, 0, 0x1d, 0, 0, 0, 14];
     sense.extend_from_slice(&[
         0x09, 0x0c, 1, error, 0, 0, b[4], b[7], b[3], b[6], b[2], b[5], 0x40, status,
     ]);
@@ -83,6 +84,39 @@ fn ata_sense(status: u8, error: u8, lba: u64) -> SgResult {
         sense,
         driver_status: 0x08,
         ..Default::default()
+    }
+}
+
+/// Fixed sense in libata's legacy layout (registers from byte 8 on), as a failed 48-bit command
+/// gets it through /dev/sgN: only the 18 bytes `8 + byte 7` reach user space.
+fn legacy_error_sense(status: u8, error: u8, lba: u64) -> SgResult {
+    // ata_to_sense_error: UNC is MEDIUM ERROR 11/04, ABRT is ABORTED COMMAND 00/00.
+    let (key, asc, ascq) = if error & 0x40 != 0 {
+        (0x03, 0x11, 0x04)
+    } else {
+        (0x0b, 0x00, 0x00)
+    };
+    let sense = vec![
+        0x70, 0, key, 0, 0, 0, 0, 0x0a, error, status, 0x40, 0, asc, ascq, 0, 0, 0x80, lba as u8,
+    ];
+    SgResult {
+        status: 2,
+        sense,
+        driver_status: 0x08,
+        ..Default::default()
+    }
+}
+
+/// A successful command: GOOD without sense unless CK_COND was set. With CK_COND, a non-data
+/// command gets its fresh D2H registers; a data command gets what QEMU left in the PIO Setup
+/// (PIO data-in) or D2H (NCQ) area: an older aborted command's status 41h, error 04h.
+fn success(cdb: &[u8], status: u8, lba: u64) -> SgResult {
+    let ck_cond = cdb[2] & 0x20 != 0;
+    let protocol = (cdb[1] >> 1) & 0xf;
+    match (ck_cond, protocol) {
+        (false, _) => SgResult::default(),
+        (true, 3) => ata_sense(status, 0, lba),
+        (true, _) => legacy_error_sense(0x41, 0x04, 0),
     }
 }
 
@@ -139,7 +173,7 @@ impl SgTransport for FakeSatl {
             });
         }
         if let Some(l) = st.fail_lba.filter(|l| range.contains(l)) {
-            return Ok(ata_sense(0x51, 0x40, l));
+            return Ok(legacy_error_sense(0x51, 0x40, l));
         }
         let off = d.lba as usize * 512;
         let eio = || io::Error::from_raw_os_error(libc::EIO);
@@ -166,10 +200,10 @@ impl SgTransport for FakeSatl {
                 req.data[511] = 0x80;
             }
             0xea | 0xe7 | 0xef | 0xc6 => {}
-            0xf8 => return Ok(ata_sense(0x50, 0, DISK_SECTORS - 1)),
-            _ => return Ok(ata_sense(0x51, 0x04, 0)),
+            0xf8 => return Ok(success(req.cdb, 0x50, DISK_SECTORS - 1)),
+            _ => return Ok(legacy_error_sense(0x51, 0x04, 0)),
         }
-        Ok(ata_sense(0x50, 0, 0))
+        Ok(success(req.cdb, 0x50, 0))
     }
 }
 
@@ -329,10 +363,10 @@ fn ncq_reads_complete_out_of_order_with_their_guest_tags() {
         ));
         assert_eq!(r.guest_bytes(&paths[i]), r.disk(lba, 8));
     }
-    // Protocol 12 with T_LENGTH in features, and the guest's tag in the count field (the host
-    // kernel replaces it with its own).
+    // Protocol 12 with T_LENGTH in features, no CK_COND, and the guest's tag in the count field
+    // (the host kernel replaces it with its own).
     for (i, cdb) in r.fake.with(|s| s.cdbs.clone()).iter().enumerate() {
-        assert_eq!((cdb[0], cdb[1], cdb[2]), (0x85, 0x19, 0x2d));
+        assert_eq!((cdb[0], cdb[1], cdb[2]), (0x85, 0x19, 0x0d));
         assert_eq!((cdb[4], cdb[6]), (8, (i as u8) << 3));
     }
     assert_eq!(r.drive.stats().peak_in_flight, 3);
@@ -573,4 +607,78 @@ fn an_ncq_error_aborts_the_other_outstanding_queued_commands() {
     let _ = r.notifier.read();
     assert!(r.drive.poll_completions().is_empty());
     assert!(r.guest_bytes(&other).iter().all(|b| *b == 0));
+}
+
+#[test]
+fn good_status_without_sense_gives_each_protocol_its_fis_sequence() {
+    let mut r = rig();
+    let last_cdb = |r: &Rig| r.fake.with(|s| s.cdbs.last().unwrap().clone());
+    // PIO data-in (READ SECTORS EXT, 2 sectors): one PIO Setup per DRQ block, E_Status 50h.
+    let dp = r.data(0x1000, 1024);
+    r.drive.submit(0, &cmd(0x24, 0, 2, 10), dp.clone());
+    let c = r.wait(1);
+    let setups: Vec<_> = c[0]
+        .fises
+        .iter()
+        .map(|f| match f {
+            Fis::PioSetup(p) => (p.device_to_host, p.e_status, p.transfer_count),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(setups, [(true, 0xc0, 512), (true, 0x50, 512)]);
+    assert_eq!(r.guest_bytes(&dp), r.disk(10, 2));
+    assert_eq!(last_cdb(&r)[2] & 0x20, 0);
+    // PIO data-out (WRITE SECTORS, 2 sectors): PIO Setups, then Register D2H with 50h.
+    let dp = r.data(0x4000, 1024);
+    dp.write_at(0, &[0x5a; 1024]).unwrap();
+    r.drive.submit(1, &cmd(0x30, 0, 2, 20), dp);
+    let c = r.wait(1);
+    assert!(matches!(
+        c[0].fises.as_slice(),
+        [Fis::PioSetup(a), Fis::PioSetup(b), Fis::RegisterD2h(d)]
+            if !a.device_to_host && !b.device_to_host && d.status == 0x50 && d.error == 0
+    ));
+    assert_eq!(r.disk(20, 2), vec![0x5a; 1024]);
+    assert_eq!(last_cdb(&r)[2] & 0x20, 0);
+    // DMA (READ DMA EXT): one Register D2H with 50h.
+    let dp = r.data(0x1000, 4096);
+    r.drive.submit(2, &cmd(0x25, 0, 8, 30), dp.clone());
+    let d = only_d2h(&r.wait(1)[0]);
+    assert_eq!((d.status, d.error, d.interrupt), (0x50, 0, true));
+    assert_eq!(r.guest_bytes(&dp), r.disk(30, 8));
+    assert_eq!(last_cdb(&r)[2] & 0x20, 0);
+    // FPDMA (WRITE FPDMA QUEUED tag 6): DMA Setup, Set Device Bits with 40h and the tag's bit.
+    let dp = r.data(0x1000, 4096);
+    r.drive.submit(3, &cmd(0x61, 8, 6 << 3, 40), dp);
+    let c = r.wait(1);
+    assert!(matches!(
+        c[0].fises.as_slice(),
+        [Fis::DmaSetup(d), Fis::SetDeviceBits(s)]
+            if d.buffer_id == 6 && !d.device_to_host && s.status == 0x40 && s.sactive == 1 << 6
+    ));
+    assert_eq!(last_cdb(&r)[2] & 0x20, 0);
+    // Non-data (FLUSH CACHE EXT) goes with CK_COND; the D2H carries the drive's status.
+    r.drive.submit(4, &cmd(0xea, 0, 0, 0), r.data(0x1000, 0));
+    assert_eq!(only_d2h(&r.wait(1)[0]).status, 0x50);
+    assert_eq!(last_cdb(&r)[2] & 0x20, 0x20);
+}
+
+#[test]
+fn the_bad_lba_is_completed_from_the_failing_host_command_when_sg_cut_the_sense() {
+    // /dev/sgN delivers only LBA 7:0 of libata's legacy fixed sense. READ DMA EXT of 1024
+    // sectors from 0, split in 256-sector host commands; sector 600 (258h) fails. Over the whole
+    // command 58h would first match sector 88; within the failing host command (512..768) it is
+    // 600.
+    let mut r = rig_with(QueueLimits {
+        max_hw_sectors_kb: Some(128),
+        ..Default::default()
+    });
+    r.fake.with(|s| s.fail_lba = Some(600));
+    let dp = r.data(0x1000, 1024 * 512);
+    r.drive.submit(0, &cmd(0x25, 0, 1024, 0), dp.clone());
+    let c = r.wait(1);
+    let d = only_d2h(&c[0]);
+    assert_eq!((d.status, d.error, d.lba), (0x51, 0x40, 600));
+    assert_eq!(c[0].bytes_transferred, 512 * 512);
+    assert_eq!(r.guest_bytes(&dp)[..512 * 512], r.disk(0, 512)[..]);
 }

@@ -24,12 +24,21 @@ wait
 echo "@@L2 parallel=done"
 
 # A refused command: SECURITY ERASE PREPARE (F3h) must come back aborted, never reaching the drive.
+# hdparm's exit status is not enough on Linux before 6.11: libata's fixed-format sense has the
+# ATA registers at bytes 8-11 instead of 3-6, hdparm cannot read them ("bad/missing sense
+# data") and carries on. Then the sense it prints shows the abort: ABORTED COMMAND (0b),
+# error 04h (ABRT), status 51h.
 if hdparm --security-erase NULL /dev/sda >/tmp/hdparm.out 2>&1; then
-    echo "@@L2 security-erase=accepted"
+    if grep -q 'sb\[\]: *70 00 0b 00 00 00 00 0a 04 51' /tmp/hdparm.out; then
+        echo "@@L2 security-erase=refused (ABRT in the sense data; hdparm exited 0)"
+    else
+        echo "@@L2 security-erase=accepted"
+    fi
 else
-    echo "@@L2 security-erase=refused"
+    echo "@@L2 security-erase=refused (hdparm exited $?)"
 fi
 sed 's/^/@@L2 hdparm: /' /tmp/hdparm.out
 # The drive still answers.
 hdparm -I /dev/sda 2>/dev/null | grep -E 'Model Number|Serial Number' | sed 's/^[[:space:]]*/@@L2 hdparm-I: /'
 sync
+dmesg | grep -E 'ata1' | tail -20 | sed 's/^/@@L2 dmesg-end: /'

@@ -11,6 +11,7 @@ for check in pci hba 'port0 start' 'port0 identify' 'port0 pio' 'port0 dma' 'por
     'port0 ncq-32' 'port0 error-idnf' 'port0 error-recovery' 'port0 comreset' hba-reset; do
     rig_expect out "^PASS $check" "self-test: $check"
 done
+rig_expect out '^PASS port0 error-idnf: .*ERR=0x10 \(IDNF set\)' "the emulated drive reports IDNF past the end"
 rig_expect out '^satavm-selftest: RESULT PASS \(12 checks\)' "self-test verdict PASS"
 if grep -q '^FAIL' out; then rig_fail "a FAIL line in the report"; fi
 echo "PASS"

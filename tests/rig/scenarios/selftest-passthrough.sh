@@ -7,7 +7,7 @@ rc=$?
 rig_show out
 rig_expect out "^PASS port0 identify: model=\"$RIG_MODEL\" serial=\"$RIG_SERIAL\"" "IDENTIFY came from the real drive"
 rig_expect out '^PASS port0 ncq-32' "32 NCQ commands at once through pass-through"
-rig_expect out '^PASS port0 error-idnf' "a read past the end fails with IDNF from the drive"
+rig_expect out '^PASS port0 error-idnf' "a read past the end fails with the drive's error, TFES and PxCI kept"
 rig_expect out '^satavm-selftest: RESULT PASS' "self-test verdict PASS"
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc"
 echo "PASS"
