@@ -203,7 +203,12 @@ impl Storage {
 
 type OpenedDrive = (Box<dyn SataDevice>, Option<HostStatsReader>);
 
-fn open_drive(spec: &DiskSpec, notifier: &CompletionNotifier) -> Result<OpenedDrive, StorageError> {
+fn open_drive(
+    spec: &DiskSpec,
+    notifier: &CompletionNotifier,
+    tracer: &Tracer,
+    port: u8,
+) -> Result<OpenedDrive, StorageError> {
     match spec {
         DiskSpec::Image {
             path,
@@ -237,7 +242,8 @@ fn open_drive(spec: &DiskSpec, notifier: &CompletionNotifier) -> Result<OpenedDr
                 allow_all: *allow_all,
                 read_only: *read_only,
             };
-            let drive = PassthroughDrive::open(&config, notifier.clone())?;
+            let drive =
+                PassthroughDrive::open_traced(&config, notifier.clone(), tracer.clone(), port)?;
             log::info!(
                 "{}: pass-through, at most {} sectors per host command",
                 path.display(),
@@ -295,7 +301,7 @@ pub fn attach_with(
     let mut devices: Vec<Box<dyn SataDevice>> = Vec::new();
     let mut host_stats = Vec::new();
     for (port, d) in disks.iter().enumerate() {
-        let (drive, stats) = open_drive(d, &notifier)?;
+        let (drive, stats) = open_drive(d, &notifier, &options.tracer, port as u8)?;
         let wrapped = InjectingDevice::new(
             drive,
             port as u8,

@@ -27,6 +27,7 @@ pub mod policy;
 pub mod sense;
 pub mod sg_io;
 pub mod sysfs;
+pub mod traced;
 pub mod transfer;
 pub mod workers;
 

@@ -12,9 +12,11 @@ use super::cdb::{HostTaskfile, PassThrough, SatProtocol, TLength};
 use super::sense::{key, Sense, ASC_INVALID_OPCODE};
 use super::sg_io::{host_status, scsi_status, DataDirection, SgDevice, SgRequest, SgTransport};
 use super::sysfs::{self, SysfsError};
+use super::traced::TracedTransport;
 use super::{PassthroughConfig, PassthroughDrive, PassthroughError};
 use crate::ata::command::opcode;
 use crate::sata::CompletionNotifier;
+use crate::trace::Tracer;
 
 impl PassthroughDrive {
     /// Open the host drive at `config.path` (/dev/sgN or /dev/sdX): check that it is a whole
@@ -23,6 +25,17 @@ impl PassthroughDrive {
     pub fn open(
         config: &PassthroughConfig,
         notifier: CompletionNotifier,
+    ) -> Result<PassthroughDrive, PassthroughError> {
+        Self::open_traced(config, notifier, Tracer::off(), 0)
+    }
+
+    /// As [`PassthroughDrive::open`]; with `tracer` on, every SG_IO (CDB, status, sense) is
+    /// traced as the drive on AHCI port `port` (see [`super::traced`]).
+    pub fn open_traced(
+        config: &PassthroughConfig,
+        notifier: CompletionNotifier,
+        tracer: Tracer,
+        port: u8,
     ) -> Result<PassthroughDrive, PassthroughError> {
         let path = config.path.as_path();
         let meta = fs::metadata(path).map_err(|e| open_error(path, e))?;
@@ -49,7 +62,11 @@ impl PassthroughDrive {
         )
         .map_err(|SysfsError::Partition| PassthroughError::Partition(path.into()))?;
         let limits = sysfs::read_limits(&paths);
-        let transport: Arc<dyn SgTransport> = Arc::new(dev);
+        let transport: Arc<dyn SgTransport> = if tracer.enabled() {
+            Arc::new(TracedTransport::new(Arc::new(dev), tracer, port))
+        } else {
+            Arc::new(dev)
+        };
         let id = probe_identify(transport.as_ref(), config.timeout, path)?;
         let drive = PassthroughDrive::with_transport(transport, limits, config, notifier);
         log::info!(
