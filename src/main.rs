@@ -70,9 +70,9 @@ struct Cli {
     /// FILE as JSON lines; `-` writes the compact text form to stderr instead.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
-    /// Also write the compact text trace to stderr.
-    #[arg(long)]
-    trace_human: bool,
+    /// Also write the compact text trace: to stderr, or to FILE if given.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "-")]
+    trace_human: Option<PathBuf>,
     /// Stop (exit status 70) at the first thing the guest does that AHCI 1.3.1 forbids or
     /// leaves undefined; without it such things are logged as warnings, once per rule.
     #[arg(long)]
@@ -116,8 +116,20 @@ fn tracer(cli: &Cli) -> Result<Tracer, String> {
         }
         None => {}
     }
-    if cli.trace_human && cli.trace.as_ref().is_none_or(|p| p.as_os_str() != "-") {
-        sinks.push(Sink::new(Format::Human, Box::new(std::io::stderr())));
+    match &cli.trace_human {
+        Some(p) if p.as_os_str() != "-" => {
+            let f = std::fs::File::create(p)
+                .map_err(|e| format!("cannot create trace file {}: {e}", p.display()))?;
+            sinks.push(Sink::new(
+                Format::Human,
+                Box::new(std::io::BufWriter::with_capacity(1 << 16, f)),
+            ));
+        }
+        // Once is enough when --trace - already writes text to stderr.
+        Some(_) if cli.trace.as_ref().is_none_or(|p| p.as_os_str() != "-") => {
+            sinks.push(Sink::new(Format::Human, Box::new(std::io::stderr())));
+        }
+        _ => {}
     }
     Ok(Tracer::new(sinks))
 }

@@ -3,13 +3,15 @@
 set -u
 bad=$(sed -n 's/.*rig.bad_sector=\([0-9]*\).*/\1/p' /proc/cmdline)
 link=$(sed -n 's/.*rig.link_sector=\([0-9]*\).*/\1/p' /proc/cmdline)
+# (busybox dd reads through the page cache: a 4 KiB page holds the bad sector and the 7
+# after it, so the neighbours are the pages before and after.)
 if dd if=/dev/sda of=/dev/null bs=512 skip="$bad" count=1 iflag=direct 2>/tmp/dd.err; then
     echo "@@L2 bad-read=succeeded"
 else
     echo "@@L2 bad-read=failed: $(cat /tmp/dd.err | head -1)"
 fi
 dd if=/dev/sda of=/dev/null bs=512 skip=$((bad - 8)) count=8 iflag=direct 2>/dev/null &&
-    dd if=/dev/sda of=/dev/null bs=512 skip=$((bad + 1)) count=8 iflag=direct 2>/dev/null &&
+    dd if=/dev/sda of=/dev/null bs=512 skip=$((bad + 8)) count=8 iflag=direct 2>/dev/null &&
     echo "@@L2 neighbour-read=ok"
 if dd if=/dev/sda of=/dev/null bs=512 skip="$link" count=1 iflag=direct 2>/tmp/dd.err; then
     echo "@@L2 link-read=ok"

@@ -12,7 +12,7 @@ link=200000
 trace=$RIG_SCRATCH/trace.jsonl
 rig_run_l2 l2.out --memory 512 \
     --cmdline "$(rig_l2_cmdline inject-linux) rig.bad_sector=$bad rig.link_sector=$link" \
-    --disk "path=$img" --trace "$trace" \
+    --disk "path=$img" --trace "$trace" --trace-human="$RIG_SCRATCH/trace.txt" \
     --inject "port=0,op=read,lba=$bad,error=unc" \
     --inject "op=read,lba=$link,nth=1,link-down,for:500"
 rc=$?
@@ -40,4 +40,10 @@ rig_expect "$trace" '"layer":"ahci","kind":"link","state":"lost","pxserr":"0x000
 rig_expect "$trace" '"layer":"ahci","kind":"link","state":"restored"' "trace: the link came back"
 rig_expect "$trace" '"layer":"ahci","kind":"reg_write","reg":"P0SCTL"' "trace: libata wrote PxSCTL (COMRESET)"
 grep -c '"layer":"ahci","kind":"reg_' "$trace" | sed 's/^/register accesses traced: /'
+# The text form of the last NCQ read (L2's read-back), for docs/trace-example.txt.
+n=$(grep -n 'ata   cmd op="READ FPDMA QUEUED"' "$RIG_SCRATCH/trace.txt" | tail -1 | cut -d: -f1)
+[ -n "$n" ] || rig_fail "no READ FPDMA QUEUED in the text trace"
+echo "--- text trace around the last READ FPDMA QUEUED"
+sed -n "$((n - 8)),$((n + 16))p" "$RIG_SCRATCH/trace.txt"
+echo "---"
 echo "PASS"
