@@ -20,6 +20,7 @@ mod link;
 pub(crate) mod mock;
 pub mod pci_function;
 pub mod port;
+mod port_checks;
 pub mod regs;
 pub mod rfis;
 
