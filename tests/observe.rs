@@ -391,6 +391,12 @@ fn a_busy_device_when_st_is_set() {
     r.t.px_set(0, px::CMD, pxcmd::ST);
     assert_eq!(r.rules_broken(), vec![Check::StWhileBusy]);
     r.expect_line(&["\"rule\":\"st-while-busy\"", "PxTFD 0x1d0"]);
+    // With the Phy offline there is no device status to respect: no warning.
+    r.t.stop_port(0);
+    r.t.px_write(0, px::SCTL, 4);
+    assert_eq!(r.t.px_read(0, px::SSTS), 4);
+    r.t.px_set(0, px::CMD, pxcmd::ST);
+    assert_eq!(r.rules_broken(), vec![Check::StWhileBusy]);
 }
 
 // ---- fault injection ----

@@ -4,7 +4,7 @@
 use super::checks::Rule;
 use super::command::FetchedCommand;
 use super::port::Port;
-use super::regs::{port as reg, pxcmd, pxtfd};
+use super::regs::{port as reg, pxcmd, pxtfd, scr};
 use crate::ata::command::{protocol, Protocol};
 use crate::trace::{Event, Layer};
 
@@ -33,7 +33,11 @@ impl Port {
                 } else {
                     self.tfd
                 };
-                if tfd & (pxtfd::BSY | pxtfd::DRQ) != 0 {
+                // PxTFD shows a device's status only while one is on the link (DET = 3);
+                // starting the engine of an empty port (as Linux does when a reset finds no
+                // device) is not this rule's business.
+                let device_present = self.read(reg::SSTS) & scr::DET_MASK == scr::DET_PRESENT_PHY;
+                if device_present && tfd & (pxtfd::BSY | pxtfd::DRQ) != 0 {
                     checks.report(port, Rule::StWhileBusy, || format!("PxTFD {tfd:#x}"));
                 }
             }
