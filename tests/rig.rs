@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 const SCENARIOS: &[&str] = &[
     "l1-environment",
     "l2-boot",
+    "l2-boot-elf",
     "l2-serial-input",
     "ahci-linux",
     "ahci-two-disks",
@@ -149,6 +150,12 @@ fn l2_boot() {
     assert_log_line("l2-boot", log, "@@L2 nproc=2");
     assert_log_line("l2-boot", log, "@@L2 cpuinfo-processors=2");
     assert_log_line("l2-boot", log, "satavm exit status: 0");
+}
+
+#[test]
+fn l2_boot_from_elf_vmlinux_with_4_cpus() {
+    let log = passed("l2-boot-elf");
+    assert_log_line("l2-boot-elf", log, "@@L2 nproc=4");
 }
 
 #[test]
