@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 const SCENARIOS: &[&str] = &[
     "l1-environment",
     "l2-boot",
+    "l2-boot-elf",
     "l2-serial-input",
     "ahci-linux",
     "ahci-two-disks",
@@ -141,7 +142,7 @@ fn l1_environment() {
     let log = passed("l1-environment");
     assert_log_line("l1-environment", log, "ok: nested paging is enabled");
     assert_log_line("l1-environment", log, "ok: model matches");
-    assert_log_line("l1-environment", log, "ok: sda is a libata device");
+    assert_log_line("l1-environment", log, "is a libata device");
 }
 
 #[test]
@@ -150,6 +151,12 @@ fn l2_boot() {
     assert_log_line("l2-boot", log, "@@L2 nproc=2");
     assert_log_line("l2-boot", log, "@@L2 cpuinfo-processors=2");
     assert_log_line("l2-boot", log, "satavm exit status: 0");
+}
+
+#[test]
+fn l2_boot_from_elf_vmlinux_with_4_cpus() {
+    let log = passed("l2-boot-elf");
+    assert_log_line("l2-boot-elf", log, "@@L2 nproc=4");
 }
 
 #[test]

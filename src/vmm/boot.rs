@@ -254,4 +254,103 @@ mod tests {
             Err(BootError::FirmwareArgs { .. })
         ));
     }
+
+    /// A minimal ELF64 x86-64 executable: one PT_LOAD of `code` at physical 0x100_0000.
+    fn tiny_elf(code: &[u8]) -> Vec<u8> {
+        let mut e = vec![0u8; 0x1000];
+        e[0..4].copy_from_slice(b"\x7fELF");
+        e[4] = 2; // 64-bit
+        e[5] = 1; // little endian
+        e[6] = 1; // version
+        e[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        e[18..20].copy_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+        e[20..24].copy_from_slice(&1u32.to_le_bytes());
+        e[24..32].copy_from_slice(&0x100_0000u64.to_le_bytes()); // e_entry
+        e[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        e[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        e[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        e[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        let ph = &mut e[64..120];
+        ph[0..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        ph[4..8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+        ph[8..16].copy_from_slice(&0x1000u64.to_le_bytes()); // p_offset
+        ph[16..24].copy_from_slice(&0x100_0000u64.to_le_bytes()); // p_vaddr
+        ph[24..32].copy_from_slice(&0x100_0000u64.to_le_bytes()); // p_paddr
+        ph[32..40].copy_from_slice(&(code.len() as u64).to_le_bytes()); // p_filesz
+        ph[40..48].copy_from_slice(&(code.len() as u64).to_le_bytes()); // p_memsz
+        ph[48..56].copy_from_slice(&0x1000u64.to_le_bytes()); // p_align
+        e.extend_from_slice(code);
+        e
+    }
+
+    fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("satavm-boot-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn zero_page_describes_kernel_cmdline_initramfs_and_e820() {
+        let mem = memory();
+        let kernel = temp_file("vmlinux", &tiny_elf(&[0xf4; 16]));
+        let initrd_bytes: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let initrd = temp_file("initrd", &initrd_bytes);
+        let cmdline = "console=ttyS0 quiet";
+        let entry = load_linux(&mem, 64 << 20, &kernel, Some(&initrd), cmdline).unwrap();
+        std::fs::remove_file(&kernel).unwrap();
+        std::fs::remove_file(&initrd).unwrap();
+
+        assert_eq!(entry.rip, 0x100_0000, "ELF entry point");
+        assert_eq!((entry.zero_page, entry.rdi), (ZERO_PAGE, 0));
+        let zp: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE)).unwrap();
+        let hdr = zp.hdr;
+        assert_eq!(
+            (hdr.boot_flag, hdr.header, hdr.type_of_loader),
+            (
+                KERNEL_BOOT_FLAG_MAGIC,
+                KERNEL_HDR_MAGIC,
+                KERNEL_LOADER_OTHER
+            )
+        );
+        assert_eq!(hdr.cmd_line_ptr as u64, CMDLINE);
+        let mut cl = vec![0u8; cmdline.len() + 1];
+        mem.read_slice(&mut cl, GuestAddress(CMDLINE)).unwrap();
+        assert_eq!(&cl[..cmdline.len()], cmdline.as_bytes());
+        assert_eq!(cl[cmdline.len()], 0, "NUL-terminated");
+
+        // The initramfs sits page-aligned at the top of RAM, intact.
+        let (addr, size) = (u64::from(hdr.ramdisk_image), u64::from(hdr.ramdisk_size));
+        assert_eq!(size, 10_000);
+        assert_eq!(addr % 4096, 0);
+        assert!(addr + size <= 64 << 20 && addr + size > (64 << 20) - 8192);
+        let mut back = vec![0u8; initrd_bytes.len()];
+        mem.read_slice(&mut back, GuestAddress(addr)).unwrap();
+        assert_eq!(back, initrd_bytes);
+
+        // E820: low RAM, the reserved EBDA, RAM from 1 MiB to the end.
+        let n = usize::from(zp.e820_entries);
+        let e820: Vec<(u64, u64, u32)> = zp.e820_table[..n]
+            .iter()
+            .map(|e| (e.addr, e.size, e.r#type))
+            .collect();
+        assert_eq!(
+            e820,
+            vec![
+                (0, 0x9fc00, 1),
+                (0x9fc00, 0x400, 2),
+                (HIMEM_START, (64 << 20) - HIMEM_START, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_initramfs_larger_than_ram_is_refused() {
+        let mem = memory();
+        let kernel = temp_file("vmlinux2", &tiny_elf(&[0xf4; 16]));
+        let initrd = temp_file("huge", &vec![0u8; 70 << 20]);
+        let r = load_linux(&mem, 64 << 20, &kernel, Some(&initrd), "x");
+        std::fs::remove_file(&kernel).unwrap();
+        std::fs::remove_file(&initrd).unwrap();
+        assert!(matches!(r, Err(BootError::InitramfsTooBig { .. })), "{r:?}");
+    }
 }

@@ -279,7 +279,8 @@ impl Executor {
                 self.vanished.store(true, Ordering::Relaxed);
                 Step::Done(Err(host(HostFailure::Vanished)))
             }
-            Some(libc::EINTR | libc::EAGAIN) => Step::Retry(HostFailure::Refused),
+            // EDOM: the sg driver's per-descriptor queue (16) is full; try again.
+            Some(libc::EINTR | libc::EAGAIN | libc::EDOM) => Step::Retry(HostFailure::Refused),
             Some(libc::ETIMEDOUT) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 Step::Done(Err(host(HostFailure::Timeout)))

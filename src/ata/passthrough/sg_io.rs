@@ -8,7 +8,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Which way the data buffer moves (`dxfer_direction`).
@@ -120,17 +121,42 @@ nix::ioctl_read_bad!(sg_get_version_num, 0x2282, libc::c_int);
 #[derive(Debug)]
 pub struct SgDevice {
     file: File,
+    path: PathBuf,
+    /// Descriptors for concurrent commands: the sg driver queues at most 16 commands per open
+    /// file (SG_MAX_QUEUE; the 17th SG_IO fails with EDOM), so each command in flight borrows
+    /// a descriptor of its own. The pool grows to the number of commands ever in flight at
+    /// once (the worker count).
+    spare: Mutex<Vec<File>>,
+}
+
+fn open_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
 }
 
 impl SgDevice {
     /// Open `path` read-write (ATA PASS-THROUGH writes need it).
     pub fn open(path: &Path) -> io::Result<SgDevice> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)?;
-        Ok(SgDevice { file })
+        Ok(SgDevice {
+            file: open_rw(path)?,
+            path: path.to_path_buf(),
+            spare: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn borrow_fd(&self) -> io::Result<File> {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match spare {
+            Some(f) => Ok(f),
+            None => open_rw(&self.path),
+        }
+    }
+
+    fn return_fd(&self, f: File) {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(f);
     }
 
     /// The open file.
@@ -193,12 +219,14 @@ impl SgTransport for SgDevice {
             duration: 0,
             info: 0,
         };
+        let fd = self.borrow_fd()?;
         // SAFETY: `hdr` points to the CDB (`cmd_len` bytes), the data buffer (`dxfer_len`
         // bytes, exclusively borrowed for the call) and the sense buffer (`mx_sb_len` bytes),
         // all alive until the ioctl returns; SG_IO is synchronous, so the kernel touches none
-        // of them afterwards. The fd is open for the lifetime of `self`.
-        unsafe { sg_io_ioctl(self.file.as_raw_fd(), &mut hdr) }
-            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        // of them afterwards. `fd` stays open until it goes back to the pool after the call.
+        let r = unsafe { sg_io_ioctl(fd.as_raw_fd(), &mut hdr) };
+        self.return_fd(fd);
+        r.map_err(|e| io::Error::from_raw_os_error(e as i32))?;
         let written = usize::from(hdr.sb_len_wr).min(SENSE_LEN);
         Ok(SgResult {
             status: hdr.status,
