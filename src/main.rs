@@ -146,10 +146,15 @@ fn main() -> ExitCode {
         memory_mib: cli.memory,
     };
     let mut storage = None;
+    let mut exit_counters = None;
     let result = vmm::run(&config, |ctx| {
+        exit_counters = Some(ctx.exit_counters.clone());
         storage = vmm::storage::attach(ctx, &disks)?;
         Ok(())
     });
+    if let Some(counters) = &exit_counters {
+        eprintln!("satavm: {}", counters.summary());
+    }
     if let Some(storage) = &storage {
         for line in storage.summary() {
             eprintln!("satavm: {line}");
