@@ -13,15 +13,6 @@ pub struct InterruptState {
     pub edges: u32,
 }
 
-/// CAP.NP + 1 for an HBA with `implemented` ports: at least 2. AHCI 1.3.1 3.1.1 lets CAP.NP
-/// name more ports than PI implements (an ICH9 has six, PI lists the wired ones). Silicon
-/// for two ports makes Linux ask for one MSI vector per port (ahci_init_msi does so only for
-/// more than one port), and its per-port handler (ahci_multi_irqs_intr_hard) does not touch
-/// the global IS register: two fewer exits per interrupt than its single-vector handler.
-pub fn advertised_ports(implemented: usize) -> usize {
-    implemented.clamp(2, 32)
-}
-
 /// The HBA: global registers and the ports.
 #[derive(Debug)]
 pub struct Hba {
@@ -40,8 +31,7 @@ pub struct Hba {
 impl Hba {
     /// An HBA with one port per entry of `ports` (1 to 32 of them).
     pub fn new(ports: Vec<Port>) -> Self {
-        let implemented = ports.len().clamp(1, 32) as u32;
-        let np = advertised_ports(ports.len()) as u32;
+        let np = ports.len().clamp(1, 32) as u32;
         // No CAP.SSNTF: PxSNTF only matters behind a port multiplier, which satavm has none
         // of, and with SSNTF set Linux reads and writes PxSNTF on every SDB FIS interrupt
         // (sata_async_notification): two exits per interrupt. Without it Linux looks at the
@@ -53,11 +43,7 @@ impl Hba {
             | cap::SAM
             | ((COMMAND_SLOTS as u32 - 1) << cap::NCS_SHIFT)
             | ((np - 1) & cap::NP_MASK);
-        let pi = if implemented == 32 {
-            u32::MAX
-        } else {
-            (1 << implemented) - 1
-        };
+        let pi = if np == 32 { u32::MAX } else { (1 << np) - 1 };
         Hba {
             cap,
             ghc: 0,
@@ -191,17 +177,8 @@ mod tests {
     const P0: u64 = reg::PORTS_BASE;
 
     #[test]
-    fn one_drive_is_two_port_silicon_with_one_implemented_port() {
-        let h = hba(1);
-        let cap = h.read(reg::CAP, false);
-        assert_eq!(cap & cap::NP_MASK, 1, "CAP.NP names two ports");
-        assert_eq!(h.read(reg::PI, false), 0b1, "PI implements one");
-        assert_eq!(cap & cap::SSNTF, 0);
-        // The unimplemented port reads 0 and ignores writes.
-        let mut h = h;
-        h.write(P0 + 0x80 + preg::CMD, pxcmd::ST, u32::MAX);
-        assert_eq!(h.read(P0 + 0x80 + preg::CMD, false), 0);
-        assert_eq!(hba(5).read(reg::CAP, false) & cap::NP_MASK, 4);
+    fn no_snotification_register_advertised() {
+        assert_eq!(hba(1).read(reg::CAP, false) & cap::SSNTF, 0);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub const ABAR_SIZE: u64 = 0x2000;
 pub struct AhciFunction {
     config: ConfigSpace,
     msi: MsiCapability,
-    /// MSI vectors asked for: one per port CAP.NP names, rounded up to a power of two.
+    /// MSI vectors asked for: one per port, rounded up to a power of two.
     msi_requested: u32,
     hba: Hba,
     irq: Arc<dyn InterruptSink>,
@@ -71,8 +71,7 @@ impl AhciFunction {
         config.set_subsystem(SUBSYSTEM_VENDOR_ID, SUBSYSTEM_ID);
         config.add_bar(ABAR, ABAR_SIZE, BarKind::Memory32, u64::from(bar5));
         config.set_interrupt(1, irq_line);
-        // One vector per port CAP.NP names (see `advertised_ports`).
-        let msi_requested = (super::hba::advertised_ports(ports.len()) as u32).next_power_of_two();
+        let msi_requested = (ports.len().max(1) as u32).next_power_of_two();
         let msi = MsiCapability::install(&mut config, msi_requested.trailing_zeros() as u8);
         AhciFunction {
             config,
@@ -231,8 +230,7 @@ mod tests {
 
     #[test]
     fn msi_capability_asks_for_one_vector_per_port() {
-        // One drive: two vectors, one per port CAP.NP names (see hba::advertised_ports).
-        for (ports, mmc) in [(1, 1), (2, 1), (3, 2), (5, 3), (32, 5)] {
+        for (ports, mmc) in [(1, 0), (2, 1), (3, 2), (5, 3), (32, 5)] {
             let (f, _) = function(ports);
             let at = f.config().u8_at(offset::CAPABILITIES_POINTER) as usize;
             assert_eq!((f.config().u16_at(at + 2) >> 1) & 7, mmc, "{ports} ports");
