@@ -244,10 +244,15 @@ fn main() -> ExitCode {
         memory_mib: cli.memory,
     };
     let mut storage = None;
+    let mut exit_counters = None;
     let result = vmm::run(&config, |ctx| {
+        exit_counters = Some(ctx.exit_counters.clone());
         storage = vmm::storage::attach_with(ctx, &disks, &options)?;
         Ok(())
     });
+    if let Some(counters) = &exit_counters {
+        eprintln!("satavm: {}", counters.summary());
+    }
     if let Some(storage) = &storage {
         storage.finish();
         for line in storage.summary() {

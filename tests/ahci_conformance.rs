@@ -68,6 +68,11 @@ fn pci_configuration_space() {
 fn check_reset_values(t: &mut TestHba, ports: usize) {
     let c = t.read(hba::CAP);
     assert_eq!((c & cap::NP_MASK) as usize + 1, ports);
+    assert_eq!(
+        c & cap::SSNTF,
+        0,
+        "no SNotification: no PxSNTF exits per SDB interrupt"
+    );
     assert_ne!(c & cap::SNCQ, 0);
     assert_ne!(c & cap::S64A, 0);
     assert_eq!((c >> cap::NCS_SHIFT) & 0x1f, 31);

@@ -27,6 +27,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::pci::PciRoot;
 use bus::IoBus;
 use serial::{ConsoleOut, EventFdTrigger, StdinInput};
+pub use vcpu::ExitCounters;
 pub use vcpu::ExitSignal;
 pub use vcpu::VmExit;
 
@@ -146,6 +147,8 @@ pub struct DeviceContext<'a> {
     pub pci_intx: &'a mut Vec<(u8, u8)>,
     /// Stops the VM (a device that must end the run raises it, e.g. under --strict).
     pub exit: &'a Arc<ExitSignal>,
+    /// The vCPUs' exit counters (keep a clone to read them after the VM stops).
+    pub exit_counters: &'a Arc<ExitCounters>,
 }
 
 /// Build the VM from `config`, let `plug` add devices, and run it until it stops.
@@ -229,6 +232,7 @@ pub fn run(
 
     let mut pci = PciRoot::new();
     let mut pci_intx = Vec::new();
+    let exit_counters = Arc::new(ExitCounters::default());
     plug(&mut DeviceContext {
         vm: &vm,
         mem: &mem,
@@ -236,6 +240,7 @@ pub fn run(
         events: &mut events,
         pci_intx: &mut pci_intx,
         exit: &exit,
+        exit_counters: &exit_counters,
     })?;
 
     let table = mptable::build(config.cpus, layout::EBDA_START, &pci_intx);
@@ -256,10 +261,10 @@ pub fn run(
             .create_vcpu(u64::from(id))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
         cpu::configure(&kvm, &vcpu, &mem, id, config.cpus, entry)?;
-        let (bus, exit) = (bus.clone(), exit.clone());
+        let (bus, exit, counters) = (bus.clone(), exit.clone(), exit_counters.clone());
         std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || vcpu::run(id, vcpu, bus, exit))?;
+            .spawn(move || vcpu::run(id, vcpu, bus, exit, counters))?;
     }
 
     loop {

@@ -1,5 +1,6 @@
 //! The vCPU threads: KVM_RUN and the exits they handle.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -53,27 +54,76 @@ impl ExitSignal {
     }
 }
 
+/// How many exits the vCPUs brought to satavm (userspace exits only: KVM handles HLT, the
+/// LAPIC timer, ioeventfd writes and the like without returning from KVM_RUN), by kind.
+/// Shared by all vCPU threads; printed at exit, e.g. to compare with the guest's I/O count.
+#[derive(Debug, Default)]
+pub struct ExitCounters {
+    /// MMIO reads (KVM_EXIT_MMIO, !is_write): each is a guest load the vCPU waits on.
+    pub mmio_reads: AtomicU64,
+    /// MMIO writes (KVM_EXIT_MMIO, is_write).
+    pub mmio_writes: AtomicU64,
+    /// Port reads (KVM_EXIT_IO, IN).
+    pub pio_in: AtomicU64,
+    /// Port writes (KVM_EXIT_IO, OUT).
+    pub pio_out: AtomicU64,
+    /// Every other return from KVM_RUN (signals, system events, ...).
+    pub other: AtomicU64,
+}
+
+impl ExitCounters {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One line for the user: `vCPU exits: N (MMIO R reads, W writes; PIO I in, O out; X other)`.
+    pub fn summary(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (r, w, i, o, x) = (
+            get(&self.mmio_reads),
+            get(&self.mmio_writes),
+            get(&self.pio_in),
+            get(&self.pio_out),
+            get(&self.other),
+        );
+        format!(
+            "vCPU exits: {} (MMIO {r} reads, {w} writes; PIO {i} in, {o} out; {x} other)",
+            r + w + i + o + x
+        )
+    }
+}
+
 // KVM_SYSTEM_EVENT types (Documentation/virt/kvm/api.rst).
 const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const KVM_SYSTEM_EVENT_RESET: u32 = 2;
 
 /// Run vCPU `id` until the VM stops.
-pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<IoBus>, exit: Arc<ExitSignal>) {
+pub fn run(
+    id: u8,
+    mut vcpu: VcpuFd,
+    bus: Arc<IoBus>,
+    exit: Arc<ExitSignal>,
+    counters: Arc<ExitCounters>,
+) {
     loop {
         let outcome = match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
+                ExitCounters::count(&counters.pio_in);
                 bus.pio_read(port, data);
                 None
             }
             Ok(VcpuExit::IoOut(port, data)) => {
+                ExitCounters::count(&counters.pio_out);
                 bus.pio_write(port, data);
                 None
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
+                ExitCounters::count(&counters.mmio_reads);
                 bus.mmio_read(addr, data);
                 None
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
+                ExitCounters::count(&counters.mmio_writes);
                 bus.mmio_write(addr, data);
                 None
             }
@@ -89,10 +139,14 @@ pub fn run(id: u8, mut vcpu: VcpuFd, bus: Arc<IoBus>, exit: Arc<ExitSignal>) {
                 "vCPU {id}: KVM_EXIT_FAIL_ENTRY, hardware entry failure reason {reason:#x} on host CPU {cpu}"
             ))),
             Ok(other) => {
+                ExitCounters::count(&counters.other);
                 log::debug!("vCPU {id}: ignoring exit {other:?}");
                 None
             }
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                ExitCounters::count(&counters.other);
+                None
+            }
             Err(e) => Some(VmExit::Failure(format!("vCPU {id}: KVM_RUN failed: {e}"))),
         };
         if let Some(reason) = outcome {

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Turns the @@BENCH lines of a scripts/bench run into JSON and tables (see scripts/bench).
+
+  bench_report.py parse LOG JSON SECS   the run's figures, ratios and target checks -> JSON
+  bench_report.py table JSON            print one run
+  bench_report.py spread JSON...        min / median / max of each ratio over several runs
+"""
+
+import json
+import statistics
+import sys
+
+TARGETS = ["l1", "pt", "image", "qemu"]
+TARGET_NAMES = {
+    "l1": "L1 direct (the drive)",
+    "pt": "satavm pass-through",
+    "image": "satavm image",
+    "qemu": "QEMU AHCI image",
+}
+JOBS = ["randread-qd1", "randread-qd32", "randwrite-qd32", "seqread-1m", "seqwrite-1m"]
+BLOCK = {"randread-qd1": 4096, "randread-qd32": 4096, "randwrite-qd32": 4096,
+         "seqread-1m": 1 << 20, "seqwrite-1m": 1 << 20}
+
+# (ratio name, job, metric, at least): the project's targets (issue 7).
+CHECKS = [
+    ("image/qemu", "randread-qd1", "iops", 1.5),
+    ("image/qemu", "randread-qd32", "iops", 3.0),
+    ("image/qemu", "seqread-1m", "mbps", 3.0),
+    ("image/qemu", "seqwrite-1m", "mbps", 3.0),
+    ("pt/l1", "randread-qd32", "iops", 0.25),
+    ("pt/l1", "randwrite-qd32", "iops", 0.25),
+    ("pt/l1", "seqread-1m", "mbps", 0.5),
+    ("pt/l1", "seqwrite-1m", "mbps", 0.5),
+]
+MEMORY_LIMIT_KIB = 8 * 1024
+
+
+def kv(words):
+    out = {}
+    for w in words:
+        if "=" in w:
+            k, v = w.split("=", 1)
+            try:
+                out[k] = float(v) if "." in v else int(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def fio_terse(job, line):
+    """fio --minimal (terse v3): read KiB/bw/iops at fields 6-8, write at 47-49 (1-based)."""
+    f = line.split(";")
+    if len(f) < 50 or f[0] != "3":
+        raise ValueError(f"not a fio terse v3 line for {job}: {line[:80]}")
+    read_kib, write_kib = int(f[5]), int(f[46])
+    bw_kib = int(f[6]) + int(f[47])
+    iops = float(f[7]) + float(f[48])
+    ios = (read_kib + write_kib) * 1024 // BLOCK[job]
+    return {"iops": round(iops, 1), "mbps": round(bw_kib * 1024 / 1e6, 2), "ios": ios,
+            "error": int(f[4])}
+
+
+def parse(log_path, json_path, secs):
+    data = {"secs": secs, "log": log_path, "targets": {t: {"jobs": {}} for t in TARGETS}}
+    with open(log_path, errors="replace") as fh:
+        for raw in fh:
+            line = raw.rstrip("\r\n")
+            if not line.startswith("@@BENCH "):
+                continue
+            words = line.split()
+            kind, target = words[1], words[2]
+            t = data["targets"].setdefault(target, {"jobs": {}})
+            if kind == "fio":
+                job = words[3]
+                t["jobs"].setdefault(job, {}).update(fio_terse(job, line.split(" ", 4)[4]))
+            elif kind in ("kvm", "mem"):
+                t["jobs"].setdefault(words[3], {})[kind] = kv(words[4:])
+            elif kind == "boot":
+                t["boot"] = kv(words[3:])
+            elif kind == "vmm-exits":
+                t["vmm_exits"] = " ".join(words[3:])
+    # Per I/O command: KVM's exit counters around the job over fio's completed I/Os.
+    for t in data["targets"].values():
+        for j in t["jobs"].values():
+            k, ios = j.get("kvm"), j.get("ios")
+            if k and ios:
+                j["per_io"] = {
+                    "exits": round(k.get("exits", 0) / ios, 2),
+                    "io_mmio_exits": round((k.get("io_exits", 0) + k.get("mmio_exits", 0)) / ios, 2),
+                    "mmio_exits": round(k.get("mmio_exits", 0) / ios, 2),
+                }
+            m = j.get("mem")
+            if m:
+                m["beyond_guest_kib"] = m["vmrss"] - m["guest_rss"]
+                m["anon_beyond_guest_kib"] = m["rssanon"] - m["guest_rss"]
+    data["ratios"] = ratios(data)
+    data["checks"] = checks(data)
+    with open(json_path, "w") as fh:
+        json.dump(data, fh, indent=1)
+    print(f"bench: results in {json_path}")
+
+
+def figure(data, target, job, metric):
+    return data["targets"].get(target, {}).get("jobs", {}).get(job, {}).get(metric)
+
+
+def ratio(data, a, b, job, metric):
+    x, y = figure(data, a, job, metric), figure(data, b, job, metric)
+    return round(x / y, 3) if x is not None and y else None
+
+
+def ratios(data):
+    out = {}
+    for job in JOBS:
+        metric = "mbps" if job.startswith("seq") else "iops"
+        out[job] = {"metric": metric,
+                    "pt/l1": ratio(data, "pt", "l1", job, metric),
+                    "image/qemu": ratio(data, "image", "qemu", job, metric)}
+    return out
+
+
+def mem_beyond(data, target):
+    jobs = data["targets"].get(target, {}).get("jobs", {}).values()
+    vals = [j["mem"]["beyond_guest_kib"] for j in jobs if "mem" in j]
+    return max(vals) if vals else None
+
+
+def checks(data):
+    out = []
+    for name, job, metric, want in CHECKS:
+        got = data["ratios"][job][name]
+        out.append({"what": f"{name} {job} {metric}", "want": f">= {want}", "got": got,
+                    "met": got is not None and got >= want})
+    for job in JOBS:
+        s = figure(data, "image", job, "per_io")
+        q = figure(data, "qemu", job, "per_io")
+        if s and q:
+            out.append({"what": f"exits/IO image < qemu {job}", "want": f"< {q['exits']}",
+                        "got": s["exits"], "met": s["exits"] < q["exits"]})
+    for target in ("image", "pt"):
+        kib = mem_beyond(data, target)
+        out.append({"what": f"{target} RSS beyond guest RAM (KiB)", "want": f"<= {MEMORY_LIMIT_KIB}",
+                    "got": kib, "met": kib is not None and kib <= MEMORY_LIMIT_KIB})
+    return out
+
+
+def fmt(x, nd=1):
+    if x is None:
+        return "-"
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def table(json_path):
+    data = json.load(open(json_path))
+    print(f"\n== {json_path} (fio jobs of {data['secs']} s; software emulation: compare ratios)")
+    head = f"{'job':<15}" + "".join(f"{t:>22}" for t in TARGETS) + f"{'pt/l1':>8}{'img/qemu':>10}"
+    print(head)
+    for job in JOBS:
+        metric = data["ratios"][job]["metric"]
+        cells = []
+        for t in TARGETS:
+            iops, mbps = figure(data, t, job, "iops"), figure(data, t, job, "mbps")
+            cells.append(f"{fmt(iops, 0)} IOPS {fmt(mbps, 1)} MB/s")
+        r = data["ratios"][job]
+        print(f"{job:<15}" + "".join(f"{c:>22}" for c in cells)
+              + f"{fmt(r['pt/l1'], 2):>8}{fmt(r['image/qemu'], 2):>10}  ({metric})")
+    print("\nKVM exits per I/O command during each job (all exits / I/O+MMIO exits), KVM debugfs:")
+    print(f"{'job':<15}" + "".join(f"{t:>18}" for t in TARGETS[1:]))
+    for job in JOBS:
+        cells = []
+        for t in TARGETS[1:]:
+            p = figure(data, t, job, "per_io")
+            cells.append(f"{fmt(p['exits'], 2)} / {fmt(p['io_mmio_exits'], 2)}" if p else "-")
+        print(f"{job:<15}" + "".join(f"{c:>18}" for c in cells))
+    print("\nVMM memory as the last job ends (KiB): VmRSS, VmHWM, RssAnon, RssFile, guest RAM "
+          "mapping resident, VmRSS - guest resident")
+    for t in TARGETS[1:]:
+        m = figure(data, t, "seqwrite-1m", "mem")
+        if m:
+            print(f"  {TARGET_NAMES[t]:<22} {m['vmrss']:>8} {m['vmhwm']:>8} {m['rssanon']:>8} "
+                  f"{m['rssfile']:>8} {m['guest_rss']:>8} {m['beyond_guest_kib']:>8}"
+                  f"   (max over jobs {mem_beyond(data, t)})")
+    print("\nBoot to L2 userspace (VMM start on L1's clock / L2's own uptime), s:")
+    for t in TARGETS[1:]:
+        b = data["targets"].get(t, {}).get("boot")
+        if b:
+            print(f"  {TARGET_NAMES[t]:<22} {fmt(b.get('wall'), 2):>8} {fmt(b.get('l2'), 2):>8}")
+    for t in ("pt", "image"):
+        if data["targets"].get(t, {}).get("vmm_exits"):
+            print(f"  satavm {t}: {data['targets'][t]['vmm_exits']} (whole run, boot included)")
+    print("\nTargets:")
+    for c in data["checks"]:
+        print(f"  [{'met' if c['met'] else 'MISSED':>6}] {c['what']}: {fmt(c['got'], 2)} (want {c['want']})")
+
+
+def spread(paths):
+    runs = [json.load(open(p)) for p in paths]
+    print(f"\n== spread over {len(runs)} runs: min / median / max")
+    for job in JOBS:
+        for name in ("pt/l1", "image/qemu"):
+            vals = [r["ratios"][job][name] for r in runs if r["ratios"][job][name] is not None]
+            if vals:
+                print(f"  {name:<11} {job:<15} {min(vals):6.2f} {statistics.median(vals):6.2f} "
+                      f"{max(vals):6.2f}")
+    for t in TARGETS:
+        for job in JOBS:
+            metric = "mbps" if job.startswith("seq") else "iops"
+            vals = [figure(r, t, job, metric) for r in runs]
+            vals = [v for v in vals if v is not None]
+            if vals:
+                print(f"  {t:<11} {job:<15} {metric} {min(vals):9.1f} "
+                      f"{statistics.median(vals):9.1f} {max(vals):9.1f}")
+    met = [all(c["met"] for c in r["checks"]) for r in runs]
+    print(f"  all targets met in {sum(met)} of {len(runs)} runs")
+
+
+def main(argv):
+    if len(argv) >= 4 and argv[1] == "parse":
+        parse(argv[2], argv[3], int(argv[4]) if len(argv) > 4 else None)
+    elif len(argv) == 3 and argv[1] == "table":
+        table(argv[2])
+    elif len(argv) >= 3 and argv[1] == "spread":
+        spread(argv[2:])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

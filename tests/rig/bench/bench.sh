@@ -1,0 +1,138 @@
+# The benchmark's L1 side (run by scripts/bench through `scripts/rig run` with
+# RIG_SCENARIO_DIR=tests/rig/bench; not one of the test scenarios). One L1 boot, the same fio
+# jobs against four targets, one after the other:
+#   l1     L1 itself on /dev/sda: the drive (QEMU's AHCI under TCG), the limit;
+#   pt     satavm passing that drive through (--disk passthrough=/dev/sg0);
+#   image  satavm with an emulated drive over an image file on L1's tmpfs;
+#   qemu   QEMU (-accel kvm) in L1 with its own AHCI over the same image file.
+# Prints "@@BENCH ..." lines that scripts/bench turns into a table and JSON:
+#   @@BENCH fio TARGET JOB <fio terse v3 line>
+#   @@BENCH kvm TARGET JOB exits=.. io_exits=.. mmio_exits=.. halt_exits=.. (KVM debugfs,
+#          this VM's counters just around the fio job)
+#   @@BENCH mem TARGET JOB vmrss=.. vmhwm=.. rssanon=.. rssfile=.. guest_size=.. guest_rss=..
+#          (kB, read as the job ends; guest_* = the largest mapping, guest RAM)
+#   @@BENCH boot TARGET wall=SECS l2=SECS (VMM start to L2 userspace on L1's clock; L2's uptime)
+#   @@BENCH vmm-exits TARGET <satavm's own exit summary line>
+. "$RIG_LIB"
+
+secs=8
+for arg in $RIG_L2_APPEND; do
+    case "$arg" in
+    bench.secs=*) secs=${arg#bench.secs=} ;;
+    esac
+done
+JOBS="randread-qd1:randread:4k:1 randread-qd32:randread:4k:32 randwrite-qd32:randwrite:4k:32
+seqread-1m:read:1M:4 seqwrite-1m:write:1M:4"
+MEM=1024
+CR=$(printf '\r')
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+since() { awk -v a="$1" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }'; }
+
+mkdir -p /sys/kernel/debug
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+[ -d /sys/kernel/debug/kvm ] || rig_fail "no /sys/kernel/debug/kvm in L1"
+echo "L1: $(nproc) CPU(s), $(sed -n 's/^MemTotal: *//p' /proc/meminfo) RAM, fio jobs of $secs s"
+
+# (a) L1 directly on the drive.
+for job in $JOBS; do
+    IFS=: read -r name rw bs qd <<JOB
+$job
+JOB
+    line=$(fio --name="$name" --filename="$RIG_DRIVE" --direct=1 --ioengine=libaio --offset=0 \
+        --size=128M --rw="$rw" --bs="$bs" --iodepth="$qd" --runtime="$secs" --time_based \
+        --minimal 2>&1) || rig_fail "fio $name on $RIG_DRIVE: $line"
+    echo "@@BENCH fio l1 $name $line"
+done
+
+# kvm_counters PID: this VM's exit counters from KVM's debugfs (a directory PID-FD per VM).
+kvm_counters() {
+    for d in /sys/kernel/debug/kvm/"$1"-*; do
+        [ -d "$d" ] || continue
+        echo "exits=$(cat "$d/exits") io_exits=$(cat "$d/io_exits") mmio_exits=$(cat "$d/mmio_exits")" \
+            "halt_exits=$(cat "$d/halt_exits")"
+        return
+    done
+    echo "exits=0 io_exits=0 mmio_exits=0 halt_exits=0"
+}
+
+# counters_diff "BEFORE" "AFTER": AFTER - BEFORE, key by key.
+counters_diff() {
+    echo "$1 $2" | awk '{
+        n = NF / 2
+        for (i = 1; i <= n; i++) { split($i, a, "="); split($(i + n), b, "="); printf "%s=%d ", a[1], b[2] - a[2] }
+    }'
+}
+
+# mem_counters PID: resident memory of the VMM, and of its largest mapping (guest RAM).
+mem_counters() {
+    s=/proc/$1/status
+    echo "vmrss=$(awk '/^VmRSS:/ { print $2 }' "$s") vmhwm=$(awk '/^VmHWM:/ { print $2 }' "$s")" \
+        "rssanon=$(awk '/^RssAnon:/ { print $2 }' "$s") rssfile=$(awk '/^RssFile:/ { print $2 }' "$s")" \
+        "$(awk '/^[0-9a-f]+-[0-9a-f]+ / { cur = "" } $1 == "Size:" { size = $2 } $1 == "Rss:" {
+              if (size > best) { best = size; rss = $2 } }
+              END { printf "guest_size=%d guest_rss=%d", best, rss }' "/proc/$1/smaps")"
+}
+
+# run_vmm TARGET OUT COMMAND...: run a VMM that boots the L2 kernel with the bench L2 script;
+# take KVM's counters around each fio job and the VMM's memory as each job ends.
+run_vmm() {
+    target=$1 out=$2
+    shift 2
+    fifo=$RIG_SCRATCH/.stdin.$target
+    rm -f "$fifo" "$out" "$RIG_SCRATCH/pid.$target"
+    mkfifo "$fifo"
+    exec 8<>"$fifo"
+    t0=$(uptime_s)
+    (sh -c 'echo $$ >"$0"; exec "$@"' "$RIG_SCRATCH/pid.$target" "$@" <"$fifo" 2>&1) |
+        while IFS= read -r line; do
+            line=${line%"$CR"}
+            echo "$line" >>"$out"
+            case "$line" in
+            *"rig-l2: userspace reached at "*)
+                l2=${line##*reached at }
+                echo "@@BENCH boot $target wall=$(since "$t0") l2=${l2%% *}"
+                ;;
+            "@@FIO-START "*)
+                pid=$(cat "$RIG_SCRATCH/pid.$target")
+                before=$(kvm_counters "$pid")
+                ;;
+            "@@FIO-END "*)
+                job=${line#@@FIO-END }
+                after=$(kvm_counters "$pid")
+                echo "@@BENCH kvm $target $job $(counters_diff "$before" "$after")"
+                echo "@@BENCH mem $target $job $(mem_counters "$pid")"
+                ;;
+            "@@FIO "*)
+                echo "@@BENCH fio $target ${line#@@FIO }"
+                ;;
+            "satavm: vCPU exits"*)
+                echo "@@BENCH vmm-exits $target ${line#satavm: }"
+                ;;
+            esac
+        done
+    exec 8>&-
+    rm -f "$fifo"
+    rig_show "$out"
+    grep -q '^@@L2 END bench rc=0' "$out" || rig_fail "$target: L2's bench script did not finish"
+    rig_ok "$target: done"
+}
+
+cmdline=$(rig_l2_cmdline bench)
+
+# (b) satavm passing the drive through.
+run_vmm pt pt.out "$SATAVM" --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" --cpus 1 \
+    --memory "$MEM" --cmdline "$cmdline" --disk "passthrough=$RIG_SG"
+
+# (c) satavm over an image file on tmpfs (written out: no holes).
+img=$RIG_SCRATCH/disk.img
+dd if=/dev/zero of="$img" bs=1M count=256 2>/dev/null || rig_fail "cannot write $img"
+run_vmm image image.out "$SATAVM" --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" --cpus 1 \
+    --memory "$MEM" --cmdline "$cmdline" --disk "path=$img"
+
+# (d) QEMU's AHCI over the same image (tmpfs: the default cache mode, no O_DIRECT).
+run_vmm qemu qemu.out qemu-system-x86_64 -L /usr/share/seabios -L /usr/share/qemu -accel kvm \
+    -cpu host -nodefaults -display none -no-reboot -monitor none -serial stdio -smp 1 -m "$MEM" \
+    -kernel "$L2_KERNEL" -initrd "$L2_INITRD" -append "$cmdline" \
+    -device ahci,id=ahci -drive "if=none,id=d,file=$img,format=raw" -device ide-hd,drive=d,bus=ahci.0
+echo "PASS"
