@@ -24,6 +24,8 @@ const SCENARIOS: &[&str] = &[
     "pt-error",
     "selftest-image",
     "selftest-passthrough",
+    "integrity-verify",
+    "integrity-kill",
 ];
 
 /// One scenario's line in target/rig/logs/summary.tsv, plus its log.
@@ -224,4 +226,26 @@ fn selftest_firmware_on_an_image() {
 fn selftest_firmware_through_passthrough() {
     let log = passed("selftest-passthrough");
     assert_log_line("selftest-passthrough", log, "satavm-selftest: RESULT PASS");
+}
+
+#[test]
+fn integrity_verify_two_disks_concurrent_ncq() {
+    let log = passed("integrity-verify");
+    for needle in [
+        "ok: NCQ on (queue depth > 1)",
+        "ok: L2 read back every region intact",
+        "ok: a.img holds every region L2 verified",
+        "ok: b.img holds every region L2 verified",
+        "ok: port 0 ran queued commands concurrently, without errors",
+        "ok: port 1 ran queued commands concurrently, without errors",
+    ] {
+        assert_log_line("integrity-verify", log, needle);
+    }
+}
+
+#[test]
+fn integrity_kill_loses_nothing_flushed() {
+    let log = passed("integrity-kill");
+    assert_log_line("integrity-kill", log, "ok: satavm killed with SIGKILL");
+    assert_log_line("integrity-kill", log, "flushed blocks are intact");
 }
