@@ -534,6 +534,11 @@ fn main() {
     ];
     let mut fis_seeds: Vec<(&str, Vec<u8>)> = fises.iter().map(|(n, f)| (*n, f.encode())).collect();
     fis_seeds.push(("data", vec![0x46, 0, 0, 0, 1, 2, 3, 4]));
+    // Reserved header bytes set (they are not carried: encode writes them as 0).
+    let mut reserved = vec![0x46, 0x00];
+    reserved.extend([0x70; 14]);
+    reserved.extend([0, 0, 1, 2, 3, 4]);
+    fis_seeds.push(("data-reserved-bytes", reserved));
     fis_seeds.push(("bist", vec![0x58, 0, 0x10, 0, 1, 0, 0, 0, 2, 0, 0, 0]));
     write_seeds(&root.join("fis_decode"), &fis_seeds);
     println!("seeds written under {}", root.display());
