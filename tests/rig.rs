@@ -26,6 +26,8 @@ const SCENARIOS: &[&str] = &[
     "selftest-image",
     "selftest-passthrough",
     "inject-linux",
+    "integrity-verify",
+    "integrity-kill",
 ];
 
 /// One scenario's line in target/rig/logs/summary.tsv, plus its log.
@@ -249,4 +251,24 @@ fn fault_injection_under_linux() {
     ] {
         assert_log_line("inject-linux", log, needle);
     }
+}
+fn integrity_verify_two_disks_concurrent_ncq() {
+    let log = passed("integrity-verify");
+    for needle in [
+        "ok: NCQ on (queue depth > 1)",
+        "ok: L2 read back every region intact",
+        "ok: a.img holds every region L2 verified",
+        "ok: b.img holds every region L2 verified",
+        "ok: port 0 ran queued commands concurrently, without errors",
+        "ok: port 1 ran queued commands concurrently, without errors",
+    ] {
+        assert_log_line("integrity-verify", log, needle);
+    }
+}
+
+#[test]
+fn integrity_kill_loses_nothing_flushed() {
+    let log = passed("integrity-kill");
+    assert_log_line("integrity-kill", log, "ok: satavm killed with SIGKILL");
+    assert_log_line("integrity-kill", log, "flushed blocks are intact");
 }

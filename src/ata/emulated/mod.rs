@@ -18,7 +18,8 @@
 //! its own registers as well); writes or TRIM on a read-only drive: ABRT; unknown or
 //! unsupported commands: ABRT. A non-queued command while queued commands are outstanding is
 //! aborted (the outstanding ones continue); in the NCQ error state (after a queued command
-//! failed) new queued commands are aborted until log page 10h is read.
+//! failed, or a queued command came with a tag already in use) new queued commands are aborted
+//! until log page 10h is read.
 
 pub mod backend;
 mod commands;
@@ -40,8 +41,10 @@ use crate::sata::{
 
 use super::command::{opcode, protocol, Protocol};
 use super::identify::TransferMode;
+use super::log::NcqError;
 use super::registers::control;
-use super::taskfile::{d2h_abort, signature, FpdmaCommand, Taskfile};
+use super::registers::error as ata_error;
+use super::taskfile::{d2h_abort, signature, FpdmaCommand, Taskfile, STATUS_ERROR};
 use backend::Image;
 use worker::{ncq_accepted, Kind, Op, Shared};
 
@@ -219,15 +222,29 @@ impl EmulatedDrive {
             // NCQ NON-DATA, SEND/RECEIVE FPDMA QUEUED are not offered (IDENTIFY word 77).
             _ => return Self::abort(slot),
         };
-        let tag = FpdmaCommand::decode(tf).tag;
-        let bit = 1u32 << tag;
+        let f = FpdmaCommand::decode(tf);
+        let bit = 1u32 << f.tag;
         let mut st = self.shared.lock();
-        if st.ncq_error.is_some() || st.nonqueued_active.is_some() || st.ncq_active & bit != 0 {
+        if st.ncq_error.is_some() || st.nonqueued_active.is_some() {
+            return Self::abort(slot);
+        }
+        if st.ncq_active & bit != 0 {
+            // A tag already in use is a malformed queued command (SATA 2.6 13.5.2, SATA-IO
+            // interoperability test NCQ-04): Register D2H with ERR and ABRT, I = 1, and the
+            // NCQ error state naming the tag, which aborts the outstanding queued commands.
+            st.enter_ncq_error(NcqError {
+                tag: f.tag,
+                status: STATUS_ERROR,
+                error: ata_error::ABRT,
+                lba: f.lba,
+                device: tf.device,
+                count: tf.count,
+            });
             return Self::abort(slot);
         }
         st.ncq_active |= bit;
         let kind = Kind::Queued {
-            tag,
+            tag: f.tag,
             count: tf.count,
             device: tf.device,
         };

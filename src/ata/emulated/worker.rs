@@ -95,6 +95,17 @@ pub struct State {
     pub ncq_error: Option<NcqError>,
 }
 
+impl State {
+    /// A queued command failed (SATA 3.x 13.6.5): every other outstanding queued command is
+    /// aborted (none of them is reported; a chunk of I/O in progress finishes) and queued
+    /// commands are refused until log page 10h, which reports `error`, is read.
+    pub fn enter_ncq_error(&mut self, error: NcqError) {
+        self.ncq_error = Some(error);
+        self.ncq_epoch += 1;
+        self.ncq_active = 0;
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Shared {
@@ -376,7 +387,7 @@ impl Shared {
                             (None, Op::Read { lba, .. } | Op::Write { lba, .. }) => lba,
                             (None, _) => 0,
                         };
-                        st.ncq_error = Some(NcqError {
+                        st.enter_ncq_error(NcqError {
                             tag,
                             status: STATUS_ERROR,
                             error: f.error,
@@ -384,8 +395,6 @@ impl Shared {
                             device,
                             count,
                         });
-                        st.ncq_epoch += 1;
-                        st.ncq_active = 0;
                         vec![Fis::SetDeviceBits(SetDeviceBits {
                             interrupt: true,
                             status: SDB_GOOD | status::ERR,
