@@ -252,6 +252,8 @@ fn fault_injection_under_linux() {
         assert_log_line("inject-linux", log, needle);
     }
 }
+
+#[test]
 fn integrity_verify_two_disks_concurrent_ncq() {
     let log = passed("integrity-verify");
     for needle in [
