@@ -410,7 +410,20 @@ impl SataDevice for PassthroughDrive {
                 return self.refuse(slot, fis, "NCQ error state: log page 10h not read yet")
             }
             Some(t) if self.active_tags & (1 << t) != 0 => {
-                return self.refuse(slot, fis, "NCQ tag already in use")
+                // A tag already in use is a malformed queued command (SATA 2.6 13.5.2,
+                // SATA-IO NCQ-04): ERR/ABRT, and the NCQ error state naming the tag, which
+                // aborts the outstanding queued commands — as the emulated drive answers.
+                log::warn!(
+                    "{}: guest reused NCQ tag {t} while it was in flight; NCQ error state",
+                    self.path.display()
+                );
+                self.abort_queued();
+                let mut regs = fises::synthetic_error(error::ABRT);
+                regs.lba = fis.lba;
+                regs.count = fis.count;
+                regs.device = fis.device;
+                self.ncq_error = Some(NcqErrorRecord { tag: t, regs });
+                return complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::ABRT))]);
             }
             // (In the NCQ error state the guest must be able to read log page 10h.)
             None if self.active_tags != 0 && self.ncq_error.is_none() => {

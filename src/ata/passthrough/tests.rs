@@ -682,3 +682,34 @@ fn the_bad_lba_is_completed_from_the_failing_host_command_when_sg_cut_the_sense(
     assert_eq!(c[0].bytes_transferred, 512 * 512);
     assert_eq!(r.guest_bytes(&dp)[..512 * 512], r.disk(0, 512)[..]);
 }
+
+#[test]
+fn a_reused_ncq_tag_is_an_ncq_error_naming_that_tag() {
+    let mut r = rig();
+    r.fake.with(|s| {
+        s.gated.insert(500);
+    });
+    let first = r.data(0x20_0000, 4096);
+    r.drive.submit(3, &cmd(0x60, 8, 3 << 3, 500), first.clone());
+    r.wait_events(|s| s.events.contains(&"start 500".to_string()));
+    // Tag 3 again, from another slot, while the first is on the host.
+    let dp = r.data(0x1000, 4096);
+    let c = immediate(r.drive.submit(7, &cmd(0x60, 8, 3 << 3, 0x40), dp));
+    assert_eq!(only_d2h(&c).error, 0x04, "ABRT");
+    assert_eq!(only_d2h(&c).status & 1, 1, "ERR");
+    // The outstanding command is aborted: never reported, its data never delivered.
+    r.fake.release(500);
+    r.wait_events(|s| s.events.contains(&"end 500".to_string()));
+    std::thread::sleep(Duration::from_millis(20));
+    let _ = r.notifier.read();
+    assert!(r.drive.poll_completions().is_empty());
+    assert!(r.guest_bytes(&first).iter().all(|b| *b == 0));
+    // Log page 10h names tag 3 with ABRT.
+    let dp = r.data(0x8000, 512);
+    r.drive.submit(0, &cmd(0x2f, 0, 1, 0x10), dp.clone());
+    r.wait(1);
+    let page = r.guest_bytes(&dp);
+    assert_eq!(page[0], 3, "NQ clear, tag 3");
+    assert_eq!(page[3], 0x04);
+    assert_eq!(page.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+}
