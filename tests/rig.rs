@@ -281,5 +281,9 @@ fn integrity_kill_loses_nothing_flushed() {
 fn passthrough_drive_vanishing() {
     let log = passed("pt-vanish");
     assert_log_line("pt-vanish", log, "ok: satavm said the drive vanished");
-    assert_log_line("pt-vanish", log, "ok: L2's reads failed after the unplug (no hang)");
+    assert_log_line(
+        "pt-vanish",
+        log,
+        "ok: L2's reads failed after the unplug (no hang)",
+    );
 }
