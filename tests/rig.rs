@@ -28,8 +28,6 @@ const SCENARIOS: &[&str] = &[
     "inject-linux",
     "integrity-verify",
     "integrity-kill",
-    // Deletes the faulty drive from L1: last.
-    "pt-vanish",
 ];
 
 /// One scenario's line in target/rig/logs/summary.tsv, plus its log.
@@ -275,15 +273,4 @@ fn integrity_kill_loses_nothing_flushed() {
     let log = passed("integrity-kill");
     assert_log_line("integrity-kill", log, "ok: satavm killed with SIGKILL");
     assert_log_line("integrity-kill", log, "flushed blocks are intact");
-}
-
-#[test]
-fn passthrough_drive_vanishing() {
-    let log = passed("pt-vanish");
-    assert_log_line("pt-vanish", log, "ok: satavm said the drive vanished");
-    assert_log_line(
-        "pt-vanish",
-        log,
-        "ok: L2's reads failed after the unplug (no hang)",
-    );
 }
