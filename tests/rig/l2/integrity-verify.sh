@@ -12,7 +12,13 @@ for arg in $(cat /proc/cmdline); do
     rig.regions=*) regions=${arg#rig.regions=} ;;
     esac
 done
-disks="sda sdb"
+# The two disks probe in parallel: order them by model (A, then B), not by name.
+disks=
+for m in INTEGRITY-A INTEGRITY-B; do
+    for d in sda sdb; do
+        [ "$(tr -d ' ' <"/sys/block/$d/device/model")" = "$m" ] && disks="$disks $d"
+    done
+done
 for d in $disks; do
     echo "@@L2 $d model=$(cat /sys/block/$d/device/model) queue_depth=$(cat /sys/block/$d/device/queue_depth)"
     head -c $((reg << 20)) /dev/urandom >/tmp/src.$d || exit 1

@@ -8,11 +8,11 @@ rig_run_l2 l2.out --memory 512 --cmdline "$(rig_l2_cmdline ahci-two-disks)" \
 rc=$?
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc"
 rig_expect l2.out 'ahci .*32 slots 2 ports' "ahci sees 2 ports"
-rig_expect l2.out '^@@L2 sda model=DISK-A' "port 0 is disk A"
-rig_expect l2.out '^@@L2 sdb model=DISK-B' "port 1 is disk B"
+rig_expect l2.out '^@@L2 sd[ab] model=DISK-A' "L2 sees disk A"
+rig_expect l2.out '^@@L2 sd[ab] model=DISK-B' "L2 sees disk B"
 for d in a b; do
-    sum=$(sed -n "s/^@@L2 sd$d=ok \([0-9a-f]*\).*/\1/p" l2.out | tr -d '\r')
-    [ -n "$sum" ] || rig_fail "L2 could not read back sd$d"
+    sum=$(sed -n "s/^@@L2 $d=ok \([0-9a-f]*\).*/\1/p" l2.out | tr -d '\r')
+    [ -n "$sum" ] || rig_fail "L2 could not read back disk $d"
     got=$(dd if=$d.img bs=64k count=64 2>/dev/null | md5sum | cut -d' ' -f1)
     [ "$got" = "$sum" ] || rig_fail "$d.img holds $got, L2 wrote $sum"
     rig_ok "$d.img holds what L2 wrote"

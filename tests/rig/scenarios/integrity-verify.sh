@@ -12,13 +12,16 @@ rig_run_l2 l2.out --memory 512 \
     --disk path=a.img,model=INTEGRITY-A --disk path=b.img,model=INTEGRITY-B
 rc=$?
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc"
-rig_expect l2.out '^@@L2 sda model=INTEGRITY-A' "port 0 is disk A"
-rig_expect l2.out '^@@L2 sdb model=INTEGRITY-B *queue_depth=(3[0-2]|[12][0-9]|[2-9])$' "NCQ on (queue depth > 1)"
+rig_expect l2.out '^@@L2 sd[ab] model=INTEGRITY-A' "L2 sees disk A"
+rig_expect l2.out '^@@L2 sd[ab] model=INTEGRITY-B *queue_depth=(3[0-2]|[12][0-9]|[2-9])$' "NCQ on (queue depth > 1)"
 rig_expect l2.out '^@@L2 integrity checked=[0-9]+ mismatches=0 ' "L2 read back every region intact"
 rig_expect l2.out '^@@L2 END integrity-verify rc=0' "L2 script succeeded"
 tr -d '\r' <l2.out | grep -q 'MISMATCH' && rig_fail "a region read back wrong"
 # The final state of every region, as L2 verified it in phase 3, must be on the images.
-for pair in "sda a" "sdb b"; do
+# The disks probe in parallel in L2: which of sda/sdb is which image, by model.
+dev_a=$(tr -d '\r' <l2.out | sed -n 's/^@@L2 \(sd[ab]\) model=INTEGRITY-A.*/\1/p' | head -n 1)
+dev_b=$(tr -d '\r' <l2.out | sed -n 's/^@@L2 \(sd[ab]\) model=INTEGRITY-B.*/\1/p' | head -n 1)
+for pair in "$dev_a a" "$dev_b b"; do
     set -- $pair
     r=0
     while [ "$r" -lt "$regions" ]; do
