@@ -1,5 +1,6 @@
 //! The vCPU threads: KVM_RUN and the exits they handle.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -69,11 +70,31 @@ pub struct ExitCounters {
     pub pio_out: AtomicU64,
     /// Every other return from KVM_RUN (signals, system events, ...).
     pub other: AtomicU64,
+    /// Port accesses (IN and OUT) by port number, to name the busiest ones in the summary.
+    pio_ports: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl ExitCounters {
     fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_pio(&self, counter: &AtomicU64, port: u16) {
+        Self::count(counter);
+        let mut ports = self.pio_ports.lock().unwrap_or_else(|e| e.into_inner());
+        *ports.entry(port).or_default() += 1;
+    }
+
+    /// The `n` most used I/O ports, busiest first: `0x3fd x 120, 0x70 x 4`.
+    fn busiest_ports(&self, n: usize) -> String {
+        let ports = self.pio_ports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(u16, u64)> = ports.iter().map(|(p, c)| (*p, *c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.iter()
+            .take(n)
+            .map(|(p, c)| format!("{p:#x} x {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// One line for the user: `vCPU exits: N (MMIO R reads, W writes; PIO I in, O out; X other)`.
@@ -86,8 +107,13 @@ impl ExitCounters {
             get(&self.pio_out),
             get(&self.other),
         );
+        let busiest = if i + o > 0 {
+            format!(" [busiest ports: {}]", self.busiest_ports(3))
+        } else {
+            String::new()
+        };
         format!(
-            "vCPU exits: {} (MMIO {r} reads, {w} writes; PIO {i} in, {o} out; {x} other)",
+            "vCPU exits: {} (MMIO {r} reads, {w} writes; PIO {i} in, {o} out; {x} other){busiest}",
             r + w + i + o + x
         )
     }
@@ -108,12 +134,12 @@ pub fn run(
     loop {
         let outcome = match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
-                ExitCounters::count(&counters.pio_in);
+                counters.count_pio(&counters.pio_in, port);
                 bus.pio_read(port, data);
                 None
             }
             Ok(VcpuExit::IoOut(port, data)) => {
-                ExitCounters::count(&counters.pio_out);
+                counters.count_pio(&counters.pio_out, port);
                 bus.pio_write(port, data);
                 None
             }
