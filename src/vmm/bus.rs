@@ -3,9 +3,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vm_superio::I8042Device;
-
 use super::cmos::{self, Cmos};
+use super::i8042::I8042;
 use super::serial::{EventFdTrigger, SerialDevice, COM1_BASE, COM1_PORTS};
 use super::vcpu::{ExitSignal, VmExit};
 use crate::pci::PciRoot;
@@ -27,7 +26,7 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The devices vCPUs reach through exits.
 pub struct IoBus {
     pub serial: Arc<Mutex<SerialDevice>>,
-    pub i8042: Mutex<I8042Device<EventFdTrigger>>,
+    pub i8042: Mutex<I8042<EventFdTrigger>>,
     pub cmos: Mutex<Cmos>,
     pub pci: Mutex<PciRoot>,
     pub exit: Arc<ExitSignal>,

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod bus;
 pub mod cmos;
 pub mod cpu;
+pub mod i8042;
 pub mod interrupts;
 pub mod layout;
 pub mod mptable;
@@ -21,7 +22,7 @@ use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_
 use kvm_ioctls::{Kvm, VmFd};
 use thiserror::Error;
 use vm_memory::{GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, GuestMemoryRegion};
-use vm_superio::{I8042Device, Serial};
+use vm_superio::Serial;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::pci::PciRoot;
@@ -249,7 +250,7 @@ pub fn run(
 
     let bus = Arc::new(IoBus {
         serial,
-        i8042: Mutex::new(I8042Device::new(EventFdTrigger(reset))),
+        i8042: Mutex::new(i8042::I8042::new(EventFdTrigger(reset))),
         cmos: Mutex::new(cmos::Cmos::default()),
         pci: Mutex::new(pci),
         exit: exit.clone(),
