@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use satavm::ahci::sdb_aggregation::AggregationMode;
 use satavm::ata::inject::{parse_file, Rule};
 use satavm::disk_spec::DiskSpec;
 use satavm::firmware::SELFTEST_ELF;
@@ -77,6 +79,12 @@ struct Cli {
     /// leaves undefined; without it such things are logged as warnings, once per rule.
     #[arg(long)]
     strict: bool,
+    /// NCQ completion aggregation: `auto` holds successful queued completions back while the
+    /// guest keeps issuing commands and reports them in one Set Device Bits FIS (one
+    /// interrupt), the window learned from the guest's speed and at most 4 ms; `auto:US` caps
+    /// the window at US microseconds; `off` reports each completion at once.
+    #[arg(long, value_name = "auto|auto:US|off", default_value = "auto", value_parser = parse_aggregation)]
+    ncq_aggregation: AggregationMode,
     /// A fault injection rule (repeatable); see below.
     #[arg(long = "inject", value_name = "RULE")]
     inject: Vec<Rule>,
@@ -132,6 +140,27 @@ fn tracer(cli: &Cli) -> Result<Tracer, String> {
         _ => {}
     }
     Ok(Tracer::new(sinks))
+}
+
+/// The default cap of the aggregation window.
+const AGGREGATION_MAX_WINDOW: Duration = Duration::from_millis(4);
+
+/// `--ncq-aggregation auto|auto:US|off`.
+fn parse_aggregation(s: &str) -> Result<AggregationMode, String> {
+    match s.split_once(':') {
+        None if s == "off" => Ok(AggregationMode::Off),
+        None if s == "auto" => Ok(AggregationMode::Auto {
+            max_window: AGGREGATION_MAX_WINDOW,
+        }),
+        Some(("auto", us)) => match us.parse::<u64>() {
+            Ok(0) => Ok(AggregationMode::Off),
+            Ok(us) if us <= 1_000_000 => Ok(AggregationMode::Auto {
+                max_window: Duration::from_micros(us),
+            }),
+            _ => Err(format!("{us}: a window in microseconds, at most 1000000")),
+        },
+        _ => Err(format!("{s}: expected auto, auto:MICROSECONDS or off")),
+    }
 }
 
 /// --inject rules, then those of each --inject-file.
@@ -202,6 +231,7 @@ fn main() -> ExitCode {
             tracer,
             strict: cli.strict,
             inject,
+            aggregation: cli.ncq_aggregation,
         },
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("satavm: {e}");

@@ -777,3 +777,115 @@ fn register_access_widths() {
     t.f.bar_read(0, 0, &mut q);
     assert_eq!(q, [0; 8]);
 }
+
+/// A guest whose register accesses are `gap` apart (the ports learn their aggregation window,
+/// 8 gaps, from it).
+fn pace(t: &mut TestHba, gap: std::time::Duration) {
+    for _ in 0..40 {
+        t.read(hba::IS);
+        std::thread::sleep(gap);
+    }
+}
+
+/// Issue eight NCQ reads at once and let the drive finish them (process_completions, which
+/// is not a register access, collects them) for `settle`.
+fn eight_queued_reads(t: &mut TestHba, settle: std::time::Duration) -> u32 {
+    for tag in 0..8u8 {
+        let fis = fpdma(opcode::READ_FPDMA_QUEUED, tag, 8 * u64::from(tag), 8);
+        t.prepare(0, tag, &fis, &[(DATA + u64::from(tag) * 0x1000, 4096)], 0);
+    }
+    let all = 0xff;
+    t.px_write(0, px::SACT, all);
+    t.px_write(0, px::CI, all);
+    let until = std::time::Instant::now() + settle;
+    while std::time::Instant::now() < until {
+        t.f.process_completions();
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    all
+}
+
+#[test]
+fn ncq_aggregation_reports_held_completions_in_one_sdb_fis() {
+    use satavm::ahci::sdb_aggregation::AggregationMode;
+    use std::time::{Duration, Instant};
+    let mut t = TestHba::new(1);
+    enable_msi(&mut t, 0);
+    t.f.set_aggregation(AggregationMode::Auto {
+        max_window: Duration::from_millis(200),
+    });
+    t.start_port(0);
+    // 3 ms between accesses: a 24 ms window, time enough for the drive to finish all eight.
+    pace(&mut t, Duration::from_millis(3));
+    let before = msis(&t).len();
+    let all = eight_queued_reads(&mut t, Duration::from_millis(8));
+    let deadline = t.f.aggregation_deadline().expect("completions are held");
+    assert!(
+        Instant::now() < deadline,
+        "the test was too slow to see the hold"
+    );
+    assert_eq!(
+        t.px_read(0, px::SACT),
+        all,
+        "held commands stay outstanding"
+    );
+    assert_eq!(t.px_read(0, px::IS) & pxis::SDBS, 0, "no SDB FIS yet");
+    assert_eq!(msis(&t).len(), before, "no interrupt yet");
+    // (The window follows the guest's pace: this loop's quick reads shorten it.)
+    t.wait_until(|t| t.px_read(0, px::SACT) == 0);
+    match t.rfis(0, rfis::SDBFIS, 8) {
+        Fis::SetDeviceBits(s) => assert_eq!(s.sactive, all, "one SDB FIS for all eight"),
+        f => panic!("{f:?}"),
+    }
+    assert_eq!(msis(&t).len(), before + 1, "one interrupt for all eight");
+    let stats = &t.f.port_stats()[0];
+    assert_eq!(
+        (stats.aggregated_sdbs, stats.aggregated_completions),
+        (1, 8)
+    );
+    assert_eq!(t.f.aggregation_deadline(), None);
+    assert_eq!(t.px_read(0, px::IS) & pxis::FATAL, 0);
+}
+
+#[test]
+fn ncq_aggregation_drops_held_completions_when_the_engine_stops() {
+    use satavm::ahci::sdb_aggregation::AggregationMode;
+    use std::time::Duration;
+    let mut t = TestHba::new(1);
+    t.f.set_aggregation(AggregationMode::Auto {
+        max_window: Duration::from_millis(200),
+    });
+    t.start_port(0);
+    pace(&mut t, Duration::from_millis(3));
+    eight_queued_reads(&mut t, Duration::from_millis(8));
+    assert!(t.f.aggregation_deadline().is_some(), "completions are held");
+    t.px_clear(0, px::CMD, pxcmd::ST);
+    assert_eq!(t.px_read(0, px::SACT), 0);
+    assert_eq!(
+        t.f.aggregation_deadline(),
+        None,
+        "dropped with the commands"
+    );
+    t.px_write(0, px::IS, u32::MAX);
+    std::thread::sleep(Duration::from_millis(30));
+    t.f.process_completions();
+    assert_eq!(t.px_read(0, px::IS), 0, "nothing reported after the stop");
+    // The port works again, and an error completion is never held.
+    t.start_port(0);
+    t.run(
+        0,
+        0,
+        &h2d(opcode::READ_DMA_EXT, 0, 8),
+        &[(DATA, 4096)],
+        false,
+    );
+    t.issue(
+        0,
+        1,
+        &fpdma(opcode::READ_FPDMA_QUEUED, 1, LAST, 8),
+        &[(DATA, 4096)],
+        false,
+    );
+    t.wait_until(|t| t.px_read(0, px::IS) & pxis::TFES != 0);
+    assert_eq!(t.f.aggregation_deadline(), None);
+}

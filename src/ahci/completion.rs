@@ -3,7 +3,7 @@
 //! PRDBC is written back; a failed command halts the port (6.2.2.1).
 
 use super::command;
-use super::port::Port;
+use super::port::{InFlight, Port};
 use super::regs::{pxis, pxtfd};
 use crate::ata::registers::status;
 use crate::sata::fis::SDB_STATUS_MASK;
@@ -103,6 +103,23 @@ pub(super) fn apply(port: &mut Port, done: Vec<Completion>) {
     if let Some(s) = sdb {
         receive_sdb(port, &s);
     }
+}
+
+/// A completion [`super::sdb_aggregation`] may hold back: a queued command that ended well,
+/// with nothing to report but its SDB FIS (no error, no interrupting FIS, no PRD interrupt,
+/// no data-path error).
+pub(super) fn holdable(in_flight: &[Option<InFlight>], c: &Completion) -> bool {
+    let Some(Some(record)) = in_flight.get(usize::from(c.slot)) else {
+        return false;
+    };
+    record.ncq
+        && !record.prd_interrupt
+        && record.data.first_error().is_none()
+        && c.fises.iter().all(|f| match f {
+            Fis::SetDeviceBits(s) => s.status & status::ERR == 0,
+            Fis::DmaSetup(d) => !d.interrupt,
+            _ => false,
+        })
 }
 
 /// Fold `next` into the SDB FIS collected so far: SActive bits OR together, and the status

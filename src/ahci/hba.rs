@@ -127,6 +127,21 @@ impl Hba {
         (p < 32 && self.pi & (1 << p) != 0).then_some((p, rel % reg::PORT_SIZE))
     }
 
+    /// A guest access to an HBA register at `now` (ports learn the guest's pace from it).
+    pub fn note_access(&mut self, now: std::time::Instant) {
+        for p in &mut self.ports {
+            p.note_access(now);
+        }
+    }
+
+    /// The earliest time a port has held completions due.
+    pub fn aggregation_deadline(&self) -> Option<std::time::Instant> {
+        self.ports
+            .iter()
+            .filter_map(|p| p.aggregation_deadline())
+            .min()
+    }
+
     /// Collect device completions on every port.
     pub fn process_completions(&mut self) {
         for p in &mut self.ports {

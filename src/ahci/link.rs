@@ -42,6 +42,8 @@ impl Port {
             return;
         }
         self.phy_lost = true;
+        // Completions held for an SDB FIS are lost with the link, like the commands in flight.
+        self.aggregation.clear();
         self.stats.link_drops += 1;
         self.raise(pxis::PRCS);
         self.set_serr(pxserr::DIAG_N | pxserr::ERR_C);

@@ -6,6 +6,7 @@
 //! - [`command`]: command headers, command tables and PRDTs in guest memory.
 //! - [`completion`]: what a finished command does to its port.
 //! - [`rfis`]: the received-FIS area.
+//! - [`sdb_aggregation`]: when queued completions are reported (one SDB FIS for several).
 //! - [`pci_function`]: [`AhciFunction`], the PCI function the VMM plugs into its PCI bus.
 //!
 //! Each port talks to its device only through [`crate::sata::SataDevice`]: Register H2D FISes
@@ -23,6 +24,7 @@ pub mod port;
 mod port_checks;
 pub mod regs;
 pub mod rfis;
+pub mod sdb_aggregation;
 
 pub use pci_function::{AhciFunction, Observers};
 
@@ -45,4 +47,7 @@ pub struct PortStats {
     pub errors: u64,
     /// Port resets: COMRESETs through PxSCTL and HBA resets.
     pub resets: u64,
+    /// SDB FISes that reported several held queued completions, and how many they reported.
+    pub aggregated_sdbs: u64,
+    pub aggregated_completions: u64,
 }

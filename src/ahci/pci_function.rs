@@ -146,7 +146,37 @@ impl AhciFunction {
 
     /// Per-port statistics.
     pub fn port_stats(&self) -> Vec<PortStats> {
-        self.hba.ports.iter().map(|p| p.stats.clone()).collect()
+        self.hba
+            .ports
+            .iter()
+            .map(|p| PortStats {
+                aggregated_sdbs: p.aggregation.batches,
+                aggregated_completions: p.aggregation.batched,
+                ..p.stats.clone()
+            })
+            .collect()
+    }
+
+    /// How every port aggregates queued completions (off unless set; see
+    /// [`super::sdb_aggregation`]).
+    pub fn set_aggregation(&mut self, mode: super::sdb_aggregation::AggregationMode) {
+        for p in &mut self.hba.ports {
+            p.set_aggregation(mode);
+        }
+    }
+
+    /// Report every held completion now (aggregation was turned off).
+    pub fn flush_held(&mut self) {
+        for p in &mut self.hba.ports {
+            p.flush_held();
+        }
+        self.update_interrupts();
+    }
+
+    /// When a port's held completions are due: the VMM calls [`Self::process_completions`]
+    /// then (a timer), or tests do.
+    pub fn aggregation_deadline(&self) -> Option<std::time::Instant> {
+        self.hba.aggregation_deadline()
     }
 
     /// GHC.MRSM (3.1.2): MSI is on with fewer vectors than asked for, so every port shares
@@ -260,6 +290,7 @@ impl PciFunction for AhciFunction {
 
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
         if bar == ABAR {
+            self.hba.note_access(std::time::Instant::now());
             self.abar_read(offset, data);
         } else {
             data.fill(0);
@@ -268,6 +299,7 @@ impl PciFunction for AhciFunction {
 
     fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
         if bar == ABAR {
+            self.hba.note_access(std::time::Instant::now());
             self.abar_write(offset, data);
         }
     }

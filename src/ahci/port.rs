@@ -7,11 +7,13 @@
 //! How a finished command's FISes change the port lives in [`super::completion`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::checks::{Rule, SpecChecks};
 use super::command::{self, FetchError};
 use super::regs::{port as reg, pxcmd, pxis, pxserr, pxtfd, scr, COMMAND_SLOTS, SIG_RESET};
 use super::rfis;
+use super::sdb_aggregation::{AggregationMode, SdbAggregation};
 use super::PortStats;
 use crate::mem::GuestMemory;
 use crate::sata::{Completion, DataPath, Fis, RegisterD2h, SataDevice, Submission};
@@ -79,6 +81,8 @@ pub struct Port {
     pub(super) sact_since_ci: u32,
     pub(super) tracer: Tracer,
     pub(super) checks: Arc<SpecChecks>,
+    /// Successful queued completions held back to share one SDB FIS.
+    pub(super) aggregation: SdbAggregation,
 }
 
 impl std::fmt::Debug for Port {
@@ -151,6 +155,7 @@ impl Port {
             sact_since_ci: 0,
             tracer,
             checks,
+            aggregation: SdbAggregation::default(),
         };
         p.power_on_reset();
         p
@@ -170,7 +175,7 @@ impl Port {
         self.ci = 0;
         self.sntf = 0;
         self.issued = 0;
-        self.in_flight = Default::default();
+        self.drop_in_flight();
         self.halted = false;
         self.new_events = 0;
         self.sact_since_ci = 0;
@@ -179,6 +184,22 @@ impl Port {
         // FIS reception (until then they read 7Fh and FFFFFFFFh, as AHCI 3.3.8/3.3.9 allow for
         // a signature that has not arrived yet, and as QEMU's ahci-test expects).
         self.signature_pending = Some(self.device.comreset());
+    }
+
+    /// Forget every command the device held, with any completions held back for aggregation.
+    pub(super) fn drop_in_flight(&mut self) {
+        self.in_flight = Default::default();
+        self.aggregation.clear();
+    }
+
+    /// How this port aggregates queued completions (see [`super::sdb_aggregation`]).
+    pub fn set_aggregation(&mut self, mode: AggregationMode) {
+        self.aggregation.set_mode(mode);
+    }
+
+    /// A guest access to any HBA register, to learn how fast the guest runs.
+    pub(super) fn note_access(&mut self, now: Instant) {
+        self.aggregation.note_access(now);
     }
 
     /// GHC.HR: reset the port as part of an HBA reset.
@@ -350,7 +371,7 @@ impl Port {
     /// once nothing is in flight (at once: [`SataDevice::abort_all`] is synchronous).
     fn stop_engine(&mut self) {
         self.device.abort_all();
-        self.in_flight = Default::default();
+        self.drop_in_flight();
         self.ci = 0;
         self.sact = 0;
         self.issued = 0;
@@ -371,7 +392,7 @@ impl Port {
                 // 10.4.2: PxTFD.STS reads 7Fh and PxSSTS.DET 0 while COMRESET is asserted.
                 self.link = Link::Down;
                 self.tfd = pxtfd::RESET;
-                self.in_flight = Default::default();
+                self.drop_in_flight();
                 self.signature_pending = None;
                 self.stats.resets += 1;
                 self.tracer.emit(|| {
@@ -444,6 +465,9 @@ impl Port {
         let new = ones & !self.ci;
         self.ci |= new;
         self.issued |= new;
+        if new != 0 {
+            self.aggregation.note_issue(Instant::now());
+        }
         self.issue_pending();
     }
 
@@ -535,7 +559,9 @@ impl Port {
         match self.device.submit(slot, &cmd.fis, data) {
             Submission::Complete(c) => {
                 self.track(slot, record);
-                self.complete(vec![c]);
+                // Reported at once: this runs on the vCPU's write of PxCI, where nothing
+                // would come back to report a held completion later.
+                super::completion::apply(self, vec![c]);
             }
             Submission::Pending { accepted } => {
                 self.track(slot, record);
@@ -571,19 +597,50 @@ impl Port {
         self.stats.ncq_peak_depth = self.stats.ncq_peak_depth.max(depth);
     }
 
-    /// Collect the device's completions and apply them (called when its notifier fired).
+    /// Collect the device's completions and apply them (called when its notifier fired), and
+    /// report held completions whose time has come.
     pub fn process_completions(&mut self) {
         self.poll_link();
         let done = self.device.poll_completions();
         if !done.is_empty() {
             self.complete(done);
         }
+        self.report_held(Instant::now());
         self.issue_pending();
     }
 
-    /// Apply finished commands; see [`super::completion`].
+    /// When held completions are due (the VMM arms a timer for it), if any are held.
+    pub fn aggregation_deadline(&self) -> Option<Instant> {
+        self.aggregation.deadline()
+    }
+
+    /// Report held completions if their deadline passed by `now`.
+    pub fn report_held(&mut self, now: Instant) {
+        let due = self.aggregation.due(now);
+        if !due.is_empty() {
+            super::completion::apply(self, due);
+        }
+    }
+
+    /// Report every held completion now.
+    pub fn flush_held(&mut self) {
+        let held = self.aggregation.take_all();
+        if !held.is_empty() {
+            super::completion::apply(self, held);
+        }
+    }
+
+    /// Apply finished commands, or hold plain queued ones back; see [`super::completion`]
+    /// and [`super::sdb_aggregation`].
     fn complete(&mut self, done: Vec<Completion>) {
-        super::completion::apply(self, done);
+        let in_flight = &self.in_flight;
+        let now = Instant::now();
+        let report = self
+            .aggregation
+            .offer(now, done, |c| super::completion::holdable(in_flight, c));
+        if !report.is_empty() {
+            super::completion::apply(self, report);
+        }
     }
 }
 

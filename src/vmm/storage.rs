@@ -3,12 +3,15 @@
 //! stops the VM through its [`super::ExitSignal`]), fault injection around each drive, and
 //! statistics at exit and on SIGUSR1.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use thiserror::Error;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -16,6 +19,7 @@ use super::interrupts::KvmInterrupts;
 use super::layout::{PCI_INTX_GSI, PCI_MMIO_START};
 use super::{DeviceContext, VmExit};
 use crate::ahci::checks::{SpecChecks, Violation, ViolationHook};
+use crate::ahci::sdb_aggregation::AggregationMode;
 use crate::ahci::{AhciFunction, Observers, PortStats};
 use crate::ata::inject::{InjectingDevice, Rule};
 use crate::ata::names::opcode_name;
@@ -49,7 +53,7 @@ pub enum StorageError {
     },
     #[error("completion eventfd: {0}")]
     Io(#[from] std::io::Error),
-    #[error("SIGUSR1 signalfd: {0}")]
+    #[error("SIGUSR1 signalfd or completion timer: {0}")]
     Signal(#[from] nix::Error),
 }
 
@@ -62,12 +66,59 @@ pub struct StorageOptions {
     pub strict: bool,
     /// Fault injection rules.
     pub inject: Vec<Rule>,
+    /// How ports hold queued completions back to report several in one SDB FIS.
+    pub aggregation: AggregationMode,
 }
 
-/// Runs `process_completions` whenever a drive signals that commands finished.
+/// Runs `process_completions` whenever a drive signals that commands finished, and when
+/// completions a port held back for one SDB FIS are due (`timer`, armed for the earliest
+/// port's deadline; see [`crate::ahci::sdb_aggregation`]).
 struct CompletionPump {
     ahci: Arc<Mutex<AhciFunction>>,
     notifier: CompletionNotifier,
+    timer: TimerFd,
+}
+
+impl CompletionPump {
+    fn new(ahci: Arc<Mutex<AhciFunction>>, notifier: CompletionNotifier) -> nix::Result<Self> {
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        Ok(Self {
+            ahci,
+            notifier,
+            timer,
+        })
+    }
+
+    fn pump(&mut self) {
+        let deadline = {
+            let mut ahci = self.ahci.lock().unwrap_or_else(|e| e.into_inner());
+            ahci.process_completions();
+            ahci.aggregation_deadline()
+        };
+        let armed = match deadline {
+            Some(at) => {
+                // At least 1 ns: a zero expiration would disarm the timer.
+                let wait = at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_nanos(1));
+                self.timer.set(
+                    Expiration::OneShot(TimeSpec::from_duration(wait)),
+                    TimerSetTimeFlags::empty(),
+                )
+            }
+            None => self.timer.unset(),
+        };
+        if let Err(e) = armed {
+            // Without the timer, held completions would wait for the next one: stop holding.
+            log::error!("AHCI: completion timer: {e}; NCQ aggregation off");
+            let mut ahci = self.ahci.lock().unwrap_or_else(|e| e.into_inner());
+            ahci.set_aggregation(AggregationMode::Off);
+            ahci.flush_held();
+        }
+    }
 }
 
 impl MutEventSubscriber for CompletionPump {
@@ -75,15 +126,23 @@ impl MutEventSubscriber for CompletionPump {
         if let Err(e) = ops.add(Events::new(&*self.notifier, EventSet::IN)) {
             log::error!("AHCI: cannot watch drive completions: {e:?}");
         }
+        if let Err(e) = ops.add(Events::new_raw(
+            self.timer.as_fd().as_raw_fd(),
+            EventSet::IN,
+        )) {
+            log::error!("AHCI: cannot watch the completion timer: {e:?}; NCQ aggregation off");
+            let mut ahci = self.ahci.lock().unwrap_or_else(|e| e.into_inner());
+            ahci.set_aggregation(AggregationMode::Off);
+        }
     }
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         if events.fd() == self.notifier.as_raw_fd() {
             let _ = self.notifier.read();
-            self.ahci
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .process_completions();
+        } else if events.fd() == self.timer.as_fd().as_raw_fd() {
+            // Non-blocking: EAGAIN if re-armed since it fired.
+            let _ = self.timer.wait();
         }
+        self.pump();
     }
 }
 
@@ -158,6 +217,12 @@ pub fn port_summary(port: usize, s: &PortStats) -> String {
     );
     if s.link_drops > 0 {
         line += &format!(", {} link drops", s.link_drops);
+    }
+    if s.aggregated_sdbs > 0 {
+        line += &format!(
+            ", {} completions in {} aggregated SDB FISes",
+            s.aggregated_completions, s.aggregated_sdbs
+        );
     }
     line
 }
@@ -338,10 +403,11 @@ pub fn attach_with(
     )));
     let device_number = ctx.pci.add(ahci.clone());
     ctx.pci_intx.push((device_number, 1));
-    ctx.events.add_subscriber(Box::new(CompletionPump {
-        ahci: ahci.clone(),
-        notifier,
-    }));
+    ahci.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_aggregation(options.aggregation);
+    ctx.events
+        .add_subscriber(Box::new(CompletionPump::new(ahci.clone(), notifier)?));
     let storage = Storage {
         ahci,
         host_stats: Arc::new(host_stats),
