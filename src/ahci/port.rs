@@ -30,6 +30,8 @@ pub(super) struct InFlight {
     pub prd_interrupt: bool,
     /// The command header's W bit: data moves host to device (for the byte counters).
     pub write: bool,
+    /// When the port sent the command to the device.
+    pub issued_at: Instant,
 }
 
 /// State of the SATA link as PxSCTL.DET drives it.
@@ -549,6 +551,7 @@ impl Port {
             data: data.clone(),
             prd_interrupt: cmd.prd_interrupt,
             write: cmd.header.write,
+            issued_at: Instant::now(),
         };
         self.stats.commands += 1;
         *self.stats.by_opcode.entry(cmd.fis.command).or_default() += 1;
@@ -635,9 +638,16 @@ impl Port {
     fn complete(&mut self, done: Vec<Completion>) {
         let in_flight = &self.in_flight;
         let now = Instant::now();
-        let report = self
-            .aggregation
-            .offer(now, done, |c| super::completion::holdable(in_flight, c));
+        // A command the device took longer than a window to finish says the device, not the
+        // guest, is the bottleneck: holding it would only keep the guest from refilling.
+        let fast = self.aggregation.window();
+        let report = self.aggregation.offer(now, done, |c| {
+            super::completion::holdable(in_flight, c)
+                && in_flight
+                    .get(usize::from(c.slot))
+                    .and_then(Option::as_ref)
+                    .is_some_and(|r| now.saturating_duration_since(r.issued_at) <= fast)
+        });
         if !report.is_empty() {
             super::completion::apply(self, report);
         }
