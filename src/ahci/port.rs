@@ -638,11 +638,21 @@ impl Port {
     fn complete(&mut self, done: Vec<Completion>) {
         let in_flight = &self.in_flight;
         let now = Instant::now();
-        // A command the device took longer than a window to finish says the device, not the
-        // guest, is the bottleneck: holding it would only keep the guest from refilling.
+        // Hold only while the device keeps up with the guest: it finished this command within
+        // one window, and at most DEVICE_BUSY_DEPTH other commands are still in it. A device
+        // with a queue of its own (a sequential stream, a slow host drive) is the bottleneck,
+        // and holding its completions would only keep the guest from refilling that queue.
         let fast = self.aggregation.window();
+        let in_device = in_flight
+            .iter()
+            .flatten()
+            .filter(|r| r.ncq)
+            .count()
+            .saturating_sub(done.len() + self.aggregation.held_count());
+        let device_keeps_up = in_device <= DEVICE_BUSY_DEPTH;
         let report = self.aggregation.offer(now, done, |c| {
-            super::completion::holdable(in_flight, c)
+            device_keeps_up
+                && super::completion::holdable(in_flight, c)
                 && in_flight
                     .get(usize::from(c.slot))
                     .and_then(Option::as_ref)
@@ -653,6 +663,9 @@ impl Port {
         }
     }
 }
+
+/// Queued commands still in the device above which its completions are never held back.
+const DEVICE_BUSY_DEPTH: usize = 2;
 
 #[cfg(test)]
 #[path = "port_tests.rs"]
