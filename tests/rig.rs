@@ -23,6 +23,7 @@ const SCENARIOS: &[&str] = &[
     "ahci-two-disks",
     "pt-drive",
     "pt-error",
+    "pt-timeout",
     "selftest-image",
     "selftest-passthrough",
     "inject-linux",
@@ -235,6 +236,23 @@ fn passthrough_drive_error() {
         "ok: L2's kernel reports the I/O error at that sector",
     );
     assert_log_line("pt-error", log, "ok: later writes and reads succeed");
+}
+
+#[test]
+fn passthrough_command_timeout() {
+    let log = passed("pt-timeout");
+    for needle in [
+        "ok: satavm says a command timed out on the host",
+        "ok: satavm's summary counts",
+        "ok: L1's libata reset",
+        "ok: L2's read failed instead of hanging",
+        "ok: L2's kernel reports an I/O error",
+        "ok: small reads work again after the throttle drained",
+        "ok: satavm kept running and exited 0 when L2 rebooted",
+        "ok: L1 reads",
+    ] {
+        assert_log_line("pt-timeout", log, needle);
+    }
 }
 
 #[test]
