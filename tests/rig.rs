@@ -32,6 +32,8 @@ const SCENARIOS: &[&str] = &[
     // drive (no other scenario uses it), and each of L1's link resets stops QEMU's vCPU for
     // about 2 s while QEMU cancels the throttled read (a stall would re-run only this one).
     "pt-timeout",
+    // After it: it unplugs the vanishing drive's controller from L1 for good.
+    "pt-vanish",
 ];
 
 /// One scenario's line in target/rig/logs/summary.tsv, plus its log.
@@ -255,6 +257,20 @@ fn passthrough_command_timeout() {
         "ok: L1 reads",
     ] {
         assert_log_line("pt-timeout", log, needle);
+    }
+}
+
+#[test]
+fn passthrough_drive_vanishes() {
+    let log = passed("pt-vanish");
+    for needle in [
+        "ok: L1 removed the controller",
+        "ok: satavm said the drive vanished",
+        "ok: L2's reads failed after the unplug (no hang)",
+        "ok: L2 kept running",
+        "ok: satavm kept running and exited 0 on L2's reboot",
+    ] {
+        assert_log_line("pt-vanish", log, needle);
     }
 }
 
