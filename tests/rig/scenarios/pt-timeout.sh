@@ -5,8 +5,10 @@
 # out and answers ABRT; L2's retries meet the same fate and its read ends with an I/O error
 # instead of hanging. L2 keeps running, small reads work again once the throttle has drained,
 # L2 reboots and satavm exits 0; L1 reads the drive afterwards.
+# rig: fault-drives
 . "$RIG_LIB"
 [ -x "$SATAVM" ] || rig_fail "no satavm in this L1"
+[ -n "$RIG_SLOW_SG" ] || rig_fail "no slow drive in this L1 (scripts/rig adds the fault drives for scenarios marked '# rig: fault-drives')"
 timeout=2
 chunk=65536
 # Past the burst, each 64 KiB read waits chunk/RIG_SLOW_BPS seconds in QEMU: more than timeout.

@@ -3,8 +3,10 @@
 # its port and the SCSI disk), as a pulled drive or a dead HBA would. satavm reports the drive
 # gone, L2's reads fail with I/O errors instead of hanging, L2 keeps running and reboots, and
 # satavm exits 0.
+# rig: fault-drives
 . "$RIG_LIB"
 [ -x "$SATAVM" ] || rig_fail "no satavm in this L1"
+[ -n "$RIG_VANISH_SG" ] || rig_fail "no vanishing drive in this L1 (scripts/rig adds the fault drives for scenarios marked '# rig: fault-drives')"
 dev=${RIG_VANISH_DRIVE#/dev/}
 [ -e "/sys/block/$dev" ] || rig_fail "no $RIG_VANISH_DRIVE to unplug"
 # The controller's PCI device, e.g. /sys/devices/pci0000:00/0000:00:05.0.
