@@ -1,7 +1,10 @@
 # Helpers for rig scenarios (tests/rig/scenarios/*.sh), sourced as `. "$RIG_LIB"`.
 # Runs in L1's busybox sh. Environment set by L1's /init:
 #   SATAVM, L2_KERNEL, L2_INITRD, RIG_DRIVE (/dev/sda), RIG_SG (/dev/sg0),
-#   RIG_MODEL, RIG_SERIAL (what QEMU's ide-hd was given), RIG_SCRATCH (tmpfs,
+#   RIG_MODEL, RIG_SERIAL (what QEMU's ide-hd was given), RIG_FAULTY_DRIVE,
+#   RIG_FAULTY_SG, RIG_FAULTY_SECTOR (the failing drive), RIG_SLOW_DRIVE, RIG_SLOW_SG,
+#   RIG_SLOW_BPS, RIG_SLOW_BURST (the throttled drive), RIG_VANISH_DRIVE, RIG_VANISH_SG
+#   (the drive whose controller "@@RIG UNPLUG ahci-vanish" unplugs), RIG_SCRATCH (tmpfs,
 #   the current directory), RIG_SCENARIO (this scenario's name), RIG_L2_APPEND.
 
 # rig_fail MSG: report a failure and end the scenario.

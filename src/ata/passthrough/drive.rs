@@ -189,16 +189,22 @@ impl PassthroughDrive {
     }
 
     /// Registers for a failure the host reported without the drive's registers.
-    fn host_failure_regs(
-        &mut self,
-        failure: HostFailure,
-        range: Option<(u64, u64)>,
-    ) -> AtaRegisters {
-        if failure == HostFailure::Vanished {
-            self.report_vanished();
+    fn host_failure_regs(&mut self, failure: HostFailure, inf: &InFlight) -> AtaRegisters {
+        match failure {
+            HostFailure::Vanished => self.report_vanished(),
+            HostFailure::Timeout => log::warn!(
+                "{}: command {:#04x}{} timed out on the host after {:?}; the guest gets ABRT",
+                self.path.display(),
+                inf.fis.command,
+                inf.range
+                    .map(|(lba, _)| format!(" at LBA {lba}"))
+                    .unwrap_or_default(),
+                self.exec.timeout
+            ),
+            _ => {}
         }
         let mut r = fises::synthetic_error(failure.error_bits());
-        if let Some((lba, _)) = range {
+        if let Some((lba, _)) = inf.range {
             r.lba = lba;
         }
         r
@@ -255,7 +261,7 @@ impl PassthroughDrive {
                 regs.lba = failing_lba(&regs, inf.range, bytes_before);
                 regs
             }
-            Outcome::Host { failure, .. } => self.host_failure_regs(failure, inf.range),
+            Outcome::Host { failure, .. } => self.host_failure_regs(failure, &inf),
             Outcome::Aborted => return None,
         };
         log::warn!(
@@ -316,7 +322,7 @@ impl PassthroughDrive {
                 (fises::failure(&regs), moved)
             }
             Outcome::Host { failure, .. } => {
-                let regs = self.host_failure_regs(failure, inf.range);
+                let regs = self.host_failure_regs(failure, &inf);
                 (fises::failure(&regs), 0)
             }
             Outcome::Aborted => return None,

@@ -7,7 +7,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::cdb::PassThrough;
 use super::sense::{key, AtaRegisters, Sense, ASC_INVALID_OPCODE};
@@ -20,7 +20,8 @@ use crate::ata::registers::error;
 /// Why the host could not give us the drive's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostFailure {
-    /// The command timed out (the kernel's SG_IO timeout, DID_TIME_OUT or DRIVER_TIMEOUT).
+    /// The command timed out (the kernel's SG_IO timeout: DID_TIME_OUT, DRIVER_TIMEOUT, or
+    /// ABORTED COMMAND after the whole timeout, as Linux's libata reports it).
     Timeout,
     /// The link or host adapter failed the transfer (DID_ERROR, DID_PARITY, DID_RESET...).
     Transport,
@@ -207,12 +208,14 @@ impl Executor {
         c.commands_sent.fetch_add(1, Ordering::Relaxed);
         let now = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         c.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        let started = Instant::now();
         let result = self.transport.execute(SgRequest {
             cdb,
             direction,
             data,
             timeout: self.timeout,
         });
+        let took_the_timeout = started.elapsed() >= self.timeout;
         c.in_flight.fetch_sub(1, Ordering::Relaxed);
         let r = match result {
             Ok(r) => r,
@@ -261,6 +264,15 @@ impl Executor {
                 key::ILLEGAL_REQUEST if s.asc == ASC_INVALID_OPCODE && !use12 => Step::RetryAs12,
                 key::UNIT_ATTENTION => Step::Retry(HostFailure::Refused),
                 key::MEDIUM_ERROR => Step::Done(Err(host(HostFailure::Medium))),
+                // How Linux's libata answers a pass-through command that timed out: its error
+                // handler aborts the command (resetting the link), and the SATL reports ABORTED
+                // COMMAND with the clean registers it read afterwards, seldom DID_TIME_OUT.
+                // What tells it apart from a link error is that it took the whole timeout.
+                // Not retried: the guest's own error handling decides.
+                key::ABORTED_COMMAND if took_the_timeout => {
+                    c.timeouts.fetch_add(1, Ordering::Relaxed);
+                    Step::Done(Err(host(HostFailure::Timeout)))
+                }
                 key::ABORTED_COMMAND => Step::Retry(HostFailure::Transport),
                 _ => Step::Done(Err(host(HostFailure::Refused))),
             },
@@ -365,6 +377,61 @@ mod tests {
         // The same registers under RECOVERED ERROR are CK_COND's success.
         let o = run(fixed_legacy(key::RECOVERED_ERROR, 0x50, 0), 0xea);
         assert!(matches!(o, Outcome::Success { regs: Some(r), .. } if r.status == 0x50));
+    }
+
+    /// Answers every command with `answer` after `delay`.
+    struct Slow {
+        answer: SgResult,
+        delay: Duration,
+    }
+
+    impl SgTransport for Slow {
+        fn execute(&self, _req: SgRequest<'_>) -> io::Result<SgResult> {
+            std::thread::sleep(self.delay);
+            Ok(self.answer.clone())
+        }
+    }
+
+    #[test]
+    fn aborted_after_the_whole_timeout_is_a_timeout_sent_once() {
+        // Linux libata's answer to a pass-through command that timed out (the rig's host):
+        // ABORTED COMMAND with clean registers, once the timeout (20 ms here) has passed.
+        let aborted = fixed_legacy(key::ABORTED_COMMAND, 0x40, 0);
+        let fis = RegisterH2d {
+            c: true,
+            command: 0x25,
+            count: 1,
+            device: 0x40,
+            ..Default::default()
+        };
+        let plan = transfer::plan(&fis, protocol(0x25, 0).unwrap(), 256).unwrap();
+        let mut buf = vec![0u8; 512];
+        let timeout = Duration::from_millis(20);
+        let slow = Slow {
+            answer: aborted.clone(),
+            delay: timeout,
+        };
+        let exec = Executor::new(Arc::new(slow), timeout);
+        assert_eq!(
+            exec.run(&plan, &mut buf, &|| true),
+            Outcome::Host {
+                failure: HostFailure::Timeout,
+                bytes_before: 0
+            }
+        );
+        assert_eq!(exec.counters.timeouts.load(Ordering::Relaxed), 1);
+        assert_eq!(exec.counters.commands_sent.load(Ordering::Relaxed), 1);
+        // The same answer at once is a link error, retried once.
+        let exec = Executor::new(Arc::new(Fixed(aborted)), Duration::from_secs(10));
+        assert!(matches!(
+            exec.run(&plan, &mut buf, &|| true),
+            Outcome::Host {
+                failure: HostFailure::Transport,
+                ..
+            }
+        ));
+        assert_eq!(exec.counters.timeouts.load(Ordering::Relaxed), 0);
+        assert_eq!(exec.counters.commands_sent.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -215,12 +215,16 @@ struct Rig {
 }
 
 fn rig_with(limits: QueueLimits) -> Rig {
+    rig_with_path(limits, "/dev/fake")
+}
+
+fn rig_with_path(limits: QueueLimits, path: &str) -> Rig {
     let fake = FakeSatl::new();
     let notifier = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
     let drive = PassthroughDrive::with_transport(
         fake.clone(),
         limits,
-        &PassthroughConfig::new("/dev/fake"),
+        &PassthroughConfig::new(path),
         notifier.clone(),
     );
     Rig {
@@ -232,11 +236,19 @@ fn rig_with(limits: QueueLimits) -> Rig {
 }
 
 fn rig() -> Rig {
-    rig_with(QueueLimits {
-        max_hw_sectors_kb: Some(512),
-        max_segments: None,
-        queue_depth: Some(32),
-    })
+    rig_at("/dev/fake")
+}
+
+/// [`rig`] with the drive at `path` (what its log lines start with).
+fn rig_at(path: &str) -> Rig {
+    rig_with_path(
+        QueueLimits {
+            max_hw_sectors_kb: Some(512),
+            max_segments: None,
+            queue_depth: Some(32),
+        },
+        path,
+    )
 }
 
 impl Rig {
@@ -414,15 +426,63 @@ fn a_failing_read_reports_the_first_bad_lba_and_the_good_data_before_it() {
     assert_eq!(r.drive.stats().errors, 1);
 }
 
+/// Captures the warnings the drives log, for tests of what the user is told.
+struct WarningLog(Mutex<Vec<String>>);
+
+impl log::Log for WarningLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.0.lock().unwrap().push(record.args().to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static WARNINGS: WarningLog = WarningLog(Mutex::new(Vec::new()));
+
+/// Start capturing warnings (once per test binary; tests share the log, so each test looks
+/// for lines with its own drive path).
+fn capture_warnings() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if log::set_logger(&WARNINGS).is_ok() {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+    });
+}
+
+fn warnings_about(path: &str) -> Vec<String> {
+    let prefix = format!("{path}: ");
+    WARNINGS
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with(&prefix))
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn a_timeout_becomes_abrt() {
-    let mut r = rig();
+    capture_warnings();
+    let mut r = rig_at("/dev/fake-timeout");
     r.fake.with(|s| s.timeout_lba = Some(40));
     let dp = r.data(0x1000, 4096);
     r.drive.submit(1, &cmd(0x25, 0, 8, 40), dp);
     let d = only_d2h(&r.wait(1)[0]);
     assert_eq!((d.status, d.error), (0x51, 0x04));
     assert_eq!(r.drive.stats().timeouts, 1);
+    // The user is told which command timed out.
+    assert_eq!(
+        warnings_about("/dev/fake-timeout"),
+        ["/dev/fake-timeout: command 0x25 at LBA 40 timed out on the host after 30s; the guest gets ABRT"]
+    );
 }
 
 #[test]
