@@ -85,6 +85,11 @@ struct Cli {
     /// the window at US microseconds; `off` reports each completion at once.
     #[arg(long, value_name = "auto|auto:US|off", default_value = "auto", value_parser = parse_aggregation)]
     ncq_aggregation: AggregationMode,
+    /// Command-issue doorbells: `on` lets KVM take the guest's single-bit PxSACT/PxCI writes
+    /// (ioeventfds on the first 4 ports) without an exit to satavm; `off` handles each write
+    /// in satavm as it happens.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    doorbells: bool,
     /// A fault injection rule (repeatable); see below.
     #[arg(long = "inject", value_name = "RULE")]
     inject: Vec<Rule>,
@@ -140,6 +145,15 @@ fn tracer(cli: &Cli) -> Result<Tracer, String> {
         _ => {}
     }
     Ok(Tracer::new(sinks))
+}
+
+/// `on` or `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
 }
 
 /// The default cap of the aggregation window.
@@ -232,6 +246,7 @@ fn main() -> ExitCode {
             strict: cli.strict,
             inject,
             aggregation: cli.ncq_aggregation,
+            doorbells: cli.doorbells,
         },
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("satavm: {e}");

@@ -6,6 +6,7 @@
 //! - [`command`]: command headers, command tables and PRDTs in guest memory.
 //! - [`completion`]: what a finished command does to its port.
 //! - [`rfis`]: the received-FIS area.
+//! - [`posted_writes`]: PxSACT/PxCI writes a VMM took without an exit, applied in order.
 //! - [`sdb_aggregation`]: when queued completions are reported (one SDB FIS for several).
 //! - [`pci_function`]: [`AhciFunction`], the PCI function the VMM plugs into its PCI bus.
 //!
@@ -22,6 +23,7 @@ pub(crate) mod mock;
 pub mod pci_function;
 pub mod port;
 mod port_checks;
+pub mod posted_writes;
 pub mod regs;
 pub mod rfis;
 pub mod sdb_aggregation;

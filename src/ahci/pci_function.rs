@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::checks::SpecChecks;
 use super::hba::{Hba, InterruptState};
 use super::port::Port;
+use super::posted_writes::{PostedBatch, PostedWriteSource};
 use super::PortStats;
 use crate::irq::InterruptSink;
 use crate::mem::GuestMemory;
@@ -41,6 +42,10 @@ pub struct AhciFunction {
     intx_asserted: bool,
     tracer: Tracer,
     checks: Arc<SpecChecks>,
+    /// PxSACT/PxCI writes the VMM took without an exit (none unless set).
+    posted: Option<Arc<dyn PostedWriteSource>>,
+    /// Posted writes applied so far.
+    posted_writes: u64,
 }
 
 /// How an [`AhciFunction`] reports what happens: a tracer (off by default) and the spec
@@ -109,7 +114,40 @@ impl AhciFunction {
             intx_asserted: false,
             tracer,
             checks,
+            posted: None,
+            posted_writes: 0,
         }
+    }
+
+    /// Take PxSACT/PxCI writes from `source` too (see [`super::posted_writes`]); it is told
+    /// where ABAR decodes now and whenever that changes.
+    pub fn set_posted_writes(&mut self, source: Arc<dyn PostedWriteSource>) {
+        source.abar_moved(self.config.bar_range(ABAR).map(|(base, _)| base));
+        self.posted = Some(source);
+    }
+
+    /// Apply the writes posted so far (before any other access to ABAR, and when the VMM
+    /// learns of new ones). Returns how many there were.
+    pub fn apply_posted_writes(&mut self) -> u64 {
+        let Some(source) = &self.posted else { return 0 };
+        let mut batch = PostedBatch::default();
+        source.take(&mut batch);
+        if batch.is_empty() {
+            return 0;
+        }
+        self.posted_writes += batch.writes();
+        let base = super::regs::hba::PORTS_BASE;
+        for (port, register, bits) in batch.in_order() {
+            let at = base + u64::from(port) * super::regs::hba::PORT_SIZE + register.port_offset();
+            self.abar_write_dword(at, bits, u32::MAX, "reg_write_posted");
+        }
+        self.update_interrupts();
+        batch.writes()
+    }
+
+    /// Posted writes applied so far.
+    pub fn posted_writes(&self) -> u64 {
+        self.posted_writes
     }
 
     /// The spec checks (which rules the guest broke so far).
@@ -259,21 +297,23 @@ impl AhciFunction {
                 mask |= 0xff << shift;
                 i += 1;
             }
-            if dword_at < ABAR_SIZE {
-                if self.tracer.enabled() {
-                    let size = (mask.count_ones() / 8) as usize;
-                    let shift = mask.trailing_zeros();
-                    self.trace_access(
-                        "reg_write",
-                        dword_at + u64::from(shift / 8),
-                        size,
-                        value >> shift,
-                    );
-                }
-                self.hba.write(dword_at, value, mask);
-            }
+            self.abar_write_dword(dword_at, value, mask, "reg_write");
         }
         self.update_interrupts();
+    }
+
+    /// One write to the dword at ABAR offset `dword_at` (bytes selected by `mask`), traced as
+    /// `kind`.
+    fn abar_write_dword(&mut self, dword_at: u64, value: u32, mask: u32, kind: &'static str) {
+        if dword_at >= ABAR_SIZE {
+            return;
+        }
+        if self.tracer.enabled() {
+            let size = (mask.count_ones() / 8) as usize;
+            let shift = mask.trailing_zeros();
+            self.trace_access(kind, dword_at + u64::from(shift / 8), size, value >> shift);
+        }
+        self.hba.write(dword_at, value, mask);
     }
 }
 
@@ -283,13 +323,23 @@ impl PciFunction for AhciFunction {
     }
 
     fn config_write(&mut self, offset: usize, data: &[u8]) {
+        // Writes posted while ABAR decoded where it did come first.
+        self.apply_posted_writes();
+        let abar = self.config.bar_range(ABAR);
         self.config.write(offset, data);
+        let now = self.config.bar_range(ABAR);
+        if now != abar {
+            if let Some(source) = &self.posted {
+                source.abar_moved(now.map(|(base, _)| base));
+            }
+        }
         // MSI enable and INTx disable change how a pending interrupt is signalled.
         self.update_interrupts();
     }
 
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
         if bar == ABAR {
+            self.apply_posted_writes();
             self.hba.note_access(std::time::Instant::now());
             self.abar_read(offset, data);
         } else {
@@ -299,6 +349,7 @@ impl PciFunction for AhciFunction {
 
     fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
         if bar == ABAR {
+            self.apply_posted_writes();
             self.hba.note_access(std::time::Instant::now());
             self.abar_write(offset, data);
         }

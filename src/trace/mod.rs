@@ -8,7 +8,9 @@
 //!
 //! Who emits what:
 //! - the AHCI layer ([`crate::ahci`]): guest register accesses (`reg_read`, `reg_write`, with
-//!   the register's spec name from [`crate::ahci::regs::register_name`]), command fetches,
+//!   the register's spec name from [`crate::ahci::regs::register_name`]; `reg_write_posted`
+//!   for PxSACT/PxCI writes the VMM took without an exit, when the HBA applies them,
+//!   see [`crate::ahci::posted_writes`]), command fetches,
 //!   interrupts, link changes, and spec-check warnings (layer `check`);
 //! - the SATA layer: [`TracedDevice`], wrapped around each port's device, reports every FIS
 //!   crossing the port/device boundary (`fis`, direction `h2d` or `d2h`, decoded fields);

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod bus;
 pub mod cmos;
 pub mod cpu;
+pub mod doorbells;
 pub mod i8042;
 pub mod interrupts;
 pub mod layout;

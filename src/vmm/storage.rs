@@ -15,6 +15,7 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use thiserror::Error;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::doorbells::{DoorbellPump, Doorbells};
 use super::interrupts::KvmInterrupts;
 use super::layout::{PCI_INTX_GSI, PCI_MMIO_START};
 use super::{DeviceContext, VmExit};
@@ -68,6 +69,8 @@ pub struct StorageOptions {
     pub inject: Vec<Rule>,
     /// How ports hold queued completions back to report several in one SDB FIS.
     pub aggregation: AggregationMode,
+    /// Take single-bit PxSACT/PxCI writes without an exit (KVM ioeventfd doorbells).
+    pub doorbells: bool,
 }
 
 /// Runs `process_completions` whenever a drive signals that commands finished, and when
@@ -244,6 +247,16 @@ impl Storage {
     /// One line per port for the user: what the guest did, and for pass-through what the
     /// host drive saw.
     pub fn summary(&self) -> Vec<String> {
+        let posted = self
+            .ahci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .posted_writes();
+        let doorbells = (posted > 0).then(|| {
+            format!(
+                "doorbells: {posted} PxSACT/PxCI writes taken by KVM ioeventfds (no exit to satavm)"
+            )
+        });
         self.port_stats()
             .iter()
             .enumerate()
@@ -257,6 +270,7 @@ impl Storage {
                 }
                 line
             })
+            .chain(doorbells)
             .collect()
     }
 
@@ -264,6 +278,31 @@ impl Storage {
     pub fn finish(&self) {
         self.tracer.flush();
     }
+}
+
+/// KVM ioeventfds for single-bit PxSACT/PxCI writes of the first ports (see
+/// [`super::doorbells`]); without KVM's support, every write exits as before.
+fn add_doorbells(ctx: &mut DeviceContext, ahci: &Arc<Mutex<AhciFunction>>, ports: usize) {
+    if !ctx.vm.check_extension(kvm_ioctls::Cap::Ioeventfd) {
+        log::info!("KVM has no ioeventfds: AHCI doorbells off");
+        return;
+    }
+    let doorbells = match Doorbells::new(ctx.vm.clone(), ports) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            log::warn!("AHCI doorbells: {e}; every PxCI/PxSACT write exits to satavm instead");
+            return;
+        }
+    };
+    // The pump first: set_posted_writes registers the doorbells, and only a watched doorbell
+    // may ring (the pump disables them if it cannot watch).
+    ctx.events.add_subscriber(Box::new(DoorbellPump {
+        ahci: ahci.clone(),
+        doorbells: doorbells.clone(),
+    }));
+    ahci.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_posted_writes(doorbells);
 }
 
 type OpenedDrive = (Box<dyn SataDevice>, Option<HostStatsReader>);
@@ -408,6 +447,9 @@ pub fn attach_with(
         .set_aggregation(options.aggregation);
     ctx.events
         .add_subscriber(Box::new(CompletionPump::new(ahci.clone(), notifier)?));
+    if options.doorbells {
+        add_doorbells(ctx, &ahci, disks.len());
+    }
     let storage = Storage {
         ahci,
         host_stats: Arc::new(host_stats),

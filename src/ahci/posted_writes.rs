@@ -1,0 +1,162 @@
+//! Posted writes to the command issue registers: PxSACT (AHCI 1.3.1 section 3.3.13) and PxCI
+//! (3.3.14) writes that reached the VMM without stopping the vCPU, applied by the HBA later.
+//!
+//! Issuing a command takes one or two register writes that need no reply: software sets the
+//! slot's bit in PxSACT (queued commands) and then in PxCI, one bit per write (Linux's libahci
+//! writes `1 << tag`). A VMM can take such writes without a userspace exit (KVM_IOEVENTFD with
+//! a data match per bit value) and hand them over through a [`PostedWriteSource`]. The HBA
+//! applies them before it serves any other guest access to ABAR, so the guest never reads a
+//! register state that misses one of its earlier writes, and the VMM applies them when they
+//! arrive ([`crate::ahci::AhciFunction::apply_posted_writes`]).
+//!
+//! Within a batch, setting bits commutes, and every PxSACT bit is applied before every PxCI
+//! bit: a queued command's PxSACT write precedes its PxCI write (3.3.13), and applying another
+//! command's PxSACT bit early is what a guest writing PxSACT for several tags first would do.
+
+/// A register a [`PostedWriteSource`] can post writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PostedRegister {
+    /// PxSACT, port offset 34h (3.3.13).
+    PxSact,
+    /// PxCI, port offset 38h (3.3.14).
+    PxCi,
+}
+
+impl PostedRegister {
+    /// Both, in the order a batch applies them.
+    pub const ALL: [PostedRegister; 2] = [PostedRegister::PxSact, PostedRegister::PxCi];
+
+    /// Offset within the port's register block.
+    pub fn port_offset(self) -> u64 {
+        match self {
+            PostedRegister::PxSact => super::regs::port::SACT,
+            PostedRegister::PxCi => super::regs::port::CI,
+        }
+    }
+}
+
+/// Bits posted per port and register since the last batch was applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostedBatch {
+    /// Per port: bits written to PxSACT, then to PxCI.
+    sact: [u32; 32],
+    ci: [u32; 32],
+    /// Writes in the batch (a bit written twice counts twice).
+    writes: u64,
+}
+
+impl PostedBatch {
+    /// Record `count` writes of `bits` to `register` of `port` (ports 32 and up are ignored:
+    /// CAP.NP allows 32).
+    pub fn add(&mut self, port: u8, register: PostedRegister, bits: u32, count: u64) {
+        let slot = match register {
+            PostedRegister::PxSact => self.sact.get_mut(usize::from(port)),
+            PostedRegister::PxCi => self.ci.get_mut(usize::from(port)),
+        };
+        if let Some(s) = slot {
+            *s |= bits;
+            self.writes += count;
+        }
+    }
+
+    /// True if nothing was posted.
+    pub fn is_empty(&self) -> bool {
+        self.writes == 0
+    }
+
+    /// How many writes the batch stands for.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// The writes to apply, in order: (port, register, bits), every PxSACT before every PxCI.
+    pub fn in_order(&self) -> impl Iterator<Item = (u8, PostedRegister, u32)> + '_ {
+        let sact = self
+            .sact
+            .iter()
+            .enumerate()
+            .map(|(p, &b)| (p as u8, PostedRegister::PxSact, b));
+        let ci = self
+            .ci
+            .iter()
+            .enumerate()
+            .map(|(p, &b)| (p as u8, PostedRegister::PxCi, b));
+        sact.chain(ci).filter(|&(_, _, b)| b != 0)
+    }
+}
+
+/// Where posted writes wait (the VMM's side; tests use [`QueuedPostedWrites`]).
+pub trait PostedWriteSource: Send + Sync {
+    /// Move every write posted so far into `batch`.
+    fn take(&self, batch: &mut PostedBatch);
+
+    /// The guest moved ABAR (BAR5) or turned memory decoding on or off: `base` is where ABAR
+    /// decodes now (`None`: nowhere), so the source can watch the new addresses.
+    fn abar_moved(&self, base: Option<u64>);
+}
+
+/// A [`PostedWriteSource`] fed by hand: what tests post, in a queue.
+#[derive(Debug, Default)]
+pub struct QueuedPostedWrites {
+    queue: std::sync::Mutex<Vec<(u8, PostedRegister, u32)>>,
+    /// Where ABAR decodes, as last told.
+    pub abar: std::sync::Mutex<Option<u64>>,
+}
+
+impl QueuedPostedWrites {
+    /// Post a write of `bits` to `register` of `port`.
+    pub fn post(&self, port: u8, register: PostedRegister, bits: u32) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((port, register, bits));
+    }
+}
+
+impl PostedWriteSource for QueuedPostedWrites {
+    fn take(&self, batch: &mut PostedBatch) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        for (port, register, bits) in q.drain(..) {
+            batch.add(port, register, bits, 1);
+        }
+    }
+
+    fn abar_moved(&self, base: Option<u64>) {
+        *self.abar.lock().unwrap_or_else(|e| e.into_inner()) = base;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_applies_every_sact_bit_before_any_ci_bit() {
+        let mut b = PostedBatch::default();
+        b.add(1, PostedRegister::PxCi, 1 << 3, 1);
+        b.add(0, PostedRegister::PxSact, 1 << 4, 1);
+        b.add(1, PostedRegister::PxSact, 1 << 3, 1);
+        b.add(0, PostedRegister::PxCi, 1 << 4, 1);
+        b.add(1, PostedRegister::PxCi, 1 << 5, 2);
+        assert_eq!(b.writes(), 6);
+        let order: Vec<_> = b.in_order().collect();
+        assert_eq!(
+            order,
+            [
+                (0, PostedRegister::PxSact, 1 << 4),
+                (1, PostedRegister::PxSact, 1 << 3),
+                (0, PostedRegister::PxCi, 1 << 4),
+                (1, PostedRegister::PxCi, 1 << 3 | 1 << 5),
+            ]
+        );
+    }
+
+    #[test]
+    fn ports_beyond_32_are_ignored_not_a_panic() {
+        let mut b = PostedBatch::default();
+        b.add(32, PostedRegister::PxCi, 1, 1);
+        b.add(255, PostedRegister::PxSact, 1, 1);
+        assert!(b.is_empty());
+        assert_eq!(b.in_order().count(), 0);
+    }
+}
