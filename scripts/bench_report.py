@@ -33,6 +33,23 @@ CHECKS = [
     ("pt/l1", "seqwrite-1m", "mbps", 0.5),
 ]
 MEMORY_LIMIT_KIB = 8 * 1024
+# /proc/stat counts USER_HZ ticks: 100 per second on Linux.
+TICK_MS = 10.0
+
+
+def cpu_per_io(c, ios):
+    """L1's CPU time over a job (from /proc/stat ticks) as ms per I/O command: running L2
+    (guest), L1 user space other than L2 (user - guest: the VMM's threads, fio for l1), L1's
+    kernel (system + irq + softirq: KVM's exit handling, the block layer, the drive's driver),
+    idle (idle + iowait)."""
+    g = lambda k: c.get(k, 0) if isinstance(c.get(k, 0), int) else 0
+    parts = {
+        "l2_guest": g("guest"),
+        "l1_user": g("user") + g("nice") - g("guest"),
+        "l1_kernel": g("system") + g("irq") + g("softirq"),
+        "idle": g("idle") + g("iowait"),
+    }
+    return {k: round(v * TICK_MS / ios, 3) for k, v in parts.items()}
 
 
 def kv(words):
@@ -73,7 +90,7 @@ def parse(log_path, json_path, secs):
             if kind == "fio":
                 job = words[3]
                 t["jobs"].setdefault(job, {}).update(fio_terse(job, line.split(" ", 4)[4]))
-            elif kind in ("kvm", "mem"):
+            elif kind in ("kvm", "mem", "cpu", "threads"):
                 t["jobs"].setdefault(words[3], {})[kind] = kv(words[4:])
             elif kind == "boot":
                 t["boot"] = kv(words[3:])
@@ -89,6 +106,13 @@ def parse(log_path, json_path, secs):
                     "io_mmio_exits": round((k.get("io_exits", 0) + k.get("mmio_exits", 0)) / ios, 2),
                     "mmio_exits": round(k.get("mmio_exits", 0) / ios, 2),
                 }
+            c = j.get("cpu")
+            if c and ios:
+                j["cpu_ms_per_io"] = cpu_per_io(c, ios)
+            th = j.get("threads")
+            if th and ios:
+                j["thread_ms_per_io"] = {n: round(v * TICK_MS / ios, 3) for n, v in th.items()
+                                         if isinstance(v, int) and v > 0}
             m = j.get("mem")
             if m:
                 m["beyond_guest_kib"] = m["vmrss"] - m["guest_rss"]
@@ -172,6 +196,23 @@ def table(json_path):
             p = figure(data, t, job, "per_io")
             cells.append(f"{fmt(p['exits'], 2)} / {fmt(p['io_mmio_exits'], 2)}" if p else "-")
         print(f"{job:<15}" + "".join(f"{c:>18}" for c in cells))
+    print("\nWhere L1's CPU went during each job, ms per I/O command (/proc/stat): L2 guest / L1 "
+          "user space (VMM threads; fio for l1) / L1 kernel (exits, block layer, drive) / idle:")
+    print(f"{'job':<15}" + "".join(f"{t:>24}" for t in TARGETS))
+    for job in JOBS:
+        cells = []
+        for t in TARGETS:
+            c = figure(data, t, job, "cpu_ms_per_io")
+            cells.append(" / ".join(fmt(c[k], 2) for k in ("l2_guest", "l1_user", "l1_kernel", "idle"))
+                         if c else "-")
+        print(f"{job:<15}" + "".join(f"{c:>24}" for c in cells))
+    print("\nVMM threads' CPU (user + system), ms per I/O command, busiest first:")
+    for t in TARGETS[1:]:
+        for job in JOBS:
+            th = figure(data, t, job, "thread_ms_per_io")
+            if th:
+                top = sorted(th.items(), key=lambda kv: -kv[1])[:4]
+                print(f"  {t:<6} {job:<15} " + ", ".join(f"{n} {v:.2f}" for n, v in top))
     print("\nVMM memory as the last job ends (KiB): VmRSS, VmHWM, RssAnon, RssFile, guest RAM "
           "mapping resident, VmRSS - guest resident")
     for t in TARGETS[1:]:

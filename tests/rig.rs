@@ -347,6 +347,7 @@ fn integrity_verify_two_disks_concurrent_ncq() {
         "ok: b.img holds every region L2 verified",
         "ok: port 0 ran queued commands concurrently, without errors",
         "ok: port 1 ran queued commands concurrently, without errors",
+        "ok: PxSACT/PxCI writes were taken by the doorbells",
     ] {
         assert_log_line("integrity-verify", log, needle);
     }

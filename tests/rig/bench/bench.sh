@@ -13,6 +13,11 @@
 #          (kB, read as the job ends; guest_* = the largest mapping, guest RAM)
 #   @@BENCH boot TARGET wall=SECS l2=SECS (VMM start to L2 userspace on L1's clock; L2's uptime)
 #   @@BENCH vmm-exits TARGET <satavm's own exit summary line>
+#   @@BENCH cpu TARGET JOB user=.. nice=.. system=.. idle=.. iowait=.. irq=.. softirq=.. guest=..
+#          (L1's /proc/stat CPU time just around the job, USER_HZ ticks; user includes guest,
+#          the time L1's CPU ran L2)
+#   @@BENCH threads TARGET JOB NAME=TICKS... (the VMM's threads' user+system CPU time over the
+#          job, summed by thread name)
 . "$RIG_LIB"
 
 secs=8
@@ -34,14 +39,42 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 [ -d /sys/kernel/debug/kvm ] || rig_fail "no /sys/kernel/debug/kvm in L1"
 echo "L1: $(nproc) CPU(s), $(sed -n 's/^MemTotal: *//p' /proc/meminfo) RAM, fio jobs of $secs s"
 
+# cpu_ticks: L1's CPU time so far (/proc/stat), as key=ticks.
+cpu_ticks() {
+    head -n 1 /proc/stat | awk '{ printf "user=%d nice=%d system=%d idle=%d iowait=%d irq=%d softirq=%d guest=%d", $2, $3, $4, $5, $6, $7, $8, $10 }'
+}
+
+# thread_ticks PID: user+system ticks of each of PID's threads, summed by name (NAME=TICKS).
+thread_ticks() {
+    for t in /proc/"$1"/task/*/stat; do
+        # The name is in parentheses and may hold spaces: fields after the last ')'.
+        sed 's/^[0-9]* (\(.*\)) /\1\t/' "$t" 2>/dev/null
+    done | awk -F'\t' '{ split($2, f, " "); n = $1; gsub(/[^A-Za-z0-9_.:-]/, "_", n); t[n] += f[12] + f[13] }
+        END { for (n in t) printf "%s=%d ", n, t[n] }'
+}
+
+# ticks_diff "BEFORE" "AFTER": AFTER - BEFORE for each NAME=TICKS of AFTER (new names: all).
+ticks_diff() {
+    echo "$1 | $2" | awk '{
+        side = 0
+        for (i = 1; i <= NF; i++) {
+            if ($i == "|") { side = 1; continue }
+            split($i, kv, "=")
+            if (side == 0) { before[kv[1]] = kv[2] } else { printf "%s=%d ", kv[1], kv[2] - before[kv[1]] }
+        }
+    }'
+}
+
 # (a) L1 directly on the drive.
 for job in $JOBS; do
     IFS=: read -r name rw bs qd <<JOB
 $job
 JOB
+    cpu_before=$(cpu_ticks)
     line=$(fio --name="$name" --filename="$RIG_DRIVE" --direct=1 --ioengine=libaio --offset=0 \
         --size=128M --rw="$rw" --bs="$bs" --iodepth="$qd" --runtime="$secs" --time_based \
         --minimal 2>&1) || rig_fail "fio $name on $RIG_DRIVE: $line"
+    echo "@@BENCH cpu l1 $name $(ticks_diff "$cpu_before" "$(cpu_ticks)")"
     echo "@@BENCH fio l1 $name $line"
 done
 
@@ -96,10 +129,14 @@ run_vmm() {
             "@@FIO-START "*)
                 pid=$(cat "$RIG_SCRATCH/pid.$target")
                 before=$(kvm_counters "$pid")
+                cpu_before=$(cpu_ticks)
+                threads_before=$(thread_ticks "$pid")
                 ;;
             "@@FIO-END "*)
                 job=${line#@@FIO-END }
                 after=$(kvm_counters "$pid")
+                echo "@@BENCH cpu $target $job $(ticks_diff "$cpu_before" "$(cpu_ticks)")"
+                echo "@@BENCH threads $target $job $(ticks_diff "$threads_before" "$(thread_ticks "$pid")")"
                 echo "@@BENCH kvm $target $job $(counters_diff "$before" "$after")"
                 echo "@@BENCH mem $target $job $(mem_counters "$pid")"
                 ;;
