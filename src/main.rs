@@ -88,7 +88,7 @@ struct Cli {
     /// Command-issue doorbells: `on` lets KVM take the guest's single-bit PxSACT/PxCI writes
     /// (ioeventfds on the first 4 ports) without an exit to satavm; `off` handles each write
     /// in satavm as it happens.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     doorbells: bool,
     /// A fault injection rule (repeatable); see below.
     #[arg(long = "inject", value_name = "RULE")]
@@ -329,5 +329,25 @@ fn main() -> ExitCode {
             eprintln!("satavm: {e}");
             ExitCode::from(exit_status::SETUP_FAILED)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["satavm", "--kernel", "bzImage"].iter().chain(args))
+    }
+
+    #[test]
+    fn doorbells_are_on_unless_turned_off() {
+        assert!(parse(&[]).unwrap().doorbells);
+        assert!(parse(&["--doorbells", "on"]).unwrap().doorbells);
+        assert!(!parse(&["--doorbells", "off"]).unwrap().doorbells);
+        assert!(parse(&["--doorbells", "maybe"]).is_err());
+        assert!(parse(&["--doorbells"]).is_err());
     }
 }
