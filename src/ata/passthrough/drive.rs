@@ -230,21 +230,32 @@ impl PassthroughDrive {
         }
     }
 
-    fn finish(&mut self, inf: InFlight, done: Done) -> Option<Completion> {
+    fn finish(
+        &mut self,
+        inf: InFlight,
+        outcome: Outcome,
+        buffer: &mut BounceBuffer,
+    ) -> Option<Completion> {
         match inf.tag {
-            Some(tag) => self.finish_queued(inf, tag, done),
-            None => self.finish_plain(inf, done),
+            Some(tag) => self.finish_queued(inf, tag, outcome, buffer),
+            None => self.finish_plain(inf, outcome, buffer),
         }
     }
 
-    fn finish_queued(&mut self, inf: InFlight, tag: u8, done: Done) -> Option<Completion> {
+    fn finish_queued(
+        &mut self,
+        inf: InFlight,
+        tag: u8,
+        outcome: Outcome,
+        buffer: &mut BounceBuffer,
+    ) -> Option<Completion> {
         if self.ncq_error.is_some() {
             // Aborted by the error (see `abort_queued`); kept only as a guard.
             return None;
         }
-        let regs = match done.outcome {
+        let regs = match outcome {
             Outcome::Success { bytes, .. } => {
-                if self.copy_in(&inf, &done.buffer, bytes) {
+                if self.copy_in(&inf, buffer, bytes) {
                     self.active_tags &= !(1 << tag);
                     return Some(Completion {
                         slot: inf.slot,
@@ -280,15 +291,20 @@ impl PassthroughDrive {
         })
     }
 
-    fn finish_plain(&mut self, inf: InFlight, mut done: Done) -> Option<Completion> {
+    fn finish_plain(
+        &mut self,
+        inf: InFlight,
+        outcome: Outcome,
+        buffer: &mut BounceBuffer,
+    ) -> Option<Completion> {
         let page10h = ncq::is_ncq_error_log_read(&inf.fis) && self.ncq_error.is_some();
         let drq = transfer::drq_block_sectors(inf.fis.command, self.multiple);
-        let (fises, bytes) = match done.outcome {
+        let (fises, bytes) = match outcome {
             Outcome::Success { regs, bytes } => {
                 if page10h {
-                    self.patch_page10h(&mut done.buffer, true);
+                    self.patch_page10h(buffer, true);
                 }
-                if self.copy_in(&inf, &done.buffer, bytes) {
+                if self.copy_in(&inf, buffer, bytes) {
                     if inf.fis.command == opcode::SET_MULTIPLE_MODE {
                         self.multiple = (inf.fis.count & 0xff).max(1);
                     }
@@ -300,9 +316,9 @@ impl PassthroughDrive {
             // The drive would not give its log (or the host failed): the guest still needs the
             // NCQ error record, and we have it.
             Outcome::Device { .. } | Outcome::Host { .. } if page10h => {
-                self.patch_page10h(&mut done.buffer, false);
-                let bytes = done.buffer.as_slice().len() as u64;
-                if self.copy_in(&inf, &done.buffer, bytes) {
+                self.patch_page10h(buffer, false);
+                let bytes = buffer.as_slice().len() as u64;
+                if self.copy_in(&inf, buffer, bytes) {
                     (fises::success(inf.protocol, None, bytes, drq), bytes)
                 } else {
                     (fises::failure(&fises::synthetic_error(error::ABRT)), 0)
@@ -314,7 +330,7 @@ impl PassthroughDrive {
             } => {
                 regs.lba = failing_lba(&regs, inf.range, bytes_before);
                 // What the host commands before the failing one read is good data.
-                let moved = if self.copy_in(&inf, &done.buffer, bytes_before) {
+                let moved = if self.copy_in(&inf, buffer, bytes_before) {
                     bytes_before
                 } else {
                     0
@@ -459,7 +475,11 @@ impl SataDevice for PassthroughDrive {
         if data.len() < plan.total_bytes {
             return self.refuse(slot, fis, "the PRDT is shorter than the transfer");
         }
-        let mut buffer = BounceBuffer::new(total);
+        // Read data lands in a zeroed buffer: bytes the host never wrote are zeros, not an
+        // earlier command's data.
+        let mut buffer = self
+            .pool
+            .buffer(total, protocol.direction() != Some(Direction::Out));
         if protocol.direction() == Some(Direction::Out) {
             if let Err(e) = data.read_at(0, buffer.as_mut_slice()) {
                 return self.refuse(slot, fis, &format!("cannot read the data to write: {e}"));
@@ -497,11 +517,17 @@ impl SataDevice for PassthroughDrive {
 
     fn poll_completions(&mut self) -> Vec<Completion> {
         let mut out = Vec::new();
-        for done in self.pool.take_done() {
+        for Done {
+            id,
+            outcome,
+            mut buffer,
+        } in self.pool.take_done()
+        {
             // Unknown ids belong to commands aborted since (a late result is dropped here).
-            if let Some(inf) = self.inflight.remove(&done.id) {
-                out.extend(self.finish(inf, done));
+            if let Some(inf) = self.inflight.remove(&id) {
+                out.extend(self.finish(inf, outcome, &mut buffer));
             }
+            self.pool.recycle(buffer);
         }
         out
     }

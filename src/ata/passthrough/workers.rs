@@ -43,6 +43,23 @@ impl BounceBuffer {
         BounceBuffer { raw, start, len }
     }
 
+    /// Bytes it can hold without reallocating.
+    fn capacity(&self) -> usize {
+        self.raw.len().saturating_sub(self.start)
+    }
+
+    /// This buffer as `len` bytes (zeroed if `zero`), if it can hold them.
+    fn reuse(mut self, len: usize, zero: bool) -> Option<Self> {
+        if len > self.capacity() || len == 0 {
+            return None;
+        }
+        self.len = len;
+        if zero {
+            self.as_mut_slice().fill(0);
+        }
+        Some(self)
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         self.raw
             .get(self.start..self.start + self.len)
@@ -52,6 +69,37 @@ impl BounceBuffer {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let (s, l) = (self.start, self.len);
         self.raw.get_mut(s..s + l).unwrap_or(&mut [])
+    }
+}
+
+/// Bytes of finished commands' buffers kept for the next commands: allocating a fresh buffer
+/// per command costs page faults and, for large ones, an mmap/munmap pair each time. Kept
+/// small: satavm's memory beyond guest RAM should stay within a few MiB.
+pub const SPARE_BYTES: usize = 2 << 20;
+
+/// Buffers of finished commands, for the next ones.
+#[derive(Debug, Default)]
+struct Spares {
+    buffers: Vec<BounceBuffer>,
+    bytes: usize,
+}
+
+impl Spares {
+    /// A spare buffer that can hold `len` bytes.
+    fn take(&mut self, len: usize) -> Option<BounceBuffer> {
+        let i = self.buffers.iter().position(|b| b.capacity() >= len)?;
+        let b = self.buffers.swap_remove(i);
+        self.bytes -= b.raw.len();
+        Some(b)
+    }
+
+    /// Keep `buffer` if the spares stay within [`SPARE_BYTES`].
+    fn put(&mut self, buffer: BounceBuffer) {
+        let size = buffer.raw.len();
+        if size > 0 && self.bytes + size <= SPARE_BYTES {
+            self.bytes += size;
+            self.buffers.push(buffer);
+        }
     }
 }
 
@@ -82,6 +130,7 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    spares: Mutex<Spares>,
     wake: Condvar,
     notifier: CompletionNotifier,
     exec: Arc<Executor>,
@@ -109,6 +158,7 @@ impl Pool {
                 running: BTreeMap::new(),
                 shutdown: false,
             }),
+            spares: Mutex::new(Spares::default()),
             wake: Condvar::new(),
             notifier,
             exec,
@@ -147,6 +197,25 @@ impl Pool {
         st.generation += 1;
         st.queue.clear();
         st.done.clear();
+    }
+
+    /// A buffer of `len` bytes (zeroed if `zero`; else its content is undefined): a spare
+    /// one if one is large enough.
+    pub fn buffer(&self, len: usize, zero: bool) -> BounceBuffer {
+        let spare = self.spares().take(len);
+        spare
+            .and_then(|b| b.reuse(len, zero))
+            .unwrap_or_else(|| BounceBuffer::new(len))
+    }
+
+    /// Keep `buffer` for a later [`Pool::buffer`], while the spares stay within
+    /// [`SPARE_BYTES`].
+    pub fn recycle(&self, buffer: BounceBuffer) {
+        self.spares().put(buffer);
+    }
+
+    fn spares(&self) -> MutexGuard<'_, Spares> {
+        self.shared.spares.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The executor the workers use.
@@ -207,5 +276,39 @@ fn worker(s: &Shared) {
                 log::error!("pass-through: cannot signal a completion: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_buffers_are_reused_zeroed_on_request_and_bounded() {
+        let mut sp = Spares::default();
+        let mut b = BounceBuffer::new(128 << 10);
+        b.as_mut_slice().fill(0xa5);
+        let at = b.as_slice().as_ptr();
+        sp.put(b);
+        // Too large for the spare: none.
+        assert!(sp.take(256 << 10).is_none());
+        // A smaller one reuses it, aligned, with the old bytes unless zeroed.
+        let b = sp
+            .take(64 << 10)
+            .and_then(|b| b.reuse(64 << 10, false))
+            .unwrap();
+        assert_eq!((b.as_slice().as_ptr(), b.as_slice().len()), (at, 64 << 10));
+        assert_eq!(at as usize % ALIGN, 0);
+        assert!(b.as_slice().iter().all(|&x| x == 0xa5));
+        sp.put(b);
+        let b = sp.take(4096).and_then(|b| b.reuse(4096, true)).unwrap();
+        assert!(b.as_slice().iter().all(|&x| x == 0));
+        assert_eq!(sp.bytes, 0);
+        // The spares never hold more than SPARE_BYTES.
+        for _ in 0..64 {
+            sp.put(BounceBuffer::new(128 << 10));
+        }
+        assert!(sp.bytes <= SPARE_BYTES);
+        assert_eq!(sp.buffers.len(), SPARE_BYTES / ((128 << 10) + ALIGN));
     }
 }
