@@ -197,7 +197,8 @@ def table(json_path):
             cells.append(f"{fmt(p['exits'], 2)} / {fmt(p['io_mmio_exits'], 2)}" if p else "-")
         print(f"{job:<15}" + "".join(f"{c:>18}" for c in cells))
     print("\nWhere L1's CPU went during each job, ms per I/O command (/proc/stat): L2 guest / L1 "
-          "user space (VMM threads; fio for l1) / L1 kernel (exits, block layer, drive) / idle:")
+          "user space (VMM threads; fio for l1) / L1 kernel (exits, block layer, drive) / idle\n"
+          "(satavm/QEMU rows include L2's 1 s pause before each job: about 1000 ms / I/Os of idle):")
     print(f"{'job':<15}" + "".join(f"{t:>24}" for t in TARGETS))
     for job in JOBS:
         cells = []
