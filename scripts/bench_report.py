@@ -114,7 +114,8 @@ def parse(log_path, json_path, secs):
                 j["thread_ms_per_io"] = {n: round(v * TICK_MS / ios, 3) for n, v in th.items()
                                          if isinstance(v, int) and v > 0}
             m = j.get("mem")
-            if m:
+            # Read as the VMM may already be gone (then the values are empty).
+            if m and all(isinstance(m.get(k), int) for k in ("vmrss", "rssanon", "guest_rss")):
                 m["beyond_guest_kib"] = m["vmrss"] - m["guest_rss"]
                 m["anon_beyond_guest_kib"] = m["rssanon"] - m["guest_rss"]
     data["ratios"] = ratios(data)
@@ -145,7 +146,7 @@ def ratios(data):
 
 def mem_beyond(data, target):
     jobs = data["targets"].get(target, {}).get("jobs", {}).values()
-    vals = [j["mem"]["beyond_guest_kib"] for j in jobs if "mem" in j]
+    vals = [j["mem"]["beyond_guest_kib"] for j in jobs if "beyond_guest_kib" in j.get("mem", {})]
     return max(vals) if vals else None
 
 
@@ -214,10 +215,11 @@ def table(json_path):
             if th:
                 top = sorted(th.items(), key=lambda kv: -kv[1])[:4]
                 print(f"  {t:<6} {job:<15} " + ", ".join(f"{n} {v:.2f}" for n, v in top))
-    print("\nVMM memory as the last job ends (KiB): VmRSS, VmHWM, RssAnon, RssFile, guest RAM "
+    print("\nVMM memory as the last job ends (or the last job with a reading) (KiB): VmRSS, VmHWM, RssAnon, RssFile, guest RAM "
           "mapping resident, VmRSS - guest resident")
     for t in TARGETS[1:]:
-        m = figure(data, t, "seqwrite-1m", "mem")
+        ms = [figure(data, t, j, "mem") for j in reversed(JOBS)]
+        m = next((x for x in ms if x and "beyond_guest_kib" in x), None)
         if m:
             print(f"  {TARGET_NAMES[t]:<22} {m['vmrss']:>8} {m['vmhwm']:>8} {m['rssanon']:>8} "
                   f"{m['rssfile']:>8} {m['guest_rss']:>8} {m['beyond_guest_kib']:>8}"

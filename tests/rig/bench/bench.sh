@@ -135,10 +135,13 @@ run_vmm() {
             "@@FIO-END "*)
                 job=${line#@@FIO-END }
                 after=$(kvm_counters "$pid")
-                echo "@@BENCH cpu $target $job $(ticks_diff "$cpu_before" "$(cpu_ticks)")"
-                echo "@@BENCH threads $target $job $(ticks_diff "$threads_before" "$(thread_ticks "$pid")")"
+                mem=$(mem_counters "$pid")
+                cpu_after=$(cpu_ticks)
+                threads_after=$(thread_ticks "$pid")
                 echo "@@BENCH kvm $target $job $(counters_diff "$before" "$after")"
-                echo "@@BENCH mem $target $job $(mem_counters "$pid")"
+                echo "@@BENCH mem $target $job $mem"
+                echo "@@BENCH cpu $target $job $(ticks_diff "$cpu_before" "$cpu_after")"
+                echo "@@BENCH threads $target $job $(ticks_diff "$threads_before" "$threads_after")"
                 ;;
             "@@FIO "*)
                 echo "@@BENCH fio $target ${line#@@FIO }"

@@ -26,3 +26,5 @@ JOB
     [ "$rc" = 0 ] || { echo "@@L2 fio $name failed rc=$rc"; cat /tmp/fio.err; }
     echo "@@FIO $name $(cat /tmp/fio.out)"
 done
+# L1 reads the VMM's counters when it sees the last @@FIO-END: stay up meanwhile.
+sleep 2
