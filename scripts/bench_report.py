@@ -200,14 +200,14 @@ def table(json_path):
     print("\nWhere L1's CPU went during each job, ms per I/O command (/proc/stat): L2 guest / L1 "
           "user space (VMM threads; fio for l1) / L1 kernel (exits, block layer, drive) / idle\n"
           "(satavm/QEMU rows include L2's 1 s pause before each job: about 1000 ms / I/Os of idle):")
-    print(f"{'job':<15}" + "".join(f"{t:>24}" for t in TARGETS))
+    print(f"{'job':<15}" + "".join(f"{t:>29}" for t in TARGETS))
     for job in JOBS:
         cells = []
         for t in TARGETS:
             c = figure(data, t, job, "cpu_ms_per_io")
             cells.append(" / ".join(fmt(c[k], 2) for k in ("l2_guest", "l1_user", "l1_kernel", "idle"))
                          if c else "-")
-        print(f"{job:<15}" + "".join(f"{c:>24}" for c in cells))
+        print(f"{job:<15}" + "".join(f"{c:>29}" for c in cells))
     print("\nVMM threads' CPU (user + system), ms per I/O command, busiest first:")
     for t in TARGETS[1:]:
         for job in JOBS:
