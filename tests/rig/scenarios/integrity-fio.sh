@@ -15,11 +15,17 @@ passes=${RIG_FIO_PASSES:-3}
 df -m /tmp | sed 's/^/L1 tmpfs: /'
 truncate -s "${size}M" a.img b.img
 t0=$(cut -d' ' -f1 /proc/uptime)
+# L1's free memory while L2 runs (the images and L2's RAM are both L1's RAM), every 5 s.
+(while sleep 5; do sed -n 's/^MemAvailable: *\([0-9]*\) kB/\1/p' /proc/meminfo; done >memavail) &
+sampler=$!
 rig_run_l2 l2.out --memory 512 \
     --cmdline "$(rig_l2_cmdline integrity-fio) rig.fio_size_mb=$size rig.fio_passes=$passes" \
     --disk path=a.img,model=FIO-A --disk path=b.img,model=FIO-B
 rc=$?
-echo "satavm ran for $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }') s"
+kill "$sampler"
+low=$(sort -n memavail | head -n 1)
+echo "satavm ran for $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }') s;" \
+    "L1's MemAvailable meanwhile: lowest ${low:+$((low / 1024)) MiB}"
 rm -f a.img b.img
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc"
 rig_ok "satavm exited 0"
