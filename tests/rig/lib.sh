@@ -5,7 +5,10 @@
 #   RIG_FAULTY_SG, RIG_FAULTY_SECTOR (the failing drive), RIG_SLOW_DRIVE, RIG_SLOW_SG,
 #   RIG_SLOW_BPS, RIG_SLOW_BURST (the throttled drive), RIG_VANISH_DRIVE, RIG_VANISH_SG
 #   (the drive whose controller "@@RIG UNPLUG ahci-vanish" unplugs), RIG_SCRATCH (tmpfs,
-#   the current directory), RIG_SCENARIO (this scenario's name), RIG_L2_APPEND.
+#   the current directory), RIG_SCENARIO (this scenario's name), RIG_L2_APPEND, and
+#   L2_INITRD_FIO: L2_INITRD plus fio and its libraries (about 40 MB), set only in boots
+#   that run a scenario with a line `# rig: l2-fio` (empty otherwise); such a scenario sets
+#   L2_INITRD=$L2_INITRD_FIO before rig_run_l2 and gives L2 --memory 512.
 
 # rig_fail MSG: report a failure and end the scenario.
 rig_fail() {
