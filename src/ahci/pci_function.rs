@@ -127,22 +127,20 @@ impl AhciFunction {
     }
 
     /// Apply the writes posted so far (before any other access to ABAR, and when the VMM
-    /// learns of new ones). Returns how many there were.
-    pub fn apply_posted_writes(&mut self) -> u64 {
-        let Some(source) = &self.posted else { return 0 };
+    /// learns of new ones).
+    pub fn apply_posted_writes(&mut self) {
+        let Some(source) = &self.posted else { return };
         let mut batch = PostedBatch::default();
         source.take(&mut batch);
         if batch.is_empty() {
-            return 0;
+            return;
         }
         self.posted_writes += batch.writes();
-        let base = super::regs::hba::PORTS_BASE;
         for (port, register, bits) in batch.in_order() {
-            let at = base + u64::from(port) * super::regs::hba::PORT_SIZE + register.port_offset();
+            let at = register.abar_offset(port);
             self.abar_write_dword(at, bits, u32::MAX, "reg_write_posted");
         }
         self.update_interrupts();
-        batch.writes()
     }
 
     /// Posted writes applied so far.

@@ -33,6 +33,13 @@ impl PostedRegister {
             PostedRegister::PxCi => super::regs::port::CI,
         }
     }
+
+    /// Offset within ABAR of this register of `port` (port registers from 100h, 80h each:
+    /// AHCI 1.3.1 section 3).
+    pub fn abar_offset(self, port: u8) -> u64 {
+        use super::regs::hba::{PORTS_BASE, PORT_SIZE};
+        PORTS_BASE + u64::from(port) * PORT_SIZE + self.port_offset()
+    }
 }
 
 /// Bits posted per port and register since the last batch was applied.
@@ -149,6 +156,13 @@ mod tests {
                 (1, PostedRegister::PxCi, 1 << 3 | 1 << 5),
             ]
         );
+    }
+
+    #[test]
+    fn register_offsets_within_abar() {
+        // Port 0's PxSACT at 134h, port 1's PxCI at 100h + 80h + 38h (AHCI 1.3.1 section 3).
+        assert_eq!(PostedRegister::PxSact.abar_offset(0), 0x134);
+        assert_eq!(PostedRegister::PxCi.abar_offset(1), 0x1b8);
     }
 
     #[test]

@@ -22,7 +22,6 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::ahci::posted_writes::{PostedBatch, PostedRegister, PostedWriteSource};
-use crate::ahci::regs::hba::{PORTS_BASE, PORT_SIZE};
 use crate::ahci::AhciFunction;
 
 /// Ports that get doorbells: 64 eventfds each (KVM allows 1000 devices on its MMIO bus, and
@@ -40,9 +39,7 @@ struct Doorbell {
 impl Doorbell {
     /// Its guest-physical address with ABAR at `abar`.
     fn address(&self, abar: u64) -> IoEventAddress {
-        IoEventAddress::Mmio(
-            abar + PORTS_BASE + u64::from(self.port) * PORT_SIZE + self.register.port_offset(),
-        )
+        IoEventAddress::Mmio(abar + self.register.abar_offset(self.port))
     }
 
     fn value(&self) -> u32 {
