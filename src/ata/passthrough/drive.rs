@@ -11,13 +11,13 @@ use super::fises;
 use super::ncq::{self, NcqErrorRecord};
 use super::policy::{self, Decision, LocalAnswer};
 use super::sense::AtaRegisters;
-use super::sg_io::SgTransport;
 use super::sysfs::QueueLimits;
 use super::transfer::{self, PlanError};
 use super::workers::{BounceBuffer, Done, Job, Pool};
 use super::{PassthroughConfig, PassthroughStats};
 use crate::ata::command::{self, opcode, Direction, Protocol};
 use crate::ata::registers::{control, error, status, ATA_SIGNATURE_LBA, SECTOR_SIZE};
+use crate::block::sg::SgTransport;
 use crate::sata::{
     Completion, CompletionNotifier, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice, Submission,
 };
@@ -109,7 +109,7 @@ fn read_stats(exec: &Executor) -> PassthroughStats {
 }
 
 impl PassthroughDrive {
-    /// A drive over any transport (the real [`super::sg_io::SgDevice`] or a test fake), with
+    /// A drive over any transport (the real [`crate::block::sg::SgDevice`] or a test fake), with
     /// the host queue's `limits`. [`PassthroughDrive::open`] is the usual way in.
     pub fn with_transport(
         transport: Arc<dyn SgTransport>,

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use super::cdb::PassThrough;
 use super::sense::{key, AtaRegisters, Sense, ASC_INVALID_OPCODE};
-use super::sg_io::{
-    driver_status, host_status, scsi_status, DataDirection, SgRequest, SgTransport,
-};
 use super::transfer::Plan;
 use crate::ata::registers::error;
+use crate::block::sg::{
+    driver_status, host_status, scsi_status, DataDirection, SgRequest, SgTransport,
+};
 
 /// Why the host could not give us the drive's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,8 +314,8 @@ fn host(failure: HostFailure) -> Outcome {
 mod tests {
     use super::*;
     use crate::ata::command::protocol;
-    use crate::ata::passthrough::sg_io::SgResult;
     use crate::ata::passthrough::transfer;
+    use crate::block::sg::SgResult;
     use crate::sata::RegisterH2d;
 
     struct Fixed(SgResult);

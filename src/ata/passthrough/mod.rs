@@ -25,7 +25,6 @@ pub mod fises;
 pub mod ncq;
 pub mod policy;
 pub mod sense;
-pub mod sg_io;
 pub mod sysfs;
 pub mod traced;
 pub mod transfer;

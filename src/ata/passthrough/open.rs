@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use super::cdb::{HostTaskfile, PassThrough, SatProtocol, TLength};
 use super::sense::{key, Sense, ASC_INVALID_OPCODE};
-use super::sg_io::{host_status, scsi_status, DataDirection, SgDevice, SgRequest, SgTransport};
 use super::sysfs::{self, SysfsError};
 use super::traced::TracedTransport;
 use super::{PassthroughConfig, PassthroughDrive, PassthroughError};
 use crate::ata::command::opcode;
+use crate::block::sg::{host_status, scsi_status, DataDirection, SgDevice, SgRequest, SgTransport};
 use crate::sata::CompletionNotifier;
 use crate::trace::Tracer;
 
@@ -240,7 +240,7 @@ fn check_identify(id: [u8; 512]) -> Result<[u8; 512], &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ata::passthrough::sg_io::SgResult;
+    use crate::block::sg::SgResult;
     use std::sync::Mutex;
     use vmm_sys_util::eventfd::EventFd;
 

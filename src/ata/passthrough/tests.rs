@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::sg_io::{host_status, SgRequest, SgResult, SgTransport};
 use super::sysfs::QueueLimits;
 use super::{PassthroughConfig, PassthroughDrive};
+use crate::block::sg::{host_status, SgRequest, SgResult, SgTransport};
 use crate::mem::VecMemory;
 use crate::sata::{
     Completion, DataPath, Fis, PrdEntry, RegisterD2h, RegisterH2d, SataDevice, Submission,

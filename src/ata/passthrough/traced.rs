@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::sense::Sense;
-use super::sg_io::{DataDirection, SgRequest, SgResult, SgTransport};
+use crate::block::sg::{DataDirection, SgRequest, SgResult, SgTransport};
 use crate::trace::{Event, Layer, Tracer};
 
 /// Bytes as lowercase hex without separators.
