@@ -1,4 +1,4 @@
-//! `--disk` specifications: `path=FILE[,model=M][,serial=S][,readonly=on]` for an emulated
+//! `--disk` specifications: `path=FILE[,model=M][,serial=S][,readonly=on][,engine=E]` for an emulated
 //! drive over an image file or block device, `passthrough=/dev/sgN[,timeout=SECS][,allow=all]
 //! [,readonly=on]` for a host SATA drive reached through SG_IO.
 
@@ -7,6 +7,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
+
+use crate::block::EngineChoice;
 
 /// Default per-command timeout of pass-through commands.
 pub const DEFAULT_PASSTHROUGH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,6 +22,8 @@ pub enum DiskSpec {
         model: Option<String>,
         serial: Option<String>,
         read_only: bool,
+        /// The I/O engine: io_uring (default where the host has it) or threads.
+        engine: EngineChoice,
     },
     /// A host SATA drive reached with SG_IO ATA PASS-THROUGH.
     Passthrough {
@@ -37,7 +41,7 @@ pub enum DiskSpecError {
     NoTarget(String),
     #[error("--disk: both path= and passthrough= given")]
     BothTargets,
-    #[error("--disk: unknown option {0:?} (known: path, model, serial, readonly, passthrough, timeout, allow)")]
+    #[error("--disk: unknown option {0:?} (known: path, model, serial, readonly, engine, passthrough, timeout, allow)")]
     UnknownKey(String),
     #[error("--disk: option {key} does not apply to {kind} disks")]
     NotApplicable { key: String, kind: &'static str },
@@ -83,6 +87,7 @@ impl FromStr for DiskSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (mut path, mut passthrough, mut model, mut serial) = (None, None, None, None);
         let (mut read_only, mut timeout, mut allow_all) = (false, None, false);
+        let mut engine = None;
         for part in s.split(',').filter(|p| !p.is_empty()) {
             let (key, value) = part.split_once('=').unwrap_or((part, ""));
             match key {
@@ -91,6 +96,13 @@ impl FromStr for DiskSpec {
                 "model" => model = Some(ata_string(key, value, 40)?),
                 "serial" => serial = Some(ata_string(key, value, 20)?),
                 "readonly" => read_only = on_off(key, value)?,
+                "engine" => {
+                    engine = Some(value.parse().map_err(|_| DiskSpecError::BadValue {
+                        key: key.into(),
+                        value: value.into(),
+                        why: "expected io_uring, threads or auto",
+                    })?)
+                }
                 "timeout" => {
                     let secs: u64 = value.parse().ok().filter(|&v| v > 0).ok_or_else(|| {
                         DiskSpecError::BadValue {
@@ -134,9 +146,16 @@ impl FromStr for DiskSpec {
                     model,
                     serial,
                     read_only,
+                    engine: engine.unwrap_or_default(),
                 })
             }
             (None, Some(path)) => {
+                if engine.is_some() {
+                    return Err(DiskSpecError::NotApplicable {
+                        key: "engine".into(),
+                        kind: "pass-through (it uses the sg driver's asynchronous interface)",
+                    });
+                }
                 if model.is_some() || serial.is_some() {
                     let key = if model.is_some() { "model" } else { "serial" };
                     return Err(DiskSpecError::NotApplicable {
@@ -168,9 +187,24 @@ mod tests {
                 path: "/tmp/d.img".into(),
                 model: Some("TEST MODEL".into()),
                 serial: Some("S1".into()),
-                read_only: true
+                read_only: true,
+                engine: EngineChoice::Auto,
             })
         );
+        assert!(matches!(
+            "path=d.img,engine=threads".parse(),
+            Ok(DiskSpec::Image {
+                engine: EngineChoice::Threads,
+                ..
+            })
+        ));
+        assert!(matches!(
+            "path=d.img,engine=io_uring".parse(),
+            Ok(DiskSpec::Image {
+                engine: EngineChoice::IoUring,
+                ..
+            })
+        ));
         assert_eq!(
             "passthrough=/dev/sg0,timeout=5,allow=all".parse(),
             Ok(DiskSpec::Passthrough {
@@ -213,6 +247,14 @@ mod tests {
         ));
         assert!(matches!(
             "path=a,timeout=3".parse::<DiskSpec>(),
+            Err(DiskSpecError::NotApplicable { .. })
+        ));
+        assert!(matches!(
+            "path=a,engine=magic".parse::<DiskSpec>(),
+            Err(DiskSpecError::BadValue { .. })
+        ));
+        assert!(matches!(
+            "passthrough=/dev/sg0,engine=threads".parse::<DiskSpec>(),
             Err(DiskSpecError::NotApplicable { .. })
         ));
         assert!(matches!(

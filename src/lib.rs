@@ -15,6 +15,7 @@
 pub mod ahci;
 pub mod ata;
 pub mod block;
+pub mod clock;
 pub mod disk_spec;
 pub mod firmware;
 pub mod irq;

@@ -64,7 +64,7 @@ struct Cli {
     #[arg(long, default_value_t = 512)]
     memory: u64,
     /// A SATA drive on the next AHCI port (repeatable, up to 32):
-    /// path=FILE[,model=M][,serial=S][,readonly=on] or
+    /// path=FILE[,model=M][,serial=S][,readonly=on][,engine=io_uring|threads] or
     /// passthrough=/dev/sgN[,timeout=SECS][,allow=all][,readonly=on].
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskSpec>,
@@ -270,6 +270,7 @@ fn main() -> ExitCode {
                     model: Some("SATAVM SELFTEST SCRATCH".into()),
                     serial: Some(format!("SCRATCH{}", std::process::id())),
                     read_only: false,
+                    engine: Default::default(),
                 });
                 Some(scratch)
             }

@@ -102,6 +102,20 @@ impl MemEngineHandle {
         let _ = self.notifier.write(1);
     }
 
+    /// Carry out the `n` newest held requests now, newest first.
+    pub fn release_newest(&self, n: usize) {
+        let mut st = self.lock();
+        for _ in 0..n {
+            let Some((tag, req)) = st.held.pop_back() else {
+                break;
+            };
+            let result = carry_out(&mut st, req);
+            st.done.push(Completed { tag, result });
+        }
+        drop(st);
+        let _ = self.notifier.write(1);
+    }
+
     /// Carry out every held request.
     pub fn release_all(&self) {
         let n = self.held();

@@ -73,9 +73,10 @@ pub struct StorageOptions {
     pub doorbells: bool,
 }
 
-/// Runs `process_completions` whenever a drive signals that commands finished, and when
-/// completions a port held back for one SDB FIS are due (`timer`, armed for the earliest
-/// port's deadline; see [`crate::ahci::sdb_aggregation`]).
+/// Runs `process_completions` whenever a drive signals that commands finished (the shared
+/// notifier, or a drive's I/O engine's own descriptor, e.g. the sg engine's epoll set), and
+/// when something is due without a signal (`timer`, armed for the earliest deadline: held
+/// completions of [`crate::ahci::sdb_aggregation`], a fault injection's delay or outage).
 struct CompletionPump {
     ahci: Arc<Mutex<AhciFunction>>,
     notifier: CompletionNotifier,
@@ -99,7 +100,7 @@ impl CompletionPump {
         let deadline = {
             let mut ahci = self.ahci.lock().unwrap_or_else(|e| e.into_inner());
             ahci.process_completions();
-            ahci.aggregation_deadline()
+            ahci.next_deadline()
         };
         let armed = match deadline {
             Some(at) => {
@@ -128,6 +129,16 @@ impl MutEventSubscriber for CompletionPump {
     fn init(&mut self, ops: &mut EventOps) {
         if let Err(e) = ops.add(Events::new(&*self.notifier, EventSet::IN)) {
             log::error!("AHCI: cannot watch drive completions: {e:?}");
+        }
+        let fds = self
+            .ahci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .device_ready_fds();
+        for fd in fds {
+            if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
+                log::error!("AHCI: cannot watch a drive's I/O engine: {e:?}");
+            }
         }
         if let Err(e) = ops.add(Events::new_raw(
             self.timer.as_fd().as_raw_fd(),
@@ -257,6 +268,11 @@ impl Storage {
                 "doorbells: {posted} PxSACT/PxCI writes taken by KVM ioeventfds (no exit to satavm)"
             )
         });
+        let engines = self
+            .ahci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .port_engines();
         self.port_stats()
             .iter()
             .enumerate()
@@ -264,8 +280,23 @@ impl Storage {
                 let mut line = port_summary(port, s);
                 if let Some(h) = self.host_stats(port) {
                     line += &format!(
-                        "; host: {} SG_IO commands, peak {} in flight, {} errors, {} timeouts",
-                        h.commands_sent, h.peak_in_flight, h.errors, h.timeouts
+                        "; host: {} SG_IO commands, peak {} in flight, {} errors, {} timeouts, \
+                         {} direct I/O, {} through the kernel's pages",
+                        h.commands_sent,
+                        h.peak_in_flight,
+                        h.errors,
+                        h.timeouts,
+                        h.direct_io,
+                        h.indirect_io
+                    );
+                }
+                if let Some((name, e)) = engines.get(port).copied().flatten() {
+                    line += &format!(
+                        "; engine {name}: {} requests, {} system calls, peak {} in flight, {} bounced",
+                        e.submitted,
+                        e.syscalls,
+                        e.peak_in_flight,
+                        bytes(e.bounced_bytes)
                     );
                 }
                 line
@@ -319,12 +350,14 @@ fn open_drive(
             model,
             serial,
             read_only,
+            engine,
         } => {
             let config = DriveConfig {
                 path: path.clone(),
                 model: model.clone(),
                 serial: serial.clone(),
                 read_only: *read_only,
+                engine: *engine,
             };
             let drive = EmulatedDrive::open(&config, notifier.clone()).map_err(|source| {
                 StorageError::Drive {

@@ -1,14 +1,16 @@
 //! [`SgThreadEngine`]: blocking SG_IO on worker threads, one command each, for a /dev/sdX whose
 //! sg node does not exist (the sg module not loaded): the block layer's SG_IO has no
 //! asynchronous form, but it maps the caller's pages for the transfer, so the data still moves
-//! between the drive and guest RAM without a copy in satavm.
+//! between the drive and guest RAM without a copy in satavm. Over any other [`SgTransport`]
+//! (a scripted fake in tests, which may hold a command as long as it likes) the data is
+//! copied through a buffer of the worker's.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::SgDevice;
+use super::{SgDevice, SgRequest, SgTransport};
 use crate::block::{Completed, Engine, EngineStats, Reply, Request, ScsiCommand, SubmitError};
 use crate::mem::{HostRange, MemError, MAX_IOVECS};
 use crate::sata::CompletionNotifier;
@@ -22,8 +24,14 @@ struct State {
     shutdown: bool,
 }
 
+/// What the workers run commands on.
+enum Target {
+    Device(SgDevice),
+    Transport(Arc<dyn SgTransport>),
+}
+
 struct Shared {
-    dev: SgDevice,
+    dev: Target,
     state: Mutex<State>,
     work: Condvar,
     notifier: CompletionNotifier,
@@ -46,6 +54,19 @@ pub struct SgThreadEngine {
 impl SgThreadEngine {
     /// `workers` threads (the host queue depth) running commands on `dev`.
     pub fn new(dev: SgDevice, notifier: CompletionNotifier, workers: usize) -> io::Result<Self> {
+        Self::start(Target::Device(dev), notifier, workers)
+    }
+
+    /// `workers` threads running commands on `transport` (its data copied per command).
+    pub fn with_transport(
+        transport: Arc<dyn SgTransport>,
+        notifier: CompletionNotifier,
+        workers: usize,
+    ) -> io::Result<Self> {
+        Self::start(Target::Transport(transport), notifier, workers)
+    }
+
+    fn start(dev: Target, notifier: CompletionNotifier, workers: usize) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             dev,
             state: Mutex::new(State::default()),
@@ -134,7 +155,11 @@ fn errno(e: MemError) -> io::Error {
 
 /// Run `cmd` on `dev`: through host iovecs over guest RAM, or a copy for memory without host
 /// mappings. Returns the result and the bytes bounced.
-fn run(dev: &SgDevice, cmd: &ScsiCommand) -> (io::Result<Reply>, u64) {
+fn run(target: &Target, cmd: &ScsiCommand) -> (io::Result<Reply>, u64) {
+    let dev = match target {
+        Target::Device(d) => d,
+        Target::Transport(t) => return run_copied(t.as_ref(), cmd),
+    };
     let Some(buf) = &cmd.buf else {
         let r = dev.execute_iov(&cmd.cdb, cmd.direction, &[], cmd.timeout);
         return (r.map(Reply::Scsi), 0);
@@ -171,6 +196,29 @@ fn run(dev: &SgDevice, cmd: &ScsiCommand) -> (io::Result<Reply>, u64) {
         }
         Err(e) => (Err(errno(e)), 0),
     }
+}
+
+/// Run `cmd` on a synchronous transport through a buffer of its own.
+fn run_copied(t: &dyn SgTransport, cmd: &ScsiCommand) -> (io::Result<Reply>, u64) {
+    let len = cmd.buf.as_ref().map_or(0, |b| b.len() as usize);
+    let mut data = vec![0u8; len];
+    if let (Some(b), super::DataDirection::ToDevice) = (&cmd.buf, cmd.direction) {
+        if let Err(e) = b.read_into(&mut data) {
+            return (Err(errno(e)), 0);
+        }
+    }
+    let r = t.execute(SgRequest {
+        cdb: &cmd.cdb,
+        direction: cmd.direction,
+        data: &mut data,
+        timeout: cmd.timeout,
+    });
+    if let (Ok(_), Some(b), super::DataDirection::FromDevice) = (&r, &cmd.buf, cmd.direction) {
+        if let Err(e) = b.write_from(&data) {
+            return (Err(errno(e)), len as u64);
+        }
+    }
+    (r.map(Reply::Scsi), len as u64)
 }
 
 fn worker(s: &Shared) {
