@@ -413,28 +413,31 @@ impl InFlight {
         self.reaped.retain(|c| !orphans.remove(&c.tag));
     }
 
-    /// Collect what the engine finished; return the commands that ended.
+    /// Collect what the engine finished; return the commands that ended. Requests sent while
+    /// handling them (retries, zeroing, deferred ones) that the engine has already finished
+    /// are collected too.
     pub fn poll(&mut self) -> Vec<Done> {
-        let mut reaped = std::mem::take(&mut self.reaped);
-        self.engine.reap(&mut reaped);
         let mut done = std::mem::take(&mut self.ready);
-        for c in reaped {
-            if self.orphans.remove(&c.tag) {
-                continue;
+        loop {
+            let mut reaped = std::mem::take(&mut self.reaped);
+            self.engine.reap(&mut reaped);
+            if reaped.is_empty() {
+                break;
             }
-            let Some((id, purpose)) = self.requests.remove(&c.tag) else {
-                continue;
-            };
-            self.request_done(id, purpose, c.result.err(), &mut done);
-        }
-        if self.orphans.is_empty() {
-            while let Some((tag, request)) = self.deferred.pop_front() {
-                self.submit(tag, request);
+            for c in reaped {
+                if self.orphans.remove(&c.tag) {
+                    continue;
+                }
+                let Some((id, purpose)) = self.requests.remove(&c.tag) else {
+                    continue;
+                };
+                self.request_done(id, purpose, c.result.err(), &mut done);
             }
-        }
-        if !self.reaped.is_empty() {
-            // Requests that failed on submission: handle them now.
-            done.extend(self.poll());
+            if self.orphans.is_empty() {
+                while let Some((tag, request)) = self.deferred.pop_front() {
+                    self.submit(tag, request);
+                }
+            }
         }
         done
     }

@@ -199,10 +199,31 @@ impl HostIo {
     }
 
     /// Collect what the engine finished; return the guest commands that ended, by id.
+    /// Retries and deferred requests the engine finished meanwhile are collected too.
     pub fn poll(&mut self) -> Vec<(u64, Outcome)> {
-        let mut reaped = std::mem::take(&mut self.reaped);
-        self.engine.reap(&mut reaped);
-        let mut ended = Vec::new();
+        loop {
+            let mut reaped = std::mem::take(&mut self.reaped);
+            self.engine.reap(&mut reaped);
+            if reaped.is_empty() {
+                break;
+            }
+            self.handle(reaped);
+        }
+        let finished: Vec<u64> = self
+            .commands
+            .iter()
+            .filter(|(_, p)| p.outstanding == 0 && p.segments.iter().all(|s| s.done.is_some()))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut ended: Vec<(u64, Outcome)> = finished
+            .into_iter()
+            .filter_map(|id| Some((id, outcome(&self.commands.remove(&id)?))))
+            .collect();
+        ended.sort_by_key(|(id, _)| *id);
+        ended
+    }
+
+    fn handle(&mut self, reaped: Vec<Completed>) {
         let mut resend = Vec::new();
         for c in reaped {
             if self.orphans.remove(&c.tag) {
@@ -248,22 +269,6 @@ impl HostIo {
                 self.submit(tag, request);
             }
         }
-        let finished: Vec<u64> = self
-            .commands
-            .iter()
-            .filter(|(_, p)| p.outstanding == 0 && p.segments.iter().all(|s| s.done.is_some()))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in finished {
-            if let Some(p) = self.commands.remove(&id) {
-                ended.push((id, outcome(&p)));
-            }
-        }
-        if !self.reaped.is_empty() {
-            ended.extend(self.poll());
-        }
-        ended.sort_by_key(|(id, _)| *id);
-        ended
     }
 }
 

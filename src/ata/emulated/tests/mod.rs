@@ -204,5 +204,6 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 }
 
 mod commands;
+mod engine;
 mod io;
 mod ncq;
