@@ -1,6 +1,6 @@
 //! `--disk` specifications: `path=FILE[,model=M][,serial=S][,readonly=on][,engine=E]` for an emulated
 //! drive over an image file or block device, `passthrough=/dev/sgN[,timeout=SECS][,allow=all]
-//! [,readonly=on]` for a host SATA drive reached through SG_IO.
+//! [,readonly=on][,engine=sg|threads]` for a host SATA drive reached through SG_IO.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -31,6 +31,8 @@ pub enum DiskSpec {
         timeout: Duration,
         allow_all: bool,
         read_only: bool,
+        /// The I/O engine: the sg driver's asynchronous interface (default) or threads.
+        engine: EngineChoice,
     },
 }
 
@@ -100,7 +102,7 @@ impl FromStr for DiskSpec {
                     engine = Some(value.parse().map_err(|_| DiskSpecError::BadValue {
                         key: key.into(),
                         value: value.into(),
-                        why: "expected io_uring, threads or auto",
+                        why: "expected auto, io_uring (images), sg (pass-through) or threads",
                     })?)
                 }
                 "timeout" => {
@@ -141,6 +143,12 @@ impl FromStr for DiskSpec {
                         kind: "image",
                     });
                 }
+                if engine == Some(EngineChoice::Sg) {
+                    return Err(DiskSpecError::NotApplicable {
+                        key: "engine=sg".into(),
+                        kind: "image",
+                    });
+                }
                 Ok(DiskSpec::Image {
                     path,
                     model,
@@ -150,10 +158,10 @@ impl FromStr for DiskSpec {
                 })
             }
             (None, Some(path)) => {
-                if engine.is_some() {
+                if engine == Some(EngineChoice::IoUring) {
                     return Err(DiskSpecError::NotApplicable {
-                        key: "engine".into(),
-                        kind: "pass-through (it uses the sg driver's asynchronous interface)",
+                        key: "engine=io_uring".into(),
+                        kind: "pass-through (Linux has no io_uring SG_IO; engine=sg or threads)",
                     });
                 }
                 if model.is_some() || serial.is_some() {
@@ -168,6 +176,7 @@ impl FromStr for DiskSpec {
                     timeout: timeout.unwrap_or(DEFAULT_PASSTHROUGH_TIMEOUT),
                     allow_all,
                     read_only,
+                    engine: engine.unwrap_or_default(),
                 })
             }
             (None, None) => Err(DiskSpecError::NoTarget(s.into())),
@@ -211,9 +220,17 @@ mod tests {
                 path: "/dev/sg0".into(),
                 timeout: Duration::from_secs(5),
                 allow_all: true,
-                read_only: false
+                read_only: false,
+                engine: EngineChoice::Auto,
             })
         );
+        assert!(matches!(
+            "passthrough=/dev/sda,engine=threads".parse(),
+            Ok(DiskSpec::Passthrough {
+                engine: EngineChoice::Threads,
+                ..
+            })
+        ));
         assert_eq!(
             "passthrough=/dev/sda".parse::<DiskSpec>().map(|d| matches!(d, DiskSpec::Passthrough { timeout, .. } if timeout == DEFAULT_PASSTHROUGH_TIMEOUT)),
             Ok(true)
@@ -254,7 +271,11 @@ mod tests {
             Err(DiskSpecError::BadValue { .. })
         ));
         assert!(matches!(
-            "passthrough=/dev/sg0,engine=threads".parse::<DiskSpec>(),
+            "passthrough=/dev/sg0,engine=io_uring".parse::<DiskSpec>(),
+            Err(DiskSpecError::NotApplicable { .. })
+        ));
+        assert!(matches!(
+            "path=a,engine=sg".parse::<DiskSpec>(),
             Err(DiskSpecError::NotApplicable { .. })
         ));
         assert!(matches!(

@@ -65,7 +65,7 @@ struct Cli {
     memory: u64,
     /// A SATA drive on the next AHCI port (repeatable, up to 32):
     /// path=FILE[,model=M][,serial=S][,readonly=on][,engine=io_uring|threads] or
-    /// passthrough=/dev/sgN[,timeout=SECS][,allow=all][,readonly=on].
+    /// passthrough=/dev/sgN|/dev/sdX[,timeout=SECS][,allow=all][,readonly=on][,engine=sg|threads].
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskSpec>,
     /// Trace the SATA conversation (AHCI register accesses, FISes, ATA commands, SG_IO) to

@@ -165,13 +165,18 @@ pub trait Engine: Send {
     fn stats(&self) -> EngineStats;
 }
 
-/// Which engine an image drive uses (`--disk path=...,engine=`).
+/// Which engine a drive uses (`--disk ...,engine=`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum EngineChoice {
-    /// io_uring where the host allows it, else threads.
+    /// An image: io_uring where the host allows it, else threads. Pass-through: the sg
+    /// driver's asynchronous interface where there is an sg node, else threads.
     #[default]
     Auto,
+    /// Images only.
     IoUring,
+    /// Pass-through only: the sg driver's asynchronous interface.
+    Sg,
+    /// Blocking system calls on a few worker threads (pass-through: SG_IO on the node given).
     Threads,
 }
 
@@ -181,8 +186,9 @@ impl std::str::FromStr for EngineChoice {
         match s {
             "auto" => Ok(EngineChoice::Auto),
             "io_uring" | "io-uring" => Ok(EngineChoice::IoUring),
+            "sg" => Ok(EngineChoice::Sg),
             "threads" => Ok(EngineChoice::Threads),
-            _ => Err(format!("engine={s}: expected io_uring, threads or auto")),
+            _ => Err(format!("engine={s}: expected auto, io_uring, sg or threads")),
         }
     }
 }
@@ -205,6 +211,10 @@ pub fn file_engine(
     match choice {
         EngineChoice::Threads => threads(file, notifier),
         EngineChoice::IoUring => Ok(Box::new(uring::UringEngine::new(file, notifier)?)),
+        EngineChoice::Sg => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "engine=sg is for pass-through drives",
+        )),
         EngineChoice::Auto => match uring::UringEngine::new(file.clone(), notifier.clone()) {
             Ok(e) => Ok(Box::new(e)),
             Err(e) => {

@@ -372,12 +372,14 @@ fn open_drive(
             timeout,
             allow_all,
             read_only,
+            engine,
         } => {
             let config = PassthroughConfig {
                 path: path.clone(),
                 timeout: *timeout,
                 allow_all: *allow_all,
                 read_only: *read_only,
+                engine: *engine,
             };
             let drive =
                 PassthroughDrive::open_traced(&config, notifier.clone(), tracer.clone(), port)?;

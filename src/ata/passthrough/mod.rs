@@ -62,6 +62,9 @@ pub struct PassthroughConfig {
     pub allow_all: bool,
     /// Refuse every command that writes or erases data ([`policy::refused_when_read_only`]).
     pub read_only: bool,
+    /// The engine: the sg driver's asynchronous interface (`Auto`/`Sg`), or blocking SG_IO on
+    /// threads on the node given (`Threads`).
+    pub engine: crate::block::EngineChoice,
 }
 
 /// Default per-command timeout (what hdparm and smartctl use for ordinary commands).
@@ -75,6 +78,7 @@ impl PassthroughConfig {
             timeout: DEFAULT_TIMEOUT,
             allow_all: false,
             read_only: false,
+            engine: crate::block::EngineChoice::Auto,
         }
     }
 }

@@ -66,7 +66,7 @@ impl PassthroughDrive {
         .map_err(|SysfsError::Partition| PassthroughError::Partition(path.into()))?;
         let limits = sysfs::read_limits(&paths);
         let id = probe_identify(&dev, config.timeout, path)?;
-        let (engine, how) = host_engine(dev, is_block, &paths, limits, notifier)?;
+        let (engine, how) = host_engine(dev, is_block, &paths, limits, config.engine, notifier)?;
         let engine: Box<dyn Engine> = if tracer.enabled() {
             Box::new(TracedEngine::new(engine, tracer, port))
         } else {
@@ -96,9 +96,12 @@ fn host_engine(
     is_block: bool,
     paths: &sysfs::SysfsPaths,
     limits: sysfs::QueueLimits,
+    choice: crate::block::EngineChoice,
     notifier: CompletionNotifier,
 ) -> Result<(Box<dyn Engine>, String), PassthroughError> {
-    let sg_node = if is_block {
+    let sg_node = if choice == crate::block::EngineChoice::Threads {
+        None
+    } else if is_block {
         paths
             .device
             .as_deref()
@@ -108,6 +111,12 @@ fn host_engine(
     } else {
         Some(dev.path().to_path_buf())
     };
+    if sg_node.is_none() && choice == crate::block::EngineChoice::Sg {
+        return Err(PassthroughError::NotScsi {
+            path: dev.path().into(),
+            detail: "engine=sg, but the disk has no sg node (is the sg module loaded?)".into(),
+        });
+    }
     let max_transfer = limits.max_transfer_sectors() as usize * crate::ata::registers::SECTOR_SIZE;
     let direct_io = sg_allows_direct_io();
     let limits_line = format!(
@@ -138,7 +147,9 @@ fn host_engine(
                     ),
                 ));
             }
-            Err(e) if !is_block => return Err(open_error(&node, e)),
+            Err(e) if !is_block || choice == crate::block::EngineChoice::Sg => {
+                return Err(open_error(&node, e))
+            }
             Err(e) => log::info!("{}: {e}; blocking SG_IO instead", node.display()),
         }
     }
@@ -151,7 +162,7 @@ fn host_engine(
     })?;
     Ok((
         Box::new(e),
-        format!("pass-through with blocking SG_IO on {path} (no sg node), {limits_line}"),
+        format!("pass-through with blocking SG_IO on worker threads on {path}, {limits_line}"),
     ))
 }
 
