@@ -188,7 +188,9 @@ impl std::str::FromStr for EngineChoice {
             "io_uring" | "io-uring" => Ok(EngineChoice::IoUring),
             "sg" => Ok(EngineChoice::Sg),
             "threads" => Ok(EngineChoice::Threads),
-            _ => Err(format!("engine={s}: expected auto, io_uring, sg or threads")),
+            _ => Err(format!(
+                "engine={s}: expected auto, io_uring, sg or threads"
+            )),
         }
     }
 }

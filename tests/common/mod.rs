@@ -136,6 +136,24 @@ impl TestHba {
         }
     }
 
+    /// An HBA with `devices` (one port each), PCI memory decoding and bus mastering enabled;
+    /// `notifier` is the one the devices signal.
+    pub fn with_devices(devices: Vec<Box<dyn SataDevice>>, notifier: Arc<EventFd>) -> Self {
+        let mem = Arc::new(VecMemory::new(MEM_SIZE));
+        let sink = Arc::new(RecordingSink::default());
+        let f = AhciFunction::new(devices, mem.clone(), sink.clone(), ABAR_ADDR, IRQ_LINE);
+        let mut t = TestHba {
+            f,
+            mem,
+            sink,
+            notifier,
+            images: Vec::new(),
+        };
+        let cmd = command::MEMORY_SPACE | command::BUS_MASTER;
+        t.f.config_write(offset::COMMAND, &cmd.to_le_bytes());
+        t
+    }
+
     // ---- PCI configuration space ----
 
     pub fn cfg_read(&self, at: usize, len: usize) -> u32 {
