@@ -66,7 +66,8 @@ impl PassthroughDrive {
         .map_err(|SysfsError::Partition| PassthroughError::Partition(path.into()))?;
         let limits = sysfs::read_limits(&paths);
         let id = probe_identify(&dev, config.timeout, path)?;
-        let (engine, how) = host_engine(dev, is_block, &paths, limits, config.engine, notifier)?;
+        let (engine, how, limits) =
+            host_engine(dev, is_block, &paths, limits, config.engine, notifier)?;
         let engine: Box<dyn Engine> = if tracer.enabled() {
             Box::new(TracedEngine::new(engine, tracer, port))
         } else {
@@ -98,7 +99,7 @@ fn host_engine(
     limits: sysfs::QueueLimits,
     choice: crate::block::EngineChoice,
     notifier: CompletionNotifier,
-) -> Result<(Box<dyn Engine>, String), PassthroughError> {
+) -> Result<(Box<dyn Engine>, String, sysfs::QueueLimits), PassthroughError> {
     let sg_node = if choice == crate::block::EngineChoice::Threads {
         None
     } else if is_block {
@@ -117,8 +118,21 @@ fn host_engine(
             detail: "engine=sg, but the disk has no sg node (is the sg module loaded?)".into(),
         });
     }
-    let max_transfer = limits.max_transfer_sectors() as usize * crate::ata::registers::SECTOR_SIZE;
     let direct_io = sg_allows_direct_io();
+    // Without direct I/O the sg driver moves the data through its own buffer (the reserved
+    // one, in large chunks), so the queue's segment limit does not count guest pages: only
+    // max_hw_sectors bounds a command. With direct I/O (or block-layer SG_IO, which maps guest
+    // pages) each 4 KiB page may be a segment.
+    let sg_limits = if direct_io {
+        limits
+    } else {
+        sysfs::QueueLimits {
+            max_segments: None,
+            ..limits
+        }
+    };
+    let sector = crate::ata::registers::SECTOR_SIZE;
+    let max_transfer = sg_limits.max_transfer_sectors() as usize * sector;
     let limits_line = format!(
         "up to {} commands in flight, {} KiB each",
         limits.workers(),
@@ -145,6 +159,7 @@ fn host_engine(
                         "pass-through through {}'s asynchronous interface, {limits_line}, {dio}",
                         node.display()
                     ),
+                    sg_limits,
                 ));
             }
             Err(e) if !is_block || choice == crate::block::EngineChoice::Sg => {
@@ -160,9 +175,16 @@ fn host_engine(
             source,
         }
     })?;
+    let max_transfer = limits.max_transfer_sectors() as usize * sector;
     Ok((
         Box::new(e),
-        format!("pass-through with blocking SG_IO on worker threads on {path}, {limits_line}"),
+        format!(
+            "pass-through with blocking SG_IO on worker threads on {path}, up to {} commands \
+             in flight, {} KiB each",
+            limits.workers(),
+            max_transfer >> 10
+        ),
+        limits,
     ))
 }
 
