@@ -14,6 +14,7 @@ pub mod ahci;
 pub mod ata;
 pub mod disk_spec;
 pub mod firmware;
+pub mod hostfile;
 pub mod irq;
 pub mod mem;
 pub mod pci;
