@@ -164,9 +164,13 @@ impl InjectingDevice {
 
     fn trace(&self, slot: Option<u8>, what: &'static str, rule: &str) {
         self.tracer.emit(|| {
-            let e = Event::new(Layer::Inject, what)
-                .port(self.port)
-                .str("rule", rule.to_string());
+            let e = Event::new(Layer::Inject, what).port(self.port);
+            // Only events caused by a rule name one.
+            let e = if rule.is_empty() {
+                e
+            } else {
+                e.str("rule", rule.to_string())
+            };
             match slot {
                 Some(s) => e.slot(s),
                 None => e,
