@@ -2,8 +2,8 @@
 //!
 //! Every method takes `&self` (positioned I/O), so the NCQ workers share one [`Image`].
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::fs::File;
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -11,6 +11,7 @@ use std::path::Path;
 use nix::fcntl::{fallocate, FallocateFlags};
 
 use crate::ata::registers::SECTOR_SIZE;
+use crate::hostfile::{self, DiskFile, HostFileError};
 
 const SECTOR: u64 = SECTOR_SIZE as u64;
 
@@ -30,17 +31,20 @@ pub struct Image {
 }
 
 impl Image {
-    /// Open `path` (a regular file or a block device). Its size, rounded down to whole
-    /// sectors, is the capacity; a trailing partial sector is not addressable.
-    pub fn open(path: &Path, read_only: bool) -> io::Result<Image> {
-        let mut file = OpenOptions::new().read(true).write(!read_only).open(path)?;
-        // Seeking to the end gives the size of regular files and of block devices alike.
-        let bytes = file.seek(SeekFrom::End(0))?;
-        Ok(Image {
-            file,
-            sectors: bytes / SECTOR,
+    /// Open `path` (a regular file or a block device) with the checks and the lock of
+    /// [`hostfile::open_disk`]. Its size, rounded down to whole sectors, is the capacity.
+    pub fn open(path: &Path, read_only: bool) -> Result<Image, HostFileError> {
+        hostfile::open_disk(path, read_only, true).map(Image::from_disk)
+    }
+
+    /// The medium of a disk [`hostfile::open_disk`] opened (its lock stays with the file).
+    pub fn from_disk(disk: DiskFile) -> Image {
+        let (sectors, read_only) = (disk.sectors(), disk.read_only());
+        Image {
+            file: disk.into_file(),
+            sectors,
             read_only,
-        })
+        }
     }
 
     /// Capacity in sectors.

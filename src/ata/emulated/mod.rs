@@ -69,13 +69,8 @@ pub struct DriveConfig {
 /// Why a drive cannot be created.
 #[derive(Debug, Error)]
 pub enum DriveError {
-    #[error("cannot open disk image {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("disk image {0} is smaller than one 512-byte sector")]
-    Empty(PathBuf),
+    #[error(transparent)]
+    Disk(#[from] crate::hostfile::HostFileError),
     #[error("cannot start the drive's I/O threads: {0}")]
     Workers(std::io::Error),
 }
@@ -136,20 +131,32 @@ fn serial_from_path(path: &Path) -> String {
 }
 
 impl EmulatedDrive {
-    /// Open the image and start the I/O threads; `notifier` is written whenever
-    /// [`SataDevice::poll_completions`] has something new.
+    /// Open the image (checked and locked, [`crate::hostfile::open_disk`]) and start the I/O
+    /// threads; `notifier` is written whenever [`SataDevice::poll_completions`] has something
+    /// new.
     pub fn open(
         config: &DriveConfig,
         notifier: CompletionNotifier,
     ) -> Result<EmulatedDrive, DriveError> {
-        let image =
-            Image::open(&config.path, config.read_only).map_err(|source| DriveError::Open {
-                path: config.path.clone(),
-                source,
-            })?;
-        if image.sectors() == 0 {
-            return Err(DriveError::Empty(config.path.clone()));
-        }
+        let image = Image::open(&config.path, config.read_only)?;
+        Self::with_image(config, image, notifier)
+    }
+
+    /// As [`EmulatedDrive::open`], over a disk opened already (`config.path` and
+    /// `config.read_only` are taken as describing it).
+    pub fn with_disk(
+        config: &DriveConfig,
+        disk: crate::hostfile::DiskFile,
+        notifier: CompletionNotifier,
+    ) -> Result<EmulatedDrive, DriveError> {
+        Self::with_image(config, Image::from_disk(disk), notifier)
+    }
+
+    fn with_image(
+        config: &DriveConfig,
+        image: Image,
+        notifier: CompletionNotifier,
+    ) -> Result<EmulatedDrive, DriveError> {
         let shared = Arc::new(Shared::new(image, notifier));
         let workers = match worker::spawn_workers(&shared) {
             Ok(w) => w,

@@ -44,6 +44,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use drive::PassthroughDrive;
+pub use open::{lock_host_nodes, HostLocks};
 
 /// How to open the host drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,8 @@ pub struct PassthroughConfig {
     pub allow_all: bool,
     /// Refuse every command that writes or erases data ([`policy::refused_when_read_only`]).
     pub read_only: bool,
+    /// Lock the device nodes (see [`HostLocks`]); `lock=off` in `--disk` turns it off.
+    pub lock: bool,
 }
 
 /// Default per-command timeout (what hdparm and smartctl use for ordinary commands).
@@ -69,6 +72,7 @@ impl PassthroughConfig {
             timeout: DEFAULT_TIMEOUT,
             allow_all: false,
             read_only: false,
+            lock: true,
         }
     }
 }
@@ -88,6 +92,8 @@ pub enum PassthroughError {
     NotAta { path: PathBuf, reason: String },
     #[error("{0}: ATA PASS-THROUGH needs the CAP_SYS_RAWIO capability (run as root)")]
     NoRawIo(PathBuf),
+    #[error(transparent)]
+    Host(#[from] crate::hostfile::HostFileError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
