@@ -227,6 +227,11 @@ impl DiskFile {
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 
+/// The whole sectors of `bytes` a drive can expose: at most what 48-bit commands address.
+fn usable_sectors(bytes: u64) -> u64 {
+    (bytes / SECTOR).min(LBA48_MAX_SECTORS)
+}
+
 /// What `meta`'s file is, for messages, when it is not a disk.
 fn not_a_disk(meta: &std::fs::Metadata) -> Option<(&'static str, &'static str)> {
     let ft = meta.file_type();
@@ -315,7 +320,7 @@ pub fn open_disk(path: &Path, read_only: bool, lock: bool) -> Result<DiskFile, H
         kind,
         id: FileId::of(&meta),
         bytes,
-        sectors: (bytes / SECTOR).min(LBA48_MAX_SECTORS),
+        sectors: usable_sectors(bytes),
         read_only,
         locked: lock,
     })
@@ -482,6 +487,25 @@ mod tests {
         assert_eq!((d.sectors(), d.partial_bytes()), (1, 488));
         let w = d.warnings();
         assert!(w.len() == 1 && w[0].contains("last 488 bytes"), "{w:?}");
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn sizes_past_48_bit_addressing_are_clamped_with_a_warning() {
+        // No file system here holds a 128 PiB file: the size as a block device would report.
+        let bytes = (LBA48_MAX_SECTORS + 5) * 512;
+        assert_eq!(usable_sectors(bytes), LBA48_MAX_SECTORS);
+        assert_eq!(usable_sectors(i64::MAX as u64), LBA48_MAX_SECTORS);
+        assert_eq!(usable_sectors(1023), 1);
+        let p = image("huge", 4096);
+        let mut d = open_disk(&p, true, false).unwrap();
+        d.bytes = bytes;
+        d.sectors = usable_sectors(bytes);
+        let w = d.warnings();
+        assert!(
+            w.len() == 1 && w[0].contains("more than 48-bit ATA addressing reaches"),
+            "{w:?}"
+        );
         std::fs::remove_file(&p).unwrap();
     }
 
