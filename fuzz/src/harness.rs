@@ -183,8 +183,10 @@ impl Machine {
 
     /// Every MMIO write goes through here, so PxCI/PxSACT writes are tracked at any width.
     fn mmio_write(&mut self, at: u64, data: &[u8]) {
+        let mut bases_written = false;
         for (i, &b) in data.iter().enumerate() {
             let a = at + i as u64;
+            bases_written |= a & !3 == hba::GHC;
             for p in 0..self.ports {
                 let shift = 8 * ((a & 3) as u32);
                 if a & !3 == Self::px(p, px::CI) {
@@ -193,14 +195,26 @@ impl Machine {
                 if a & !3 == Self::px(p, px::SACT) {
                     self.sact_written[p] |= u32::from(b) << shift;
                 }
+                bases_written |= [px::CLB, px::CLBU, px::FB, px::FBU, px::SCTL]
+                    .iter()
+                    .any(|r| a & !3 == Self::px(p, *r));
             }
         }
         self.f.bar_write(ABAR, at, data);
-        self.refresh_bases();
+        // Only these registers move the areas (GHC.HR and COMRESET reset ports, which may
+        // clear them): reading them back after every write was 15% of the fuzzer's time.
+        if bases_written {
+            self.refresh_bases();
+        }
     }
 
     fn px_write(&mut self, port: usize, reg: u64, v: u32) {
         self.mmio_write(Self::px(port, reg), &v.to_le_bytes());
+    }
+
+    /// Port `p`'s command list address, as [`Machine::refresh_bases`] last read it.
+    fn clb_of(&self, p: usize) -> u64 {
+        self.areas.lock().unwrap_or_else(|e| e.into_inner()).bases[2 * p].0
     }
 
     /// The command lists and received-FIS areas the registers point at now.
@@ -290,8 +304,9 @@ impl Machine {
                     | u32::from(fl & flags::CLEAR_BUSY != 0) << 10
                     | n << 16;
                 let ctbau = u32::from(fl & flags::HIGH_TABLE != 0);
-                let clb = u64::from(self.px_read(p, px::CLB))
-                    | u64::from(self.px_read(p, px::CLBU)) << 32;
+                // PxCLB as the last refresh read it (no register access: a Command op is
+                // guest memory stores only).
+                let clb = self.clb_of(p);
                 let mut h = [0u8; 16];
                 h[0..4].copy_from_slice(&dw0.to_le_bytes());
                 h[8..12].copy_from_slice(&(ct as u32).to_le_bytes());
@@ -379,8 +394,10 @@ impl Machine {
         }
     }
 
-    /// The register invariants; panics with the violation.
-    pub fn check_registers(&mut self) {
+    /// The register invariants; panics with the violation. `wrote` is false after an
+    /// operation that wrote no register (then the registers only the guest's writes change
+    /// are not read again: IE, SCTL, PxCLB/PxFB alignment, PI, unimplemented ports).
+    pub fn check_registers_after(&mut self, wrote: bool) {
         let g = self.r32(hba::GHC);
         assert_eq!(
             g & !(ghc::AE | ghc::IE | ghc::MRSM),
@@ -388,8 +405,10 @@ impl Machine {
             "GHC {g:#x}: reserved bits or HR"
         );
         assert_ne!(g & ghc::AE, 0, "GHC.AE is 1 (CAP.SAM)");
-        let pi = self.r32(hba::PI);
-        assert_eq!(pi, (1 << self.ports) - 1, "PI");
+        let pi = (1 << self.ports) - 1;
+        if wrote {
+            assert_eq!(self.r32(hba::PI), pi, "PI");
+        }
         let is = self.r32(hba::IS);
         assert_eq!(is & !pi, 0, "IS {is:#x} has a bit of an unimplemented port");
         for p in 0..self.ports {
@@ -436,8 +455,6 @@ impl Machine {
             );
             let pis = self.px_read(p, px::IS);
             assert_eq!(pis & !pxis::ALL, 0, "P{p}IS {pis:#x}: reserved bits");
-            let ie = self.px_read(p, px::IE);
-            assert_eq!(ie & !pxis::ALL, 0, "P{p}IE {ie:#x}: reserved bits");
             let ssts = self.px_read(p, px::SSTS);
             assert!(
                 [0, 4, 0x123].contains(&ssts),
@@ -445,16 +462,33 @@ impl Machine {
             );
             let tfd = self.px_read(p, px::TFD);
             assert_eq!(tfd & !0xffff, 0, "P{p}TFD {tfd:#x}");
-            let sctl = self.px_read(p, px::SCTL);
-            assert_eq!(sctl & !0xfff, 0, "P{p}SCTL {sctl:#x}");
             let sntf = self.px_read(p, px::SNTF);
             assert_eq!(sntf & !0xffff, 0, "P{p}SNTF {sntf:#x}");
-            assert_eq!(self.px_read(p, px::CLB) & 0x3ff, 0, "P{p}CLB alignment");
-            assert_eq!(self.px_read(p, px::FB) & 0xff, 0, "P{p}FB alignment");
+            if !wrote {
+                continue;
+            }
+            let ie = self.px_read(p, px::IE);
+            assert_eq!(ie & !pxis::ALL, 0, "P{p}IE {ie:#x}: reserved bits");
+            let sctl = self.px_read(p, px::SCTL);
+            assert_eq!(sctl & !0xfff, 0, "P{p}SCTL {sctl:#x}");
+            // As refresh_bases read them after the write that changed them.
+            let (clb, fb) = {
+                let areas = self.areas.lock().unwrap_or_else(|e| e.into_inner());
+                (areas.bases[2 * p].0, areas.bases[2 * p + 1].0)
+            };
+            assert_eq!(clb & 0x3ff, 0, "P{p}CLB alignment");
+            assert_eq!(fb & 0xff, 0, "P{p}FB alignment");
         }
-        // An unimplemented port reads 0.
-        assert_eq!(self.px_read(self.ports, px::CI), 0);
-        assert_eq!(self.px_read(self.ports, px::CMD), 0);
+        if wrote {
+            // An unimplemented port reads 0.
+            assert_eq!(self.px_read(self.ports, px::CI), 0);
+            assert_eq!(self.px_read(self.ports, px::CMD), 0);
+        }
+    }
+
+    /// Every register invariant ([`Machine::check_registers_after`] a write).
+    pub fn check_registers(&mut self) {
+        self.check_registers_after(true);
     }
 }
 
@@ -468,7 +502,14 @@ pub fn run(data: &[u8]) {
         m.step(op);
         let took = start.elapsed();
         assert!(took < OP_DEADLINE, "operation {i} {op:?} took {took:?}");
-        m.check_registers();
+        // Stores to guest memory touch no register (the HBA reads memory only when a
+        // register access or completion processing makes it): the registers are as the last
+        // check saw them. Reads and waits change no register only the guest writes.
+        match op {
+            Op::MemWrite { .. } | Op::Command { .. } => {}
+            Op::MmioRead { .. } | Op::Wait { .. } => m.check_registers_after(false),
+            _ => m.check_registers_after(true),
+        }
     }
     // Stop what is still running in the drives; writes until then are checked as well.
     let start = Instant::now();
