@@ -525,11 +525,14 @@ fn an_image_in_use_by_another_satavm_is_refused_naming_it() {
     ));
     first.wait_stdout("testfw: ready");
     let pid = first.child.id();
-    let holder = format!("locked by pid {pid} (satavm)");
-    for spec in ["path=d.img", "path=d.img,readonly=on", "path=ro.img"] {
+    for (spec, what) in [
+        ("path=d.img", "has it open and lets no one else write it"),
+        ("path=d.img,readonly=on", "has it open for writing"),
+        ("path=ro.img", "has it open and lets no one else write it"),
+    ] {
         let o = run(&dir, &["--check", "--disk", spec]);
         assert_eq!(o.status.code(), Some(71), "{spec}: {}", stderr(&o));
-        assert!(stderr(&o).contains("is in use"), "{spec}: {}", stderr(&o));
+        let holder = format!("is in use: pid {pid} (satavm) {what}");
         assert!(stderr(&o).contains(&holder), "{spec}: {}", stderr(&o));
     }
     // Readers share; lock=off opts out.
@@ -547,6 +550,91 @@ fn an_image_in_use_by_another_satavm_is_refused_naming_it() {
             .code(),
         Some(0)
     );
+}
+
+/// QEMU, where the test command installed it (scripts/rig prepare), and satavm see each
+/// other's locks: satavm speaks QEMU's lock protocol (src/hostfile/lock.rs).
+#[test]
+fn satavm_and_qemu_refuse_each_other_on_one_image() {
+    let qemu = "qemu-system-x86_64";
+    if Command::new(qemu).arg("--version").output().is_err() {
+        eprintln!("no {qemu} (scripts/test installs it): test skipped");
+        return;
+    }
+    let dir = scratch_dir("qemu-lock");
+    image(&dir, "q.img", 1 << 20);
+    // A (stopped: -S) QEMU with the image as a virtio disk (QEMU takes a drive's permissions
+    // when a device uses it); its monitor prompt comes once the device is set up.
+    let qemu_args = |readonly: bool| {
+        let ro = if readonly { ",readonly=on" } else { "" };
+        [
+            "-machine".to_string(),
+            "q35".into(),
+            "-S".into(),
+            "-nodefaults".into(),
+            "-display".into(),
+            "none".into(),
+            "-drive".into(),
+            format!("file=q.img,format=raw,if=none,id=d0{ro}"),
+            "-device".into(),
+            "virtio-blk-pci,drive=d0".into(),
+        ]
+    };
+    /// Kills QEMU however the test ends.
+    struct Qemu(Child);
+    impl Drop for Qemu {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.join("q.img")).unwrap());
+    let start_qemu = |readonly: bool| {
+        let mut c = Command::new(qemu);
+        c.current_dir(&dir)
+            .args(qemu_args(readonly))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut q = Qemu(c.spawn().unwrap());
+        // Its device holds the drive once QEMU locks byte 201 ("write not shared").
+        let until = Instant::now() + DEADLINE;
+        while !std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(&format!(":{ino} 201 201")))
+        {
+            assert!(q.0.try_wait().unwrap().is_none(), "QEMU ended");
+            assert!(Instant::now() < until, "QEMU took no lock on q.img");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        q
+    };
+    let check = |spec: &str| run(&dir, &["--check", "--disk", spec]);
+    let q = start_qemu(false);
+    for spec in ["path=q.img", "path=q.img,readonly=on"] {
+        let o = check(spec);
+        assert_eq!(o.status.code(), Some(71), "{spec}: {}", stderr(&o));
+        let holder = format!("pid {} (qemu-system-x86)", q.0.id());
+        assert!(stderr(&o).contains(&holder), "{spec}: {}", stderr(&o));
+    }
+    drop(q);
+    // A read-only QEMU shares with a read-only satavm, not with a writer.
+    let q = start_qemu(true);
+    assert_eq!(check("path=q.img,readonly=on").status.code(), Some(0));
+    assert_eq!(check("path=q.img").status.code(), Some(71));
+    drop(q);
+    // And the other way round: QEMU refuses an image satavm writes.
+    let mut s = Running::start(firmware_cmd(&dir, "s", &["--disk", "path=q.img"]));
+    s.wait_stdout("testfw: ready");
+    let o = Command::new(qemu)
+        .current_dir(&dir)
+        .args(qemu_args(true))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("lock"), "{}", stderr(&o));
 }
 
 // ---- signals ----

@@ -4,16 +4,11 @@
 //!   type with `fstat` before anything else is done with it. The size comes from `fstat` for a
 //!   regular file and `BLKGETSIZE64` for a block device; a partial last sector is reported, and
 //!   a size over what 48-bit ATA addressing reaches is clamped (see [`LBA48_MAX_SECTORS`]).
-//! - Every drive's file gets an open file description lock (`fcntl(F_OFD_SETLK)` over the
-//!   whole file; shared `F_RDLCK` for a read-only drive, exclusive `F_WRLCK` otherwise), as
-//!   QEMU's file-posix locking does. Two satavm processes, the same image on two ports of one
-//!   satavm, or satavm and QEMU on one image then refuse each other instead of both writing.
-//!   QEMU takes shared locks on bytes 100-1xx and 200-2xx of its images: a whole-file write
-//!   lock conflicts with any of them, and QEMU's own tests for conflicting locks see ours.
+//! - Every drive's file is locked with open file description locks (`fcntl(F_OFD_SETLK)`) in
+//!   QEMU's own protocol ([`lock`]): a read-write drive and any other user of the image
+//!   (another satavm, the same image on a second port, a QEMU) refuse each other; read-only
+//!   users share, and refuse a writer. A refusal names the process in the way.
 //!   [`lock_node`] locks a device node the same way (pass-through).
-//! - When a lock is refused, [`lock_holders`] names the processes holding one: OFD locks carry
-//!   no pid (`F_OFD_GETLK` and /proc/locks report -1), so it reads the `lock:` lines of
-//!   `/proc/PID/fdinfo/FD`, which list the locks taken through that very descriptor.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -26,6 +21,10 @@ use thiserror::Error;
 
 use crate::ata::identify::LBA48_MAX_SECTORS;
 use crate::ata::registers::SECTOR_SIZE;
+
+pub mod lock;
+
+pub use lock::{lock_file, Conflict, Holder};
 
 const SECTOR: u64 = SECTOR_SIZE as u64;
 
@@ -65,52 +64,6 @@ impl FileId {
     }
 }
 
-/// A process that holds a lock on a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    pub pid: u32,
-    /// Its command name (/proc/PID/comm), if readable.
-    pub command: Option<String>,
-    /// It holds a write (exclusive) lock, not a read (shared) one.
-    pub write: bool,
-}
-
-impl std::fmt::Display for Holder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.pid == std::process::id() {
-            return write!(f, "this satavm itself (the same file given twice?)");
-        }
-        match &self.command {
-            Some(c) => write!(f, "pid {} ({c})", self.pid),
-            None => write!(f, "pid {}", self.pid),
-        }?;
-        write!(
-            f,
-            ", a {} lock",
-            if self.write {
-                "write (exclusive)"
-            } else {
-                "read (shared)"
-            }
-        )
-    }
-}
-
-/// The holders as a phrase for messages.
-fn holders_text(holders: &[Holder]) -> String {
-    if holders.is_empty() {
-        return "another process holds a lock on it (which one could not be found in \
-                /proc; as root, or with `fuser -v FILE`, you can see it)"
-            .into();
-    }
-    let list = holders
-        .iter()
-        .map(Holder::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
-    format!("it is locked by {list}")
-}
-
 /// Why a disk file cannot be used.
 #[derive(Debug, Error)]
 pub enum HostFileError {
@@ -130,8 +83,12 @@ pub enum HostFileError {
     TooSmall { path: PathBuf, bytes: u64 },
     #[error("cannot read the size of {}: {source}", .path.display())]
     Size { path: PathBuf, source: io::Error },
-    #[error("{} is in use: {}. satavm does not open a disk another program may be writing, nor write one another program reads (like QEMU); readonly=on lets several read-only users share it, lock=off skips the lock (only if you know nothing else writes it)", .path.display(), holders_text(.holders))]
-    Locked { path: PathBuf, holders: Vec<Holder> },
+    #[error("{} is in use: {}. satavm does not open a disk another program may be writing, nor write one another program reads (QEMU's rule); readonly=on lets read-only users share it, lock=off skips the lock (only if you know nothing else writes it)", .path.display(), lock::conflict_text(.conflict, .holders))]
+    Locked {
+        path: PathBuf,
+        conflict: Conflict,
+        holders: Vec<Holder>,
+    },
     #[error("cannot lock {}: {source} (lock=off skips locking, e.g. on a file system without locks)", .path.display())]
     Lock { path: PathBuf, source: io::Error },
 }
@@ -330,10 +287,9 @@ pub fn open_disk(path: &Path, read_only: bool, lock: bool) -> Result<DiskFile, H
 /// devices) without blocking, and lock it as [`lock_file`] does. The lock lasts as long as
 /// the returned file.
 pub fn lock_node(path: &Path, exclusive: bool) -> Result<File, HostFileError> {
-    // F_WRLCK needs a descriptor open for writing, F_RDLCK one open for reading.
+    // The locks are all read locks (see [`lock`]): a read-only descriptor takes them.
     let file = OpenOptions::new()
         .read(true)
-        .write(exclusive)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|source| HostFileError::Open {
@@ -343,111 +299,6 @@ pub fn lock_node(path: &Path, exclusive: bool) -> Result<File, HostFileError> {
         })?;
     lock_file(&file, path, exclusive)?;
     Ok(file)
-}
-
-fn whole_file_lock(kind: libc::c_int) -> libc::flock {
-    // SAFETY: flock is a plain C struct; all zeros is a valid value (whole file from 0).
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = 0;
-    fl.l_len = 0;
-    fl
-}
-
-/// Take an OFD lock on all of `file` (exclusive: F_WRLCK, else F_RDLCK) without waiting.
-pub fn lock_file(file: &File, path: &Path, exclusive: bool) -> Result<(), HostFileError> {
-    let kind = if exclusive {
-        libc::F_WRLCK
-    } else {
-        libc::F_RDLCK
-    };
-    let fl = whole_file_lock(kind);
-    match fcntl(file.as_raw_fd(), FcntlArg::F_OFD_SETLK(&fl)) {
-        Ok(_) => Ok(()),
-        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
-            let mut holders = Vec::new();
-            // A traditional POSIX lock (fcntl F_SETLK, lockf) reports its owner's pid.
-            let mut probe = whole_file_lock(kind);
-            if fcntl(file.as_raw_fd(), FcntlArg::F_OFD_GETLK(&mut probe)).is_ok() && probe.l_pid > 0
-            {
-                holders.push(Holder {
-                    pid: probe.l_pid as u32,
-                    command: command_of(probe.l_pid as u32),
-                    write: i32::from(probe.l_type) == libc::F_WRLCK,
-                });
-            }
-            if holders.is_empty() {
-                if let Ok(meta) = file.metadata() {
-                    holders = lock_holders(Path::new("/proc"), meta.dev(), meta.ino(), exclusive);
-                }
-            }
-            Err(HostFileError::Locked {
-                path: path.into(),
-                holders,
-            })
-        }
-        Err(e) => Err(HostFileError::Lock {
-            path: path.into(),
-            source: e.into(),
-        }),
-    }
-}
-
-fn command_of(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-/// The processes (under the procfs at `proc`) holding a lock on the inode `ino` of the file
-/// system `dev` that conflicts with the lock wanted (`want_exclusive`: any lock; else write
-/// locks), from the `lock:` lines of `/proc/PID/fdinfo/FD`. Each process is named once.
-pub fn lock_holders(proc: &Path, dev: u64, ino: u64, want_exclusive: bool) -> Vec<Holder> {
-    // fs/locks.c prints the file as MAJOR:MINOR:INODE, major and minor in hex (%02x).
-    let needle = format!(
-        " {:02x}:{:02x}:{ino} ",
-        nix::sys::stat::major(dev),
-        nix::sys::stat::minor(dev)
-    );
-    let mut found: Vec<Holder> = Vec::new();
-    let Ok(procs) = std::fs::read_dir(proc) else {
-        return found;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(info) = std::fs::read_to_string(fd.path()) else {
-                continue;
-            };
-            for line in info.lines().filter(|l| l.starts_with("lock:")) {
-                if !line.contains(&needle) {
-                    continue;
-                }
-                let write = line.contains(" WRITE ");
-                if !want_exclusive && !write {
-                    continue;
-                }
-                match found.iter_mut().find(|h| h.pid == pid) {
-                    Some(h) => h.write |= write,
-                    None => found.push(Holder {
-                        pid,
-                        command: std::fs::read_to_string(p.path().join("comm"))
-                            .ok()
-                            .map(|s| s.trim().to_string()),
-                        write,
-                    }),
-                }
-            }
-        }
-    }
-    found.sort_by_key(|h| h.pid);
-    found
 }
 
 #[cfg(test)]
@@ -557,14 +408,22 @@ mod tests {
         let p = image("lock", 4096);
         let w = open_disk(&p, false, true).unwrap();
         // A second writer and a reader are refused, naming this process.
-        for ro in [false, true] {
+        for (ro, conflict) in [
+            (false, Conflict::Unshares(lock::Permission::Write)),
+            (true, Conflict::Holds(lock::Permission::Write)),
+        ] {
             let e = open_disk(&p, ro, true).unwrap_err();
-            let HostFileError::Locked { holders, .. } = &e else {
+            let HostFileError::Locked {
+                holders,
+                conflict: c,
+                ..
+            } = &e
+            else {
                 panic!("{e}")
             };
+            assert_eq!(*c, conflict, "{e}");
             assert_eq!(holders.len(), 1, "{e}");
             assert_eq!(holders[0].pid, std::process::id());
-            assert!(holders[0].write);
             assert!(e.to_string().contains("this satavm itself"), "{e}");
         }
         // lock=off opens it anyway.
@@ -603,51 +462,19 @@ mod tests {
         std::io::BufRead::read_line(&mut out, &mut line).unwrap();
         assert_eq!(line.trim(), "locked");
         let e = open_disk(&p, true, true).unwrap_err();
-        let HostFileError::Locked { holders, .. } = &e else {
+        let HostFileError::Locked {
+            holders, conflict, ..
+        } = &e
+        else {
             panic!("{e}")
         };
+        assert_eq!(*conflict, Conflict::WriteLock);
         assert_eq!(holders.len(), 1, "{e}");
         assert_eq!(holders[0].pid, child.id());
-        assert!(
-            e.to_string()
-                .contains(&format!("pid {} (python3)", child.id())),
-            "{e}"
-        );
+        let holds = format!("pid {} (python3) holds a write lock on it", child.id());
+        assert!(e.to_string().contains(&holds), "{e}");
         drop(child.stdin.take());
         child.wait().unwrap();
         std::fs::remove_file(&p).unwrap();
-    }
-
-    #[test]
-    fn holders_are_found_in_fdinfo_lock_lines() {
-        let root = tmp("proc");
-        let _ = std::fs::remove_dir_all(&root);
-        let fdinfo = root.join("4242/fdinfo");
-        std::fs::create_dir_all(&fdinfo).unwrap();
-        std::fs::write(root.join("4242/comm"), "qemu-system-x86\n").unwrap();
-        // QEMU's shared byte locks on an image of inode 5359853 on fe:00.
-        std::fs::write(
-            fdinfo.join("12"),
-            "pos:\t0\nflags:\t02100002\nlock:\t1: OFDLCK ADVISORY  READ -1 fe:00:5359853 100 101\n\
-             lock:\t2: OFDLCK ADVISORY  READ -1 fe:00:5359853 201 201\n",
-        )
-        .unwrap();
-        std::fs::write(fdinfo.join("13"), "pos:\t0\n").unwrap();
-        std::fs::create_dir_all(root.join("self")).unwrap();
-        let dev = nix::sys::stat::makedev(0xfe, 0);
-        let h = lock_holders(&root, dev, 5359853, true);
-        assert_eq!(
-            h,
-            vec![Holder {
-                pid: 4242,
-                command: Some("qemu-system-x86".into()),
-                write: false
-            }]
-        );
-        // Read locks do not stand in the way of a reader.
-        assert!(lock_holders(&root, dev, 5359853, false).is_empty());
-        // Another inode.
-        assert!(lock_holders(&root, dev, 535985, true).is_empty());
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }
