@@ -735,6 +735,14 @@ mod tests {
     }
 
     #[test]
+    fn help_lists_the_console_keys_the_console_knows() {
+        assert!(
+            AFTER_HELP.contains(satavm::vmm::serial::ESCAPE_HELP),
+            "--help and vmm::serial::ESCAPE_HELP differ"
+        );
+    }
+
+    #[test]
     fn a_space_after_trace_human_gets_a_hint() {
         let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
         let h = trace_human_hint(&args(&["satavm", "--trace-human", "t.txt"])).unwrap();

@@ -3,8 +3,8 @@
 //! JSON line layout (one object per event, keys in this order):
 //! `{"t_us":N,"port":N,"slot":N,"layer":"ahci|sata|ata|sg_io|check|inject","kind":"...",
 //! <fields>}`; `port` and `slot` are left out when they do not apply. Every number is a JSON
-//! number, register-like values too (`"status":81`, what `jq 'select(.status == 0x51)'`
-//! wants); the text form shows those in hex (`status=0x51`). docs/trace-schema.md lists every
+//! number, register-like values too (`"status":81` for 0x51, what `jq 'select(.status ==
+//! 81)'` wants); the text form shows those in hex (`status=0x51`). docs/trace-schema.md lists every
 //! event and field.
 //!
 //! Text layout: `   1234.567 p0 s3  ata   cmd op="READ FPDMA QUEUED" lba=2048 ...`

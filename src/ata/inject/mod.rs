@@ -369,7 +369,7 @@ impl SataDevice for InjectingDevice {
         self.fate[idx] = Fate::Normal;
         if self.down_until.is_some() {
             // Sent into a dead link: lost.
-            self.trace(Some(slot), "lost", "link down");
+            self.trace(Some(slot), "lost", "");
             return Submission::Pending { accepted: None };
         }
         if self.started.is_none() {
