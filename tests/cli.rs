@@ -694,6 +694,27 @@ fn a_second_signal_ends_satavm_at_once() {
     out.read_line(&mut line).unwrap();
     assert!(line.contains("testfw: ready"), "{line}");
     assert_eq!(files_like(&dir, "satavm-selftest-").len(), 1);
+    // Wait for the stderr pipe to fill up: from then on the vCPU blocks in the tracer's
+    // write.
+    let err_fd = std::os::fd::AsRawFd::as_raw_fd(child.stderr.as_ref().unwrap());
+    let size = nix::fcntl::fcntl(err_fd, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer, a live local.
+        assert_eq!(
+            unsafe { libc::ioctl(err_fd, libc::FIONREAD, &mut queued) },
+            0
+        );
+        if queued >= size - 4096 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "stderr never filled ({queued} of {size} bytes)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let pid = Pid::from_raw(child.id() as i32);
     kill(pid, Signal::SIGTERM).unwrap();
     kill(pid, Signal::SIGINT).unwrap();
