@@ -7,21 +7,39 @@
 """
 
 import json
+import re
 import statistics
 import sys
 
-TARGETS = ["l1", "pt", "image", "qemu"]
+TARGETS = ["l1", "pt", "pt-threads", "image", "image-threads", "qemu", "qemu-vblk", "qemu-ahci-pt",
+           "qemu-scsi-block"]
 TARGET_NAMES = {
     "l1": "L1 direct (the drive)",
     "pt": "satavm pass-through",
+    "pt-threads": "satavm pt, SG_IO threads",
     "image": "satavm image",
+    "image-threads": "satavm image, threads",
     "qemu": "QEMU AHCI image",
+    "qemu-vblk": "QEMU virtio-blk image",
+    "qemu-ahci-pt": "QEMU AHCI on the drive",
+    "qemu-scsi-block": "QEMU scsi-block drive",
 }
+# The ratios reported for every job: (name, numerator, denominator).
+RATIOS = [
+    ("pt/l1", "pt", "l1"),
+    ("pt/image", "pt", "image"),
+    ("pt/qemu-ahci-pt", "pt", "qemu-ahci-pt"),
+    ("pt/qemu-scsi-block", "pt", "qemu-scsi-block"),
+    ("pt-threads/pt", "pt-threads", "pt"),
+    ("image-threads/image", "image-threads", "image"),
+    ("image/qemu", "image", "qemu"),
+    ("image/qemu-vblk", "image", "qemu-vblk"),
+]
 JOBS = ["randread-qd1", "randread-qd32", "randwrite-qd32", "seqread-1m", "seqwrite-1m"]
 BLOCK = {"randread-qd1": 4096, "randread-qd32": 4096, "randwrite-qd32": 4096,
          "seqread-1m": 1 << 20, "seqwrite-1m": 1 << 20}
 
-# (ratio name, job, metric, at least): the project's targets (issue 7).
+# (ratio name, job, metric, at least): the project's targets (issues 7 and 14).
 CHECKS = [
     ("image/qemu", "randread-qd1", "iops", 1.5),
     ("image/qemu", "randread-qd32", "iops", 3.0),
@@ -31,7 +49,16 @@ CHECKS = [
     ("pt/l1", "randwrite-qd32", "iops", 0.25),
     ("pt/l1", "seqread-1m", "mbps", 0.5),
     ("pt/l1", "seqwrite-1m", "mbps", 0.5),
-]
+] + [(r, job, m, want) for job, m in [("randread-qd1", "iops"), ("randread-qd32", "iops"),
+                                      ("randwrite-qd32", "iops"), ("seqread-1m", "mbps"),
+                                      ("seqwrite-1m", "mbps")]
+     for r, want in [("pt/image", 0.8), ("pt/qemu-ahci-pt", 1.5), ("pt/qemu-scsi-block", 1.0)]
+] + [("image/qemu-vblk", job, m, 1.0) for job, m in [("randread-qd32", "iops"),
+                                                     ("randwrite-qd32", "iops"),
+                                                     ("seqread-1m", "mbps"),
+                                                     ("seqwrite-1m", "mbps")]]
+# Threads of a satavm with one vCPU and a pass-through port: the vCPU and the event loop.
+PT_THREADS = 2
 MEMORY_LIMIT_KIB = 8 * 1024
 # /proc/stat counts USER_HZ ticks: 100 per second on Linux.
 TICK_MS = 10.0
@@ -77,6 +104,23 @@ def fio_terse(job, line):
             "error": int(f[4])}
 
 
+def vmm_counters(line):
+    """satavm's port line (the text after 'port 0: '): commands, and for the engine and the
+    host side the counts that grow."""
+    out = {}
+    m = re.match(r"(\d+) commands", line)
+    if m:
+        out["commands"] = int(m.group(1))
+    m = re.search(r"engine ([\w-]+): (\d+) requests, (\d+) system calls", line)
+    if m:
+        out["engine"] = m.group(1)
+        out["requests"], out["syscalls"] = int(m.group(2)), int(m.group(3))
+    m = re.search(r"host: (\d+) SG_IO commands.*?(\d+) direct I/O, (\d+) through the kernel", line)
+    if m:
+        out["sg_io"], out["direct_io"], out["indirect_io"] = map(int, m.groups())
+    return out
+
+
 def parse(log_path, json_path, secs):
     data = {"secs": secs, "log": log_path, "targets": {t: {"jobs": {}} for t in TARGETS}}
     with open(log_path, errors="replace") as fh:
@@ -90,8 +134,12 @@ def parse(log_path, json_path, secs):
             if kind == "fio":
                 job = words[3]
                 t["jobs"].setdefault(job, {}).update(fio_terse(job, line.split(" ", 4)[4]))
-            elif kind in ("kvm", "mem", "cpu", "threads"):
+            elif kind in ("kvm", "mem", "cpu", "threads", "nthreads"):
                 t["jobs"].setdefault(words[3], {})[kind] = kv(words[4:])
+            elif kind == "vmmstats":
+                job, phase = words[3], words[4]
+                text = line.split(" ", 5)[5] if len(words) > 5 else ""
+                t["jobs"].setdefault(job, {}).setdefault("vmm", {})[phase] = vmm_counters(text)
             elif kind == "boot":
                 t["boot"] = kv(words[3:])
             elif kind == "vmm-exits":
@@ -113,6 +161,15 @@ def parse(log_path, json_path, secs):
             if th and ios:
                 j["thread_ms_per_io"] = {n: round(v * TICK_MS / ios, 3) for n, v in th.items()
                                          if isinstance(v, int) and v > 0}
+            v = j.get("vmm", {})
+            a, b = v.get("start"), v.get("end")
+            if a and b and b.get("commands", 0) > a.get("commands", 0):
+                cmds = b["commands"] - a["commands"]
+                per = {"engine": b.get("engine")}
+                for k in ("requests", "syscalls", "sg_io", "direct_io", "indirect_io"):
+                    if k in a and k in b:
+                        per[k] = round((b[k] - a[k]) / cmds, 2)
+                j["per_command"] = per
             m = j.get("mem")
             # Read as the VMM may already be gone (then the values are empty).
             if m and all(isinstance(m.get(k), int) for k in ("vmrss", "rssanon", "guest_rss")):
@@ -138,9 +195,9 @@ def ratios(data):
     out = {}
     for job in JOBS:
         metric = "mbps" if job.startswith("seq") else "iops"
-        out[job] = {"metric": metric,
-                    "pt/l1": ratio(data, "pt", "l1", job, metric),
-                    "image/qemu": ratio(data, "image", "qemu", job, metric)}
+        out[job] = {"metric": metric}
+        for name, a, b in RATIOS:
+            out[job][name] = ratio(data, a, b, job, metric)
     return out
 
 
@@ -162,6 +219,12 @@ def checks(data):
         if s and q:
             out.append({"what": f"exits/IO image < qemu {job}", "want": f"< {q['exits']}",
                         "got": s["exits"], "met": s["exits"] < q["exits"]})
+    counts = [j.get("nthreads", {}).get("count") for j in
+              data["targets"].get("pt", {}).get("jobs", {}).values()]
+    counts = [c for c in counts if isinstance(c, int)]
+    if counts:
+        out.append({"what": "pt VMM threads (1 vCPU + event loop)", "want": f"<= {PT_THREADS}",
+                    "got": max(counts), "met": max(counts) <= PT_THREADS})
     for target in ("image", "pt"):
         kib = mem_beyond(data, target)
         out.append({"what": f"{target} RSS beyond guest RAM (KiB)", "want": f"<= {MEMORY_LIMIT_KIB}",
@@ -175,41 +238,65 @@ def fmt(x, nd=1):
     return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
 
+def present(data):
+    return [t for t in TARGETS if data["targets"].get(t, {}).get("jobs")]
+
+
 def table(json_path):
     data = json.load(open(json_path))
+    targets = present(data)
+    vmms = [t for t in targets if t != "l1"]
     print(f"\n== {json_path} (fio jobs of {data['secs']} s; software emulation: compare ratios)")
-    head = f"{'job':<15}" + "".join(f"{t:>22}" for t in TARGETS) + f"{'pt/l1':>8}{'img/qemu':>10}"
-    print(head)
+    print(f"{'job':<15}" + "".join(f"{t:>22}" for t in targets))
     for job in JOBS:
-        metric = data["ratios"][job]["metric"]
         cells = []
-        for t in TARGETS:
+        for t in targets:
             iops, mbps = figure(data, t, job, "iops"), figure(data, t, job, "mbps")
             cells.append(f"{fmt(iops, 0)} IOPS {fmt(mbps, 1)} MB/s")
+        print(f"{job:<15}" + "".join(f"{c:>22}" for c in cells))
+    print("\nRatios (IOPS for 4 KiB jobs, MB/s for 1 MiB):")
+    names = [n for n, a, b in RATIOS if a in targets and b in targets]
+    print(f"{'job':<15}" + "".join(f"{n:>19}" for n in names))
+    for job in JOBS:
         r = data["ratios"][job]
-        print(f"{job:<15}" + "".join(f"{c:>22}" for c in cells)
-              + f"{fmt(r['pt/l1'], 2):>8}{fmt(r['image/qemu'], 2):>10}  ({metric})")
+        print(f"{job:<15}" + "".join(f"{fmt(r.get(n), 2):>19}" for n in names))
+    print("\nsatavm per guest command during each job: engine requests / host system calls"
+          " (pass-through: SG_IO commands, and how many went by direct I/O):")
+    for t in ("pt", "pt-threads", "image", "image-threads"):
+        for job in JOBS:
+            p = figure(data, t, job, "per_command")
+            if p:
+                extra = (f", {fmt(p.get('sg_io'), 2)} SG_IO ({fmt(p.get('direct_io'), 2)} direct)"
+                         if "sg_io" in p else "")
+                print(f"  {t:<11} {job:<15} {p.get('engine')}: {fmt(p.get('requests'), 2)} requests,"
+                      f" {fmt(p.get('syscalls'), 2)} system calls{extra}")
+    print("\nVMM threads at the end of each job:")
+    for t in vmms:
+        n = [figure(data, t, j, "nthreads") for j in JOBS]
+        n = [x.get("count") for x in n if x]
+        if n:
+            print(f"  {TARGET_NAMES[t]:<26} {max(n)}")
     print("\nKVM exits per I/O command during each job (all exits / I/O+MMIO exits), KVM debugfs:")
-    print(f"{'job':<15}" + "".join(f"{t:>18}" for t in TARGETS[1:]))
+    print(f"{'job':<15}" + "".join(f"{t:>18}" for t in vmms))
     for job in JOBS:
         cells = []
-        for t in TARGETS[1:]:
+        for t in vmms:
             p = figure(data, t, job, "per_io")
             cells.append(f"{fmt(p['exits'], 2)} / {fmt(p['io_mmio_exits'], 2)}" if p else "-")
         print(f"{job:<15}" + "".join(f"{c:>18}" for c in cells))
     print("\nWhere L1's CPU went during each job, ms per I/O command (/proc/stat): L2 guest / L1 "
           "user space (VMM threads; fio for l1) / L1 kernel (exits, block layer, drive) / idle\n"
           "(satavm/QEMU rows include L2's 1 s pause before each job: about 1000 ms / I/Os of idle):")
-    print(f"{'job':<15}" + "".join(f"{t:>29}" for t in TARGETS))
+    print(f"{'job':<15}" + "".join(f"{t:>29}" for t in targets))
     for job in JOBS:
         cells = []
-        for t in TARGETS:
+        for t in targets:
             c = figure(data, t, job, "cpu_ms_per_io")
             cells.append(" / ".join(fmt(c[k], 2) for k in ("l2_guest", "l1_user", "l1_kernel", "idle"))
                          if c else "-")
         print(f"{job:<15}" + "".join(f"{c:>29}" for c in cells))
     print("\nVMM threads' CPU (user + system), ms per I/O command, busiest first:")
-    for t in TARGETS[1:]:
+    for t in vmms:
         for job in JOBS:
             th = figure(data, t, job, "thread_ms_per_io")
             if th:
@@ -217,18 +304,18 @@ def table(json_path):
                 print(f"  {t:<6} {job:<15} " + ", ".join(f"{n} {v:.2f}" for n, v in top))
     print("\nVMM memory as the last job ends (or the last job with a reading) (KiB): VmRSS, VmHWM, RssAnon, RssFile, guest RAM "
           "mapping resident, VmRSS - guest resident")
-    for t in TARGETS[1:]:
+    for t in vmms:
         ms = [figure(data, t, j, "mem") for j in reversed(JOBS)]
         m = next((x for x in ms if x and "beyond_guest_kib" in x), None)
         if m:
-            print(f"  {TARGET_NAMES[t]:<22} {m['vmrss']:>8} {m['vmhwm']:>8} {m['rssanon']:>8} "
+            print(f"  {TARGET_NAMES[t]:<26} {m['vmrss']:>8} {m['vmhwm']:>8} {m['rssanon']:>8} "
                   f"{m['rssfile']:>8} {m['guest_rss']:>8} {m['beyond_guest_kib']:>8}"
                   f"   (max over jobs {mem_beyond(data, t)})")
     print("\nBoot to L2 userspace (VMM start on L1's clock / L2's own uptime), s:")
-    for t in TARGETS[1:]:
+    for t in vmms:
         b = data["targets"].get(t, {}).get("boot")
         if b:
-            print(f"  {TARGET_NAMES[t]:<22} {fmt(b.get('wall'), 2):>8} {fmt(b.get('l2'), 2):>8}")
+            print(f"  {TARGET_NAMES[t]:<26} {fmt(b.get('wall'), 2):>8} {fmt(b.get('l2'), 2):>8}")
     for t in ("pt", "image"):
         if data["targets"].get(t, {}).get("vmm_exits"):
             print(f"  satavm {t}: {data['targets'][t]['vmm_exits']} (whole run, boot included)")
@@ -241,10 +328,11 @@ def spread(paths):
     runs = [json.load(open(p)) for p in paths]
     print(f"\n== spread over {len(runs)} runs: min / median / max")
     for job in JOBS:
-        for name in ("pt/l1", "image/qemu"):
-            vals = [r["ratios"][job][name] for r in runs if r["ratios"][job][name] is not None]
+        for name, _, _ in RATIOS:
+            vals = [r["ratios"][job].get(name) for r in runs]
+            vals = [v for v in vals if v is not None]
             if vals:
-                print(f"  {name:<11} {job:<15} {min(vals):6.2f} {statistics.median(vals):6.2f} "
+                print(f"  {name:<19} {job:<15} {min(vals):6.2f} {statistics.median(vals):6.2f} "
                       f"{max(vals):6.2f}")
     for t in TARGETS:
         for job in JOBS:
@@ -252,7 +340,7 @@ def spread(paths):
             vals = [figure(r, t, job, metric) for r in runs]
             vals = [v for v in vals if v is not None]
             if vals:
-                print(f"  {t:<11} {job:<15} {metric} {min(vals):9.1f} "
+                print(f"  {t:<19} {job:<15} {metric} {min(vals):9.1f} "
                       f"{statistics.median(vals):9.1f} {max(vals):9.1f}")
     met = [all(c["met"] for c in r["checks"]) for r in runs]
     print(f"  all targets met in {sum(met)} of {len(runs)} runs")

@@ -1,7 +1,7 @@
-//! `--disk` specifications: `path=FILE[,model=M][,serial=S][,readonly=on][,lock=off]` for an
-//! emulated drive over an image file or block device, `passthrough=/dev/sgN|/dev/sdX
-//! [,timeout=SECS][,allow=all][,readonly=on][,lock=off]` for a host SATA drive reached through
-//! SG_IO. As in QEMU's option syntax, `,,` stands for a comma inside a value
+//! `--disk` specifications: `path=FILE[,model=M][,serial=S][,readonly=on][,lock=off]
+//! [,engine=E]` for an emulated drive over an image file or block device,
+//! `passthrough=/dev/sgN|/dev/sdX[,timeout=SECS][,allow=all][,readonly=on][,lock=off]
+//! [,engine=sg|threads]` for a host SATA drive reached through SG_IO. As in QEMU's option syntax, `,,` stands for a comma inside a value
 //! (`path=a,,b.img` is the file `a,b.img`).
 
 use std::path::PathBuf;
@@ -9,6 +9,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
+
+use crate::block::EngineChoice;
 
 /// Default per-command timeout of pass-through commands.
 pub const DEFAULT_PASSTHROUGH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,6 +26,8 @@ pub enum DiskSpec {
         read_only: bool,
         /// Take an OFD lock on the file (`lock=off` turns it off; see [`crate::hostfile`]).
         lock: bool,
+        /// The I/O engine: io_uring (default where the host has it) or threads.
+        engine: EngineChoice,
     },
     /// A host SATA drive reached with SG_IO ATA PASS-THROUGH.
     Passthrough {
@@ -33,6 +37,8 @@ pub enum DiskSpec {
         read_only: bool,
         /// Lock the device nodes (`lock=off` turns it off).
         lock: bool,
+        /// The I/O engine: the sg driver's asynchronous interface (default) or threads.
+        engine: EngineChoice,
     },
 }
 
@@ -61,7 +67,7 @@ pub enum DiskSpecError {
     NoTarget(String),
     #[error("--disk: both path= and passthrough= given")]
     BothTargets,
-    #[error("--disk: unknown option {0:?} (known: path, model, serial, readonly, lock, passthrough, timeout, allow)")]
+    #[error("--disk: unknown option {0:?} (known: path, model, serial, readonly, lock, engine, passthrough, timeout, allow)")]
     UnknownKey(String),
     #[error("--disk: {0}= needs a file name{hint}", hint = if *.0 == "path" { " (path=FILE, e.g. path=disk.img)" } else { " (passthrough=/dev/sgN or /dev/sdX)" })]
     EmptyPath(&'static str),
@@ -137,6 +143,7 @@ impl FromStr for DiskSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (mut path, mut passthrough, mut model, mut serial) = (None, None, None, None);
         let (mut read_only, mut timeout, mut allow_all, mut lock) = (false, None, false, true);
+        let mut engine = None;
         for part in split_options(s) {
             let (key, value) = part.split_once('=').unwrap_or((&part, ""));
             match key {
@@ -156,6 +163,13 @@ impl FromStr for DiskSpec {
                 "serial" => serial = Some(ata_string(key, value, 20)?),
                 "readonly" => read_only = on_off(key, value)?,
                 "lock" => lock = on_off(key, value)?,
+                "engine" => {
+                    engine = Some(value.parse().map_err(|_| DiskSpecError::BadValue {
+                        key: key.into(),
+                        value: value.into(),
+                        why: "expected auto, io_uring (images), sg (pass-through) or threads",
+                    })?)
+                }
                 "timeout" => {
                     let secs: u64 = value.parse().ok().filter(|&v| v > 0).ok_or_else(|| {
                         DiskSpecError::BadValue {
@@ -194,15 +208,28 @@ impl FromStr for DiskSpec {
                         kind: "image",
                     });
                 }
+                if engine == Some(EngineChoice::Sg) {
+                    return Err(DiskSpecError::NotApplicable {
+                        key: "engine=sg".into(),
+                        kind: "image",
+                    });
+                }
                 Ok(DiskSpec::Image {
                     path,
                     model,
                     serial,
                     read_only,
                     lock,
+                    engine: engine.unwrap_or_default(),
                 })
             }
             (None, Some(path)) => {
+                if engine == Some(EngineChoice::IoUring) {
+                    return Err(DiskSpecError::NotApplicable {
+                        key: "engine=io_uring".into(),
+                        kind: "pass-through (Linux has no io_uring SG_IO; engine=sg or threads)",
+                    });
+                }
                 if model.is_some() || serial.is_some() {
                     let key = if model.is_some() { "model" } else { "serial" };
                     return Err(DiskSpecError::NotApplicable {
@@ -216,6 +243,7 @@ impl FromStr for DiskSpec {
                     allow_all,
                     read_only,
                     lock,
+                    engine: engine.unwrap_or_default(),
                 })
             }
             (None, None) => Err(DiskSpecError::NoTarget(s.into())),
@@ -236,9 +264,24 @@ mod tests {
                 model: Some("TEST MODEL".into()),
                 serial: Some("S1".into()),
                 read_only: true,
-                lock: true
+                lock: true,
+                engine: EngineChoice::Auto,
             })
         );
+        assert!(matches!(
+            "path=d.img,engine=threads".parse(),
+            Ok(DiskSpec::Image {
+                engine: EngineChoice::Threads,
+                ..
+            })
+        ));
+        assert!(matches!(
+            "path=d.img,engine=io_uring".parse(),
+            Ok(DiskSpec::Image {
+                engine: EngineChoice::IoUring,
+                ..
+            })
+        ));
         assert_eq!(
             "passthrough=/dev/sg0,timeout=5,allow=all".parse(),
             Ok(DiskSpec::Passthrough {
@@ -246,9 +289,17 @@ mod tests {
                 timeout: Duration::from_secs(5),
                 allow_all: true,
                 read_only: false,
-                lock: true
+                lock: true,
+                engine: EngineChoice::Auto,
             })
         );
+        assert!(matches!(
+            "passthrough=/dev/sda,engine=threads".parse(),
+            Ok(DiskSpec::Passthrough {
+                engine: EngineChoice::Threads,
+                ..
+            })
+        ));
         assert_eq!(
             "passthrough=/dev/sda".parse::<DiskSpec>().map(|d| matches!(d, DiskSpec::Passthrough { timeout, .. } if timeout == DEFAULT_PASSTHROUGH_TIMEOUT)),
             Ok(true)
@@ -321,6 +372,18 @@ mod tests {
         ));
         assert!(matches!(
             "path=a,timeout=3".parse::<DiskSpec>(),
+            Err(DiskSpecError::NotApplicable { .. })
+        ));
+        assert!(matches!(
+            "path=a,engine=magic".parse::<DiskSpec>(),
+            Err(DiskSpecError::BadValue { .. })
+        ));
+        assert!(matches!(
+            "passthrough=/dev/sg0,engine=io_uring".parse::<DiskSpec>(),
+            Err(DiskSpecError::NotApplicable { .. })
+        ));
+        assert!(matches!(
+            "path=a,engine=sg".parse::<DiskSpec>(),
             Err(DiskSpecError::NotApplicable { .. })
         ));
         assert!(matches!(

@@ -6,12 +6,16 @@
 //!   the [`sata::SataDevice`] trait that is the port/device boundary.
 //! - [`ata`]: the device (ACS-3): taskfile, command protocols, an emulated drive and the SG_IO
 //!   pass-through drive.
+//! - [`block`]: under the ATA layer, the I/O engines every byte moves through (io_uring, the
+//!   sg driver's asynchronous interface, threads where neither fits), zero copy.
 //!
 //! Device logic sees guest memory through [`mem::GuestMemory`] and delivers interrupts through
 //! [`irq::InterruptSink`]; only [`vmm`] knows about KVM.
 
 pub mod ahci;
 pub mod ata;
+pub mod block;
+pub mod clock;
 pub mod disk_spec;
 pub mod firmware;
 pub mod hostfile;

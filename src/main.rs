@@ -74,11 +74,12 @@ struct Cli {
     #[arg(long, value_name = "SIZE", default_value = "512", value_parser = parse_memory)]
     memory: u64,
     /// A SATA drive on the next AHCI port (repeatable, up to 32):
-    /// path=FILE[,model=M][,serial=S][,readonly=on][,lock=off] for an emulated drive over an
-    /// image file or block device, or
-    /// passthrough=/dev/sgN|/dev/sdX[,timeout=SECS][,allow=all][,readonly=on][,lock=off] for a
-    /// host SATA drive. Files are locked (shared with readonly=on) like QEMU's; lock=off does
-    /// not lock. `,,` is a comma inside a value (path=a,,b.img is a,b.img).
+    /// path=FILE[,model=M][,serial=S][,readonly=on][,lock=off][,engine=io_uring|threads] for
+    /// an emulated drive over an image file or block device, or
+    /// passthrough=/dev/sgN|/dev/sdX[,timeout=SECS][,allow=all][,readonly=on][,lock=off]
+    /// [,engine=sg|threads] for a host SATA drive. Files are locked (shared with readonly=on)
+    /// like QEMU's; lock=off does not lock. `,,` is a comma inside a value (path=a,,b.img is
+    /// a,b.img).
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskSpec>,
     /// Trace the SATA conversation (AHCI register accesses, FISes, ATA commands, SG_IO) to
@@ -483,6 +484,7 @@ fn plan(cli: &Cli) -> Result<Plan, Failure> {
             serial: Some(format!("SCRATCH{}", std::process::id())),
             read_only: false,
             lock: true,
+            engine: Default::default(),
         });
         Some(scratch)
     } else {

@@ -818,7 +818,7 @@ fn ncq_aggregation_reports_held_completions_in_one_sdb_fis() {
     pace(&mut t, Duration::from_millis(3));
     let before = msis(&t).len();
     let all = eight_queued_reads(&mut t, Duration::from_millis(8));
-    let deadline = t.f.aggregation_deadline().expect("completions are held");
+    let deadline = t.f.next_deadline().expect("completions are held");
     assert!(
         Instant::now() < deadline,
         "the test was too slow to see the hold"
@@ -842,7 +842,7 @@ fn ncq_aggregation_reports_held_completions_in_one_sdb_fis() {
         (stats.aggregated_sdbs, stats.aggregated_completions),
         (1, 8)
     );
-    assert_eq!(t.f.aggregation_deadline(), None);
+    assert_eq!(t.f.next_deadline(), None);
     assert_eq!(t.px_read(0, px::IS) & pxis::FATAL, 0);
 }
 
@@ -857,14 +857,10 @@ fn ncq_aggregation_drops_held_completions_when_the_engine_stops() {
     t.start_port(0);
     pace(&mut t, Duration::from_millis(3));
     eight_queued_reads(&mut t, Duration::from_millis(8));
-    assert!(t.f.aggregation_deadline().is_some(), "completions are held");
+    assert!(t.f.next_deadline().is_some(), "completions are held");
     t.px_clear(0, px::CMD, pxcmd::ST);
     assert_eq!(t.px_read(0, px::SACT), 0);
-    assert_eq!(
-        t.f.aggregation_deadline(),
-        None,
-        "dropped with the commands"
-    );
+    assert_eq!(t.f.next_deadline(), None, "dropped with the commands");
     t.px_write(0, px::IS, u32::MAX);
     std::thread::sleep(Duration::from_millis(30));
     t.f.process_completions();
@@ -886,5 +882,5 @@ fn ncq_aggregation_drops_held_completions_when_the_engine_stops() {
         false,
     );
     t.wait_until(|t| t.px_read(0, px::IS) & pxis::TFES != 0);
-    assert_eq!(t.f.aggregation_deadline(), None);
+    assert_eq!(t.f.next_deadline(), None);
 }

@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use satavm::ata::command::{opcode, smart};
 use satavm::ata::passthrough::policy::{refused_by_default, RefusedCommand, Selector};
-use satavm::ata::passthrough::sg_io::{
-    driver_status, scsi_status, SgRequest, SgResult, SgTransport,
-};
 use satavm::ata::passthrough::sysfs::QueueLimits;
 use satavm::ata::registers::{error, status};
 use satavm::ata::{PassthroughConfig, PassthroughDrive};
+use satavm::block::sg::{driver_status, scsi_status, SgRequest, SgResult, SgTransport};
+use satavm::block::testing::MemEngine;
 use satavm::mem::VecMemory;
 use satavm::sata::{Completion, DataPath, Fis, PrdEntry, RegisterH2d, SataDevice, Submission};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -43,6 +42,7 @@ impl SgTransport for Recorder {
             driver_status: driver_status::DRIVER_SENSE,
             sense,
             resid: 0,
+            ..Default::default()
         })
     }
 }
@@ -62,15 +62,15 @@ fn rig(allow_all: bool, read_only: bool) -> Rig {
         read_only,
         ..PassthroughConfig::new("/dev/null-fake")
     };
-    let drive = PassthroughDrive::with_transport(
-        transport.clone(),
+    let (engine, _) = MemEngine::scsi(transport.clone(), notifier.clone());
+    let drive = PassthroughDrive::with_engine(
+        Box::new(engine),
         QueueLimits {
             max_hw_sectors_kb: None,
             max_segments: None,
             queue_depth: Some(4),
         },
         &config,
-        notifier.clone(),
     );
     Rig {
         drive,

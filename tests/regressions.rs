@@ -9,7 +9,10 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use common::*;
 use satavm::ahci::regs::{hba, port as px, pxcmd, pxis, pxtfd};
@@ -490,4 +493,106 @@ fn data_fis_with_reserved_header_bytes_round_trips() {
     want[2..4].fill(0);
     assert_eq!(fis.encode(), want);
     assert_eq!(Fis::decode(&fis.encode()), Ok(fis));
+}
+
+/// An emulated drive over the in-memory engine holding every request, as if the host kernel
+/// were still moving the data.
+fn held_drive() -> (TestHba, satavm::block::testing::MemEngineHandle) {
+    let notifier = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let (engine, handle) =
+        satavm::block::testing::MemEngine::new(IMAGE_SECTORS as usize * 512, notifier.clone());
+    handle.set_hold(true);
+    let drive = satavm::ata::EmulatedDrive::with_engine(
+        Box::new(engine),
+        notifier.clone(),
+        IMAGE_SECTORS,
+        false,
+        None,
+        "HELD".into(),
+    );
+    (
+        TestHba::with_devices(vec![Box::new(drive)], notifier),
+        handle,
+    )
+}
+
+/// AHCI 10.3.2: PxCMD.CR stays set while the engine still transfers. A command's host I/O
+/// cannot be recalled once it is in the kernel (with zero copy, its data is moving into guest
+/// RAM), so stopping the engine clears PxCI/PxSACT at once but CR only when that I/O is back;
+/// nothing of the aborted command is reported.
+#[test]
+fn engine_stop_keeps_cr_set_until_host_io_has_drained() {
+    let (mut t, engine) = held_drive();
+    t.start_port(0);
+    let buf = TestHba::buf(0, 0);
+    t.issue(
+        0,
+        3,
+        &fpdma(opcode::READ_FPDMA_QUEUED, 3, 0, 8),
+        &[(buf, 4096)],
+        false,
+    );
+    t.f.process_completions();
+    assert_eq!(t.px_read(0, px::SACT), 1 << 3);
+    assert_eq!(engine.held(), 1);
+    t.px_clear(0, px::CMD, pxcmd::ST);
+    t.f.process_completions();
+    let cmd = t.px_read(0, px::CMD);
+    assert_eq!(
+        (cmd & pxcmd::ST, cmd & pxcmd::CR),
+        (0, pxcmd::CR),
+        "CR held"
+    );
+    assert_eq!((t.px_read(0, px::SACT), t.px_read(0, px::CI)), (0, 0));
+    let is_before = t.px_read(0, px::IS);
+    engine.release_all();
+    t.f.process_completions();
+    assert_eq!(
+        t.px_read(0, px::CMD) & pxcmd::CR,
+        0,
+        "CR clears once drained"
+    );
+    assert_eq!(
+        t.px_read(0, px::IS),
+        is_before,
+        "the aborted command is not reported"
+    );
+    // The port works again.
+    t.start_port(0);
+    t.issue(
+        0,
+        0,
+        &h2d(opcode::READ_DMA_EXT, 0, 8),
+        &[(buf, 4096)],
+        false,
+    );
+    engine.release_all();
+    t.wait_idle(0);
+    assert_eq!(t.px_read(0, px::CI), 0);
+}
+
+/// The same for an HBA reset: GHC.HR reads 1 until the aborted host I/O has drained (Linux
+/// polls it for up to a second), then the HBA is in its reset state.
+#[test]
+fn hba_reset_completes_when_host_io_has_drained() {
+    let (mut t, engine) = held_drive();
+    t.start_port(0);
+    let buf = TestHba::buf(0, 0);
+    t.issue(
+        0,
+        0,
+        &h2d(opcode::WRITE_DMA_EXT, 0, 8),
+        &[(buf, 4096)],
+        true,
+    );
+    t.f.process_completions();
+    assert_eq!(t.px_read(0, px::CI), 1);
+    t.write(hba::GHC, satavm::ahci::regs::ghc::HR);
+    t.f.process_completions();
+    assert_ne!(t.read(hba::GHC) & satavm::ahci::regs::ghc::HR, 0, "HR held");
+    assert_eq!(t.px_read(0, px::CI), 0);
+    engine.release_all();
+    t.f.process_completions();
+    assert_eq!(t.read(hba::GHC) & satavm::ahci::regs::ghc::HR, 0);
+    assert_eq!(t.px_read(0, px::IS), 0, "nothing completes after the reset");
 }

@@ -21,6 +21,9 @@ pub(crate) struct Areas {
     pub(crate) bases: Vec<Range>,
     /// Per (port, slot): commands the drive holds, and the PRDT buffers of all of them.
     pub(crate) commands: HashMap<(u8, u8), (usize, Vec<Range>)>,
+    /// Per port: the buffers of aborted commands whose host I/O may still land while the
+    /// drive is draining (AHCI keeps PxCMD.CR set meanwhile); dropped when it is done.
+    pub(crate) draining: HashMap<u8, Vec<Range>>,
 }
 
 impl Areas {
@@ -31,6 +34,7 @@ impl Areas {
                 .commands
                 .values()
                 .any(|(_, ranges)| ranges.iter().any(inside))
+            || self.draining.values().flatten().any(inside)
     }
     pub(crate) fn submitted(&mut self, port: u8, slot: u8, data: &DataPath) {
         let e = self.commands.entry((port, slot)).or_default();
@@ -47,8 +51,21 @@ impl Areas {
             }
         }
     }
+    /// Everything in flight on `port` was aborted: its buffers stay allowed until the drive
+    /// has drained ([`Areas::drained`]).
     pub(crate) fn all_aborted(&mut self, port: u8) {
-        self.commands.retain(|(p, _), _| *p != port);
+        let mut kept = Vec::new();
+        self.commands.retain(|(p, _), (_, ranges)| {
+            if *p == port {
+                kept.append(ranges);
+            }
+            *p != port
+        });
+        self.draining.entry(port).or_default().append(&mut kept);
+    }
+    /// The drive of `port` has no aborted I/O in flight any more.
+    pub(crate) fn drained(&mut self, port: u8) {
+        self.draining.remove(&port);
     }
 }
 
@@ -168,5 +185,21 @@ impl SataDevice for Recorded {
         self.with(|d| d.abort_all());
         self.areas().all_aborted(self.port);
         self.none_pending();
+    }
+    fn draining(&self) -> bool {
+        let draining = self.with(|d| d.draining());
+        if !draining {
+            self.areas().drained(self.port);
+        }
+        draining
+    }
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.with(|d| d.next_deadline())
+    }
+    fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.with(|d| d.ready_fd())
+    }
+    fn engine_stats(&self) -> Option<(&'static str, satavm::block::EngineStats)> {
+        self.with(|d| Some(d.engine_stats()))
     }
 }

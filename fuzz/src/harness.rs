@@ -136,34 +136,42 @@ impl Machine {
         }
     }
 
-    /// Wait until a drive signals a completion, at most `timeout`; false if none did.
+    /// Wait until a drive signals a completion (its notifier or its engine's descriptor), at
+    /// most `timeout`; false if none did.
     fn wait_for_completion(&self, timeout: Duration) -> bool {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut fds: Vec<PollFd> = self
-            .drives
-            .iter()
-            // SAFETY: the eventfds outlive `fds` (self holds them for the whole call).
-            .map(|(_, n, _)| {
-                PollFd::new(
-                    unsafe { std::os::fd::BorrowedFd::borrow_raw(n.as_raw_fd()) },
-                    PollFlags::POLLIN,
-                )
-            })
-            .collect();
-        let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
-        let woke = matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0);
+        let mut fds = Vec::new();
+        for (d, n, _) in &self.drives {
+            fds.push(n.as_raw_fd());
+            if let Some(p) = lock_slot(d).pooled.as_ref() {
+                fds.extend(p.drive.ready_fd());
+            }
+        }
+        let woke = wait_readable(&fds, timeout);
         for (_, n, _) in &self.drives {
             let _ = n.read();
         }
         woke
     }
 
-    /// Stop whatever still runs in the drives (abort_all waits for their workers; writes
-    /// until then are checked as well) and give them back for the next run.
+    /// True while a drive's aborted host I/O is still out (the HBA keeps PxCMD.CR, GHC.HR
+    /// set meanwhile).
+    fn draining(&self, port: Option<usize>) -> bool {
+        self.drives.iter().enumerate().any(|(i, (d, _, _))| {
+            port.is_none_or(|p| p == i)
+                && lock_slot(d)
+                    .pooled
+                    .as_ref()
+                    .is_some_and(|p| p.drive.draining())
+        })
+    }
+
+    /// Stop whatever still runs in the drives and wait until their aborted I/O is back (writes
+    /// until then are checked as well), for the next run.
     fn finish(&mut self) {
         for (d, _, _) in &self.drives {
             if let Some(pooled) = lock_slot(d).pooled.as_mut() {
                 pooled.drive.abort_all();
+                pooled.drain();
             }
         }
     }
@@ -330,7 +338,7 @@ impl Machine {
                     self.f.process_completions();
                     self.collect_completions();
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if self.pending() == 0
+                    if (self.pending() == 0 && !self.draining(None))
                         || left.is_zero()
                         || !self.wait_for_completion(left.min(QUIET))
                     {
@@ -399,8 +407,11 @@ impl Machine {
     /// are not read again: IE, SCTL, PxCLB/PxFB alignment, PI, unimplemented ports).
     pub fn check_registers_after(&mut self, wrote: bool) {
         let g = self.r32(hba::GHC);
+        // GHC.HR stays set while a drive's aborted I/O drains (AHCI 10.4.3: the reset is not
+        // done until the HBA is idle).
+        let hr = if self.draining(None) { ghc::HR } else { 0 };
         assert_eq!(
-            g & !(ghc::AE | ghc::IE | ghc::MRSM),
+            g & !(ghc::AE | ghc::IE | ghc::MRSM | hr),
             0,
             "GHC {g:#x}: reserved bits or HR"
         );
@@ -428,7 +439,13 @@ impl Machine {
                 "P{p}CMD {cmd:#x}: reserved or self-clearing bits"
             );
             let st = cmd & pxcmd::ST != 0;
-            assert_eq!(st, cmd & pxcmd::CR != 0, "P{p}CMD {cmd:#x}: CR follows ST");
+            // CR stays set after ST clears while the drive still has aborted I/O out (AHCI
+            // 10.3.2: the DMA engine is still running).
+            let cr = cmd & pxcmd::CR != 0;
+            assert!(
+                st == cr || (cr && self.draining(Some(p))),
+                "P{p}CMD {cmd:#x}: CR follows ST"
+            );
             assert_eq!(
                 cmd & pxcmd::FRE != 0,
                 cmd & pxcmd::FR != 0,
@@ -490,6 +507,25 @@ impl Machine {
     pub fn check_registers(&mut self) {
         self.check_registers_after(true);
     }
+}
+
+/// Wait until one of `fds` (negative ones are skipped) is readable, at most `timeout`; false
+/// if none became readable.
+pub(crate) fn wait_readable(fds: &[std::os::fd::RawFd], timeout: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut polled: Vec<PollFd> = fds
+        .iter()
+        .filter(|fd| **fd >= 0)
+        // SAFETY: the caller's descriptors stay open for the call.
+        .map(|fd| {
+            PollFd::new(
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) },
+                PollFlags::POLLIN,
+            )
+        })
+        .collect();
+    let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+    matches!(poll(&mut polled, PollTimeout::from(ms)), Ok(n) if n > 0)
 }
 
 /// Run `data` as a program; panics on a violated invariant.

@@ -87,6 +87,7 @@ impl PooledDrive {
             model: None,
             serial: Some(serial),
             read_only: false,
+            engine: Default::default(),
         };
         let drive = EmulatedDrive::with_disk(&cfg, disk, notifier.clone()).expect("open drive");
         PooledDrive {
@@ -96,11 +97,32 @@ impl PooledDrive {
         }
     }
 
+    /// Wait until the drive's aborted host I/O is back (it can no longer touch the image or
+    /// guest memory); panics after [`crate::harness::OP_DEADLINE`].
+    pub(crate) fn drain(&mut self) {
+        let until = std::time::Instant::now() + crate::harness::OP_DEADLINE;
+        while self.drive.draining() {
+            assert!(
+                std::time::Instant::now() < until,
+                "the drive's aborted I/O never came back"
+            );
+            let _ = self.drive.poll_completions();
+            crate::harness::wait_readable(
+                &[
+                    self.notifier.as_raw_fd(),
+                    self.drive.ready_fd().unwrap_or(-1),
+                ],
+                std::time::Duration::from_millis(1),
+            );
+        }
+    }
+
     /// Back to the state of a fresh drive over a zeroed image: nothing in flight (abort_all
     /// waits for the workers), power-on settings (COMRESET), no completion left, zeros.
     pub(crate) fn reset(&mut self) {
         self.drive.abort_all();
         self.drive.comreset();
+        self.drain();
         let _ = self.drive.poll_completions();
         let _ = self.notifier.read();
         self.image.set_len(0).expect("empty image");

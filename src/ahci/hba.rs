@@ -26,6 +26,8 @@ pub struct Hba {
     pub(super) ports: Vec<Port>,
     /// GHC.IE went 0 -> 1: pending port interrupts become events.
     ie_rising: bool,
+    /// An HBA reset waits for aborted host I/O to drain: GHC.HR reads 1 until then.
+    reset_pending: bool,
 }
 
 impl Hba {
@@ -51,6 +53,7 @@ impl Hba {
             pi,
             ports,
             ie_rising: false,
+            reset_pending: false,
         }
     }
 
@@ -74,7 +77,10 @@ impl Hba {
         }
         match offset {
             reg::CAP => self.cap,
-            reg::GHC => ghc::AE | self.ghc | if mrsm { ghc::MRSM } else { 0 },
+            reg::GHC => {
+                let hr = if self.reset_pending { ghc::HR } else { 0 };
+                ghc::AE | self.ghc | hr | if mrsm { ghc::MRSM } else { 0 }
+            }
             reg::IS => self.is,
             reg::PI => self.pi,
             reg::VS => AHCI_VERSION_1_3_1,
@@ -110,7 +116,9 @@ impl Hba {
     }
 
     /// GHC.HR (10.4.3): GHC.IE and IS clear, every port resets (registers and COMRESET);
-    /// CAP and PI keep their values. The reset completes at once, so HR reads back 0.
+    /// CAP and PI keep their values. The reset completes at once and HR reads back 0 — unless
+    /// a device still has aborted host I/O in flight that may write guest memory: then HR
+    /// reads 1 until it has drained (software polls HR, up to 1 s in Linux).
     pub fn reset(&mut self) {
         self.ghc = 0;
         self.is = 0;
@@ -118,6 +126,7 @@ impl Hba {
         for p in &mut self.ports {
             p.hba_reset();
         }
+        self.reset_pending = self.ports.iter().any(Port::draining);
     }
 
     /// (port index, offset within the port) of an ABAR offset in the port area.
@@ -134,19 +143,27 @@ impl Hba {
         }
     }
 
-    /// The earliest time a port has held completions due.
-    pub fn aggregation_deadline(&self) -> Option<std::time::Instant> {
-        self.ports
-            .iter()
-            .filter_map(|p| p.aggregation_deadline())
-            .min()
+    /// The earliest time a port needs its completions processed without a device signal.
+    pub fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.ports.iter().filter_map(|p| p.next_deadline()).min()
     }
 
-    /// Collect device completions on every port.
+    /// Collect device completions on every port; finish an HBA reset whose drain is over.
     pub fn process_completions(&mut self) {
         for p in &mut self.ports {
             p.process_completions();
         }
+        if self.reset_pending && !self.ports.iter().any(Port::draining) {
+            self.reset_pending = false;
+        }
+    }
+
+    /// The ports' devices' own readiness descriptors (for the event loop).
+    pub fn device_ready_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.ports
+            .iter()
+            .filter_map(Port::device_ready_fd)
+            .collect()
     }
 
     /// Update IS from the ports and report what to signal (3.1.3: a port's IS bit is set

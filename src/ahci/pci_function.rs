@@ -209,10 +209,22 @@ impl AhciFunction {
         self.update_interrupts();
     }
 
-    /// When a port's held completions are due: the VMM calls [`Self::process_completions`]
+    /// When a port next needs its completions processed without a device signal (held
+    /// completions due, a device's own deadline): the VMM calls [`Self::process_completions`]
     /// then (a timer), or tests do.
-    pub fn aggregation_deadline(&self) -> Option<std::time::Instant> {
-        self.hba.aggregation_deadline()
+    pub fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.hba.next_deadline()
+    }
+
+    /// Each port's device's I/O engine and its counters.
+    pub fn port_engines(&self) -> Vec<Option<(&'static str, crate::block::EngineStats)>> {
+        self.hba.ports.iter().map(|p| p.engine_stats()).collect()
+    }
+
+    /// Descriptors the event loop watches besides the completion notifier: the drives' own
+    /// I/O engines' readiness (see [`crate::sata::SataDevice::ready_fd`]).
+    pub fn device_ready_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.hba.device_ready_fds()
     }
 
     /// GHC.MRSM (3.1.2): MSI is on with fewer vectors than asked for, so every port shares

@@ -76,6 +76,9 @@ pub struct Port {
     pub(super) in_flight: [Option<InFlight>; COMMAND_SLOTS],
     /// A fatal error stopped the command list engine until software clears PxCMD.ST (6.1.2).
     pub(super) halted: bool,
+    /// The engine was stopped while the device still had host I/O in flight that may write
+    /// guest memory: PxCMD.CR stays set until the device has drained (10.3.2).
+    cr_held: bool,
     /// PxIS bits set since the function last collected them (for edge-triggered MSI).
     new_events: u32,
     pub(super) stats: PortStats,
@@ -152,6 +155,7 @@ impl Port {
             issued: 0,
             in_flight: Default::default(),
             halted: false,
+            cr_held: false,
             new_events: 0,
             stats: PortStats::default(),
             sact_since_ci: 0,
@@ -179,6 +183,7 @@ impl Port {
         self.issued = 0;
         self.drop_in_flight();
         self.halted = false;
+        self.cr_held = false;
         self.new_events = 0;
         self.sact_since_ci = 0;
         self.link = if self.phy_lost { Link::Down } else { Link::Up };
@@ -361,6 +366,9 @@ impl Port {
 
         match (old & pxcmd::ST != 0, v & pxcmd::ST != 0) {
             (false, true) => {
+                // (Setting ST while CR is still held is the guest's mistake, AHCI 10.3.1; the
+                // device holds the new commands back until its old I/O has drained.)
+                self.cr_held = false;
                 self.cmd |= pxcmd::CR;
                 self.issue_pending();
             }
@@ -370,7 +378,9 @@ impl Port {
     }
 
     /// ST 1 -> 0 (10.3.2): PxCI and PxSACT clear, the device drops what it holds, CR clears
-    /// once nothing is in flight (at once: [`SataDevice::abort_all`] is synchronous).
+    /// once nothing is in flight any more: at once, or — when the device's host I/O cannot be
+    /// recalled and may still move data into guest memory — when it has drained
+    /// ([`SataDevice::draining`]; see [`Port::process_completions`]).
     fn stop_engine(&mut self) {
         self.device.abort_all();
         self.drop_in_flight();
@@ -378,7 +388,27 @@ impl Port {
         self.sact = 0;
         self.issued = 0;
         self.halted = false;
-        self.cmd &= !(pxcmd::CR | pxcmd::CCS_MASK);
+        self.cmd &= !pxcmd::CCS_MASK;
+        self.cr_held = self.device.draining();
+        if !self.cr_held {
+            self.cmd &= !pxcmd::CR;
+        }
+    }
+
+    /// True while aborted commands' host I/O is still in flight (CR held, or an HBA reset
+    /// that cannot complete yet).
+    pub fn draining(&self) -> bool {
+        self.device.draining()
+    }
+
+    /// CR was held for a drain that is over now: clear it.
+    fn release_cr(&mut self) {
+        if self.cr_held && !self.device.draining() {
+            self.cr_held = false;
+            if !self.started() {
+                self.cmd &= !pxcmd::CR;
+            }
+        }
     }
 
     /// PxSCTL (3.3.11): DET = 1 asserts COMRESET, DET = 4 takes the Phy offline, DET back to 0
@@ -608,13 +638,28 @@ impl Port {
         if !done.is_empty() {
             self.complete(done);
         }
+        self.release_cr();
         self.report_held(Instant::now());
         self.issue_pending();
     }
 
-    /// When held completions are due (the VMM arms a timer for it), if any are held.
-    pub fn aggregation_deadline(&self) -> Option<Instant> {
-        self.aggregation.deadline()
+    /// When this port next needs [`Port::process_completions`] without a device signal: held
+    /// completions due, or a deadline of the device's own (the VMM arms a timer for it).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.aggregation.deadline(), self.device.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The device's I/O engine and its counters, if it has one.
+    pub fn engine_stats(&self) -> Option<(&'static str, crate::block::EngineStats)> {
+        self.device.engine_stats()
+    }
+
+    /// The device's own readiness descriptor for the event loop, if it has one.
+    pub fn device_ready_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.device.ready_fd()
     }
 
     /// Report held completions if their deadline passed by `now`.

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use thiserror::Error;
 
-use crate::mem::{GuestMemory, MemError};
+use crate::mem::{GuestBuf, GuestMemory, MemError};
 
 /// One Physical Region Descriptor: a guest buffer of `len` bytes at `addr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,32 @@ impl DataPath {
             let _ = self.fault.set(*e);
         }
         r
+    }
+
+    /// The guest buffers behind bytes `[offset, offset + len)` of the stream, for an I/O
+    /// engine to move data into or out of without a copy. A transfer past the PRDT, or a PRD
+    /// entry outside guest RAM, is recorded (see [`DataPath::first_error`]) and returned.
+    pub fn guest_buf(&self, offset: u64, len: u64) -> Result<GuestBuf, DataPathError> {
+        let mut ranges = Vec::new();
+        let mut scratch = Vec::new();
+        let r = self.walk(offset, len, |addr, _, n| {
+            scratch.clear();
+            match self.mem.host_ranges(addr, n as u64, &mut scratch) {
+                // Memory without host mappings is checked when the engine copies.
+                Ok(()) | Err(MemError::NoHostMapping) => {}
+                Err(e) => return Err(e),
+            }
+            ranges.push((addr, n as u64));
+            Ok(())
+        });
+        self.record(r)?;
+        Ok(GuestBuf::new(self.mem.clone(), ranges))
+    }
+
+    /// Record `error`, found while an engine moved data through this path (e.g. a copy into
+    /// memory without host mappings that left guest RAM), as this path's fault.
+    pub fn report(&self, error: DataPathError) {
+        let _ = self.fault.set(error);
     }
 
     /// Copy `data` into guest memory at byte `offset` of the stream (device to host).

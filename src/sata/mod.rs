@@ -8,7 +8,9 @@
 pub mod data_path;
 pub mod fis;
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -72,9 +74,34 @@ pub trait SataDevice: Send {
     /// Commands that finished since the last call, in completion order.
     fn poll_completions(&mut self) -> Vec<Completion>;
 
-    /// Abort every command in flight (the port's engine stopped, or a reset). On return no
-    /// aborted command touches guest memory any more and none is returned as completed.
+    /// Abort every command in flight (the port's engine stopped, or a reset): none of them
+    /// is returned as completed afterwards. Requests already in the host kernel cannot be
+    /// recalled and may still move data into guest memory until [`SataDevice::draining`]
+    /// turns false (the port keeps PxCMD.CR set until then). Never waits.
     fn abort_all(&mut self);
+
+    /// True while aborted commands still have host I/O in flight that may touch guest memory
+    /// or the medium. The device signals its notifier (or `ready_fd`) when that ends.
+    fn draining(&self) -> bool {
+        false
+    }
+
+    /// When the device next wants [`SataDevice::poll_completions`] called although nothing
+    /// signalled (a completion held back on purpose, a link coming back); the VMM arms a timer.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// A descriptor the event loop watches besides the completion notifier, readable while
+    /// the device has completions to collect (an I/O engine's own readiness, e.g. sg's).
+    fn ready_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// The I/O engine the device's data moves through, and its counters (for the statistics).
+    fn engine_stats(&self) -> Option<(&'static str, crate::block::EngineStats)> {
+        None
+    }
 
     /// A link change since the last call, if any. A device that has one signals its
     /// completion notifier; the port polls this whenever it collects completions. Devices

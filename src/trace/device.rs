@@ -229,4 +229,20 @@ impl SataDevice for TracedDevice {
     fn poll_link(&mut self) -> Option<LinkEvent> {
         self.inner.poll_link()
     }
+
+    fn draining(&self) -> bool {
+        self.inner.draining()
+    }
+
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.inner.next_deadline()
+    }
+
+    fn engine_stats(&self) -> Option<(&'static str, crate::block::EngineStats)> {
+        self.inner.engine_stats()
+    }
+
+    fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.ready_fd()
+    }
 }

@@ -95,9 +95,10 @@ pub struct StorageOptions {
     pub doorbells: bool,
 }
 
-/// Runs `process_completions` whenever a drive signals that commands finished, and when
-/// completions a port held back for one SDB FIS are due (`timer`, armed for the earliest
-/// port's deadline; see [`crate::ahci::sdb_aggregation`]).
+/// Runs `process_completions` whenever a drive signals that commands finished (the shared
+/// notifier, or a drive's I/O engine's own descriptor, e.g. the sg engine's epoll set), and
+/// when something is due without a signal (`timer`, armed for the earliest deadline: held
+/// completions of [`crate::ahci::sdb_aggregation`], a fault injection's delay or outage).
 struct CompletionPump {
     ahci: Arc<Mutex<AhciFunction>>,
     notifier: CompletionNotifier,
@@ -121,7 +122,7 @@ impl CompletionPump {
         let deadline = {
             let mut ahci = self.ahci.lock().unwrap_or_else(|e| e.into_inner());
             ahci.process_completions();
-            ahci.aggregation_deadline()
+            ahci.next_deadline()
         };
         let armed = match deadline {
             Some(at) => {
@@ -150,6 +151,16 @@ impl MutEventSubscriber for CompletionPump {
     fn init(&mut self, ops: &mut EventOps) {
         if let Err(e) = ops.add(Events::new(&*self.notifier, EventSet::IN)) {
             log::error!("AHCI: cannot watch drive completions: {e:?}");
+        }
+        let fds = self
+            .ahci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .device_ready_fds();
+        for fd in fds {
+            if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
+                log::error!("AHCI: cannot watch a drive's I/O engine: {e:?}");
+            }
         }
         if let Err(e) = ops.add(Events::new_raw(
             self.timer.as_fd().as_raw_fd(),
@@ -279,6 +290,11 @@ impl Storage {
                 "doorbells: {posted} PxSACT/PxCI writes taken by KVM ioeventfds (no exit to satavm)"
             )
         });
+        let engines = self
+            .ahci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .port_engines();
         self.port_stats()
             .iter()
             .enumerate()
@@ -286,8 +302,23 @@ impl Storage {
                 let mut line = port_summary(port, s);
                 if let Some(h) = self.host_stats(port) {
                     line += &format!(
-                        "; host: {} SG_IO commands, peak {} in flight, {} errors, {} timeouts",
-                        h.commands_sent, h.peak_in_flight, h.errors, h.timeouts
+                        "; host: {} SG_IO commands, peak {} in flight, {} errors, {} timeouts, \
+                         {} direct I/O, {} through the kernel's pages",
+                        h.commands_sent,
+                        h.peak_in_flight,
+                        h.errors,
+                        h.timeouts,
+                        h.direct_io,
+                        h.indirect_io
+                    );
+                }
+                if let Some((name, e)) = engines.get(port).copied().flatten() {
+                    line += &format!(
+                        "; engine {name}: {} requests, {} system calls, peak {} in flight, {} bounced",
+                        e.submitted,
+                        e.syscalls,
+                        e.peak_in_flight,
+                        bytes(e.bounced_bytes)
                     );
                 }
                 line
@@ -485,6 +516,7 @@ fn open_drive(
                     model,
                     serial,
                     read_only,
+                    engine,
                     ..
                 },
             disk,
@@ -494,6 +526,7 @@ fn open_drive(
                 model,
                 serial,
                 read_only,
+                engine,
             };
             let drive =
                 EmulatedDrive::with_disk(&config, disk, notifier.clone()).map_err(|source| {
@@ -512,6 +545,7 @@ fn open_drive(
                     allow_all,
                     read_only,
                     lock,
+                    engine,
                 },
             locks,
         } => {
@@ -521,6 +555,7 @@ fn open_drive(
                 allow_all,
                 read_only,
                 lock,
+                engine,
             };
             let drive = PassthroughDrive::open_locked(
                 &config,

@@ -104,6 +104,7 @@ impl TestHba {
                 model: Some(MODEL.to_string()),
                 serial: Some(serial(p)),
                 read_only: false,
+                engine: Default::default(),
             };
             let drive = Box::new(EmulatedDrive::open(&cfg, notifier.clone()).unwrap());
             let wrapped = InjectingDevice::new(
@@ -135,6 +136,24 @@ impl TestHba {
             notifier,
             images,
         }
+    }
+
+    /// An HBA with `devices` (one port each), PCI memory decoding and bus mastering enabled;
+    /// `notifier` is the one the devices signal.
+    pub fn with_devices(devices: Vec<Box<dyn SataDevice>>, notifier: Arc<EventFd>) -> Self {
+        let mem = Arc::new(VecMemory::new(MEM_SIZE));
+        let sink = Arc::new(RecordingSink::default());
+        let f = AhciFunction::new(devices, mem.clone(), sink.clone(), ABAR_ADDR, IRQ_LINE);
+        let mut t = TestHba {
+            f,
+            mem,
+            sink,
+            notifier,
+            images: Vec::new(),
+        };
+        let cmd = command::MEMORY_SPACE | command::BUS_MASTER;
+        t.f.config_write(offset::COMMAND, &cmd.to_le_bytes());
+        t
     }
 
     // ---- PCI configuration space ----
@@ -252,13 +271,20 @@ impl TestHba {
         self.write(hba::GHC, g | ghc::IE);
     }
 
-    /// Clear ST and wait for CR to drop.
+    /// Clear ST and wait for CR to drop (the drive may still be draining host I/O of the
+    /// commands the stop aborted: completions are processed meanwhile, as the VMM does).
     pub fn stop_port(&mut self, port: usize) {
         self.px_clear(port, px::CMD, pxcmd::ST);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.px_read(port, px::CMD) & pxcmd::CR != 0 {
+        loop {
+            self.f.process_completions();
+            if self.px_read(port, px::CMD) & pxcmd::CR == 0 {
+                return;
+            }
             assert!(Instant::now() < deadline, "CR did not clear");
-            std::thread::sleep(Duration::from_millis(1));
+            if self.notifier.read().is_err() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 

@@ -1,14 +1,11 @@
-//! The non-queued commands the emulated drive carries out synchronously in `submit`: PIO data
-//! transfers, non-data commands and the log/identify reads (ACS-3 clause 7).
+//! The non-queued commands the emulated drive answers at once in `submit`, from its own state:
+//! IDENTIFY, the logs, SMART, SET FEATURES, SET MULTIPLE MODE and the non-data commands (ACS-3
+//! clause 7). Their data is at most a few sectors the drive builds itself; nothing here touches
+//! the medium (reads and writes, PIO ones included, go through the engine: [`super::media`]).
 //!
-//! PIO protocol as FISes (SATA 3.x 11.7, 11.8): for each DRQ data block (one sector, or the
-//! SET MULTIPLE MODE block size for READ/WRITE MULTIPLE) the device sends a PIO Setup FIS with
-//! the block's byte count; data-in: I=1, D=1 and E_Status the status after the block (final
-//! status after the last block, no Register D2H); data-out: D=0, I=1 for every block but the
-//! first, then a Register D2H FIS with I=1 ends the command. An error ends the command with a
-//! Register D2H FIS in place of the remaining PIO Setup FISes.
-
-use std::sync::atomic::Ordering;
+//! PIO data-in as FISes (SATA 3.x 11.7): per DRQ block a PIO Setup FIS with I=1, D=1, the
+//! block's byte count and E_Status the status after the block (the final status after the last
+//! block, no Register D2H).
 
 use crate::ata::command::{opcode, smart, Direction, Protocol};
 use crate::ata::identify::{self, IdentifyParams, TransferMode, MAX_MULTIPLE_SECTORS};
@@ -120,10 +117,10 @@ impl EmulatedDrive {
             firmware: super::FIRMWARE_REVISION,
             model: &self.model,
             multiple_sectors: self.settings.multiple,
-            write_cache: self.shared.write_cache.load(Ordering::Relaxed),
+            write_cache: self.settings.write_cache,
             look_ahead: self.settings.look_ahead,
             transfer_mode: self.settings.transfer_mode,
-            trim: !self.shared.image.read_only(),
+            trim: !self.read_only,
         });
         identify::to_bytes(&words)
     }
@@ -133,17 +130,6 @@ impl EmulatedDrive {
         let capacity = self.capacity_sectors();
         match tf.command {
             IDENTIFY_DEVICE => pio_in(data, &self.identify_bytes(), SECTOR_SIZE),
-            READ_SECTORS | READ_SECTORS_EXT => self.pio_read(tf, data, 1),
-            WRITE_SECTORS | WRITE_SECTORS_EXT => self.pio_write(tf, data, 1, false),
-            READ_MULTIPLE | READ_MULTIPLE_EXT if self.settings.multiple != 0 => {
-                self.pio_read(tf, data, self.settings.multiple)
-            }
-            WRITE_MULTIPLE | WRITE_MULTIPLE_EXT | WRITE_MULTIPLE_FUA_EXT
-                if self.settings.multiple != 0 =>
-            {
-                let fua = tf.command == WRITE_MULTIPLE_FUA_EXT;
-                self.pio_write(tf, data, self.settings.multiple, fua)
-            }
             READ_LOG_EXT | READ_LOG_DMA_EXT => match self.read_log(tf) {
                 Some(pages) if proto == Protocol::Dma(Direction::In) => dma_in(data, &pages),
                 Some(pages) => pio_in(data, &pages, SECTOR_SIZE),
@@ -187,101 +173,6 @@ impl EmulatedDrive {
         }
     }
 
-    /// READ SECTORS / READ MULTIPLE: PIO data-in of `block_sectors` per DRQ block.
-    fn pio_read(&mut self, tf: &Taskfile, data: &DataPath, block_sectors: u8) -> Outcome {
-        let sectors = tf.sector_count();
-        if !range_ok(
-            tf.lba,
-            u64::from(sectors),
-            self.capacity_sectors(),
-            tf.lba48,
-        ) {
-            return only(d2h_error(error::IDNF));
-        }
-        let mut out = Outcome {
-            fises: Vec::new(),
-            bytes: 0,
-        };
-        let mut buf = vec![0u8; usize::from(block_sectors) * SECTOR_SIZE];
-        let mut done = 0u32;
-        while done < sectors {
-            let n = (sectors - done).min(u32::from(block_sectors));
-            let chunk = &mut buf[..n as usize * SECTOR_SIZE];
-            let lba = tf.lba + u64::from(done);
-            if let Err(e) = self.shared.image.read(lba, chunk) {
-                ::log::warn!("emulated drive: read failed at LBA {}: {}", e.lba, e.source);
-                return out.end(with_lba(d2h_error(error::UNC), e.lba, tf.lba48));
-            }
-            if data.write_at(u64::from(out.bytes), chunk).is_err() {
-                return out.end(d2h_error(error::ABRT));
-            }
-            done += n;
-            let e_status = if done == sectors {
-                STATUS_GOOD
-            } else {
-                STATUS_BUSY
-            };
-            out.fises.push(pio_setup(true, true, e_status, chunk.len()));
-            out.bytes += chunk.len() as u32;
-        }
-        out
-    }
-
-    /// WRITE SECTORS / WRITE MULTIPLE: PIO data-out of `block_sectors` per DRQ block.
-    fn pio_write(
-        &mut self,
-        tf: &Taskfile,
-        data: &DataPath,
-        block_sectors: u8,
-        fua: bool,
-    ) -> Outcome {
-        let sectors = tf.sector_count();
-        if !range_ok(
-            tf.lba,
-            u64::from(sectors),
-            self.capacity_sectors(),
-            tf.lba48,
-        ) {
-            return only(d2h_error(error::IDNF));
-        }
-        if self.shared.image.read_only() {
-            return only(d2h_error(error::ABRT));
-        }
-        let mut out = Outcome {
-            fises: Vec::new(),
-            bytes: 0,
-        };
-        let mut buf = vec![0u8; usize::from(block_sectors) * SECTOR_SIZE];
-        let mut done = 0u32;
-        while done < sectors {
-            let n = (sectors - done).min(u32::from(block_sectors));
-            let chunk = &mut buf[..n as usize * SECTOR_SIZE];
-            out.fises
-                .push(pio_setup(false, done != 0, STATUS_BUSY, chunk.len()));
-            if data.read_at(u64::from(out.bytes), chunk).is_err() {
-                return out.end(d2h_error(error::ABRT));
-            }
-            let lba = tf.lba + u64::from(done);
-            if let Err(e) = self.shared.image.write(lba, chunk) {
-                ::log::warn!(
-                    "emulated drive: write failed at LBA {}: {}",
-                    e.lba,
-                    e.source
-                );
-                return out.end(with_lba(d2h_error(error::UNC), e.lba, tf.lba48));
-            }
-            done += n;
-            out.bytes += chunk.len() as u32;
-        }
-        if fua || !self.shared.write_cache.load(Ordering::Relaxed) {
-            if let Err(e) = self.shared.image.flush() {
-                ::log::warn!("emulated drive: fdatasync failed: {e}");
-                return out.end(d2h_error(error::ABRT));
-            }
-        }
-        out.end(d2h_good())
-    }
-
     /// READ LOG (DMA) EXT (ACS-3 7.24): LBA 7:0 the log address, LBA 15:8 and 47:40 the first
     /// page, Count the number of pages. None (ABRT) for an unsupported log or page range.
     /// Reading the NCQ Command Error log leaves the NCQ error state.
@@ -299,7 +190,7 @@ impl EmulatedDrive {
             let p = match log_address {
                 address::DIRECTORY => log::directory(),
                 address::NCQ_COMMAND_ERROR => {
-                    let err = self.shared.lock().ncq_error.take();
+                    let err = self.ncq_error.take();
                     log::ncq_command_error(err.as_ref())
                 }
                 address::IDENTIFY_DEVICE_DATA => {
@@ -315,15 +206,8 @@ impl EmulatedDrive {
     /// SET FEATURES (ACS-3 7.45): Features selects the subcommand.
     fn set_features(&mut self, tf: &Taskfile) -> RegisterD2h {
         match tf.feature() {
-            0x02 => self.shared.write_cache.store(true, Ordering::Relaxed),
-            0x82 => {
-                // Disabling the write cache first writes back what it holds.
-                self.shared.write_cache.store(false, Ordering::Relaxed);
-                if let Err(e) = self.shared.image.flush() {
-                    ::log::warn!("emulated drive: fdatasync failed: {e}");
-                    return d2h_error(error::ABRT);
-                }
-            }
+            0x02 => self.settings.write_cache = true,
+            // 82h (disable the write cache) flushes first: a media command (`super::media`).
             0x03 => match TransferMode::from_count(tf.count_low()) {
                 Some(TransferMode::Pio(_)) => {}
                 Some(mode) => self.settings.transfer_mode = mode,

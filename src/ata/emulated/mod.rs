@@ -1,17 +1,23 @@
 //! An emulated SATA drive over a raw image file or host block device.
 //!
+//! The drive decides what each command means; its block [`Engine`] moves the data (io_uring
+//! by default, see [`crate::block`]), straight between the image and guest RAM. Nothing here
+//! waits for I/O: `submit` runs on a vCPU thread and only decodes the command and hands its
+//! requests to the engine; their ends come back through `poll_completions` on the event loop.
+//!
 //! How commands run:
-//! - READ/WRITE FPDMA QUEUED (NCQ): accepted at once with a Register D2H FIS (BSY clear, I=0),
-//!   run on the [`worker`] pool concurrently and out of order; each ends with a Set Device Bits
-//!   FIS (preceded by the DMA Setup FIS that selected its buffer). The completion's `slot` is
-//!   the port's command slot; SActive bits use the NCQ tag from the Count register (AHCI
-//!   requires tag == slot; if a guest breaks that, the tag still names the command to the
-//!   device, as on a real link).
-//! - READ/WRITE DMA (EXT), WRITE DMA FUA EXT, FLUSH CACHE (EXT), DATA SET MANAGEMENT: run on the
-//!   worker pool too (`Submission::Pending { accepted: None }`) and end with a Register D2H
-//!   FIS, so a long transfer or fdatasync never blocks the caller.
-//! - Everything else (PIO, non-data, READ LOG DMA EXT): done synchronously in `submit`, see
-//!   [`commands`].
+//! - READ/WRITE FPDMA QUEUED (NCQ): accepted at once with a Register D2H FIS (BSY clear, I=0);
+//!   their requests run concurrently and end out of order, each command with a Set Device
+//!   Bits FIS (preceded by the DMA Setup FIS that selected its buffer). The completion's
+//!   `slot` is the port's command slot; SActive bits use the NCQ tag from the Count register
+//!   (AHCI requires tag == slot; if a guest breaks that, the tag still names the command to
+//!   the device, as on a real link).
+//! - READ/WRITE DMA (EXT), WRITE DMA FUA EXT, READ/WRITE SECTORS and MULTIPLE (PIO), FLUSH
+//!   CACHE (EXT), SET FEATURES 82h (disable the write cache: flushes first), DATA SET
+//!   MANAGEMENT (TRIM): through the engine too (`Submission::Pending { accepted: None }`),
+//!   ending with a Register D2H FIS, or for PIO with its PIO Setup FISes — see [`media`].
+//! - IDENTIFY, logs, SMART, SET FEATURES and the other non-data commands answer at once from
+//!   the drive's own state ([`commands`]): a copy of at most a few sectors into guest memory.
 //!
 //! Errors: LBA range past the end: IDNF; host I/O error: UNC with the first failing LBA; PRDT
 //! overflow or a PRD entry outside guest RAM: ABRT (the AHCI layer reports the overflow in
@@ -20,21 +26,25 @@
 //! aborted (the outstanding ones continue); in the NCQ error state (after a queued command
 //! failed, or a queued command came with a tag already in use) new queued commands are aborted
 //! until log page 10h is read.
+//!
+//! Aborts (COMRESET, SRST, the port's engine stopping) forget every command at once; requests
+//! already in the engine cannot be recalled, so until they are back the drive is
+//! [`SataDevice::draining`] and holds new requests back (a write after a reset never races
+//! an aborted one to the same sectors).
 
-pub mod backend;
 mod commands;
-pub mod worker;
+pub mod media;
 
 #[cfg(test)]
 mod tests;
 
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use thiserror::Error;
 
+use crate::block::{self, Engine, EngineChoice, EngineStats};
 use crate::sata::{
     Completion, CompletionNotifier, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice, Submission,
 };
@@ -45,8 +55,7 @@ use super::log::NcqError;
 use super::registers::control;
 use super::registers::error as ata_error;
 use super::taskfile::{d2h_abort, signature, FpdmaCommand, Taskfile, STATUS_ERROR};
-use backend::Image;
-use worker::{ncq_accepted, Kind, Op, Shared};
+use media::{InFlight, MediaOp, Report};
 
 /// Default model string (IDENTIFY words 27-46).
 pub const DEFAULT_MODEL: &str = "satavm emulated SATA drive";
@@ -64,6 +73,8 @@ pub struct DriveConfig {
     pub serial: Option<String>,
     /// Refuse writes (they fail with ABRT).
     pub read_only: bool,
+    /// Which I/O engine moves the data.
+    pub engine: EngineChoice,
 }
 
 /// Why a drive cannot be created.
@@ -71,8 +82,11 @@ pub struct DriveConfig {
 pub enum DriveError {
     #[error(transparent)]
     Disk(#[from] crate::hostfile::HostFileError),
-    #[error("cannot start the drive's I/O threads: {0}")]
-    Workers(std::io::Error),
+    #[error("disk image {path}: cannot start its I/O engine: {source}")]
+    Engine {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Settings the host changes with SET FEATURES / SET MULTIPLE MODE; reset to the power-on
@@ -83,6 +97,9 @@ struct Settings {
     multiple: u8,
     look_ahead: bool,
     transfer_mode: TransferMode,
+    /// Volatile write cache enabled (SET FEATURES 02h/82h); when disabled every write is
+    /// made durable before it completes.
+    write_cache: bool,
 }
 
 impl Default for Settings {
@@ -91,19 +108,27 @@ impl Default for Settings {
             multiple: 0,
             look_ahead: true,
             transfer_mode: TransferMode::UltraDma(6),
+            write_cache: true,
         }
     }
 }
 
 /// An ATA device backed by an image file; see the module documentation.
 pub struct EmulatedDrive {
-    shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
+    io: InFlight,
+    capacity: u64,
+    read_only: bool,
     model: String,
     serial: String,
     settings: Settings,
     /// SRST is asserted in the Device Control register.
     srst: bool,
+    /// Tags of accepted, unfinished queued commands (what the device thinks SActive is).
+    ncq_active: u32,
+    /// Slot of the non-queued command the engine is carrying out.
+    nonqueued_active: Option<u8>,
+    /// Set when a queued command failed; cleared by reading log page 10h or a reset.
+    ncq_error: Option<NcqError>,
 }
 
 impl std::fmt::Debug for EmulatedDrive {
@@ -111,7 +136,7 @@ impl std::fmt::Debug for EmulatedDrive {
         f.debug_struct("EmulatedDrive")
             .field("model", &self.model)
             .field("serial", &self.serial)
-            .field("capacity_sectors", &self.capacity_sectors())
+            .field("capacity_sectors", &self.capacity)
             .field("settings", &self.settings)
             .finish()
     }
@@ -131,66 +156,83 @@ fn serial_from_path(path: &Path) -> String {
 }
 
 impl EmulatedDrive {
-    /// Open the image (checked and locked, [`crate::hostfile::open_disk`]) and start the I/O
-    /// threads; `notifier` is written whenever [`SataDevice::poll_completions`] has something
-    /// new.
+    /// Open the image (checked and locked, [`crate::hostfile::open_disk`]) and its engine;
+    /// `notifier` is written whenever [`SataDevice::poll_completions`] has something new.
     pub fn open(
         config: &DriveConfig,
         notifier: CompletionNotifier,
     ) -> Result<EmulatedDrive, DriveError> {
-        let image = Image::open(&config.path, config.read_only)?;
-        Self::with_image(config, image, notifier)
+        let disk = crate::hostfile::open_disk(&config.path, config.read_only, true)?;
+        Self::with_disk(config, disk, notifier)
     }
 
-    /// As [`EmulatedDrive::open`], over a disk opened already (`config.path` and
-    /// `config.read_only` are taken as describing it).
+    /// As [`EmulatedDrive::open`], over a disk opened (and locked) already: `config.path` and
+    /// `config.read_only` are taken as describing it, its size is the capacity.
     pub fn with_disk(
         config: &DriveConfig,
         disk: crate::hostfile::DiskFile,
         notifier: CompletionNotifier,
     ) -> Result<EmulatedDrive, DriveError> {
-        Self::with_image(config, Image::from_disk(disk), notifier)
+        let sectors = disk.sectors();
+        let engine =
+            block::file_engine(Arc::new(disk.into_file()), config.engine, notifier.clone())
+                .map_err(|source| DriveError::Engine {
+                    path: config.path.clone(),
+                    source,
+                })?;
+        let serial = config
+            .serial
+            .clone()
+            .unwrap_or_else(|| serial_from_path(&config.path));
+        Ok(Self::with_engine(
+            engine,
+            notifier,
+            sectors,
+            config.read_only,
+            config.model.clone(),
+            serial,
+        ))
     }
 
-    fn with_image(
-        config: &DriveConfig,
-        image: Image,
+    /// A drive of `capacity` sectors whose medium is behind `engine` (a test engine, or one
+    /// made with [`block::file_engine`]); `notifier` as for [`EmulatedDrive::open`].
+    pub fn with_engine(
+        engine: Box<dyn Engine>,
         notifier: CompletionNotifier,
-    ) -> Result<EmulatedDrive, DriveError> {
-        let shared = Arc::new(Shared::new(image, notifier));
-        let workers = match worker::spawn_workers(&shared) {
-            Ok(w) => w,
-            Err(e) => {
-                shared.shutdown();
-                return Err(DriveError::Workers(e));
-            }
-        };
-        Ok(EmulatedDrive {
-            shared,
-            workers,
-            model: config
-                .model
-                .clone()
-                .unwrap_or_else(|| DEFAULT_MODEL.to_string()),
-            serial: config
-                .serial
-                .clone()
-                .unwrap_or_else(|| serial_from_path(&config.path)),
+        capacity: u64,
+        read_only: bool,
+        model: Option<String>,
+        serial: String,
+    ) -> EmulatedDrive {
+        EmulatedDrive {
+            io: InFlight::new(engine, notifier),
+            capacity,
+            read_only,
+            model: model.unwrap_or_else(|| DEFAULT_MODEL.to_string()),
+            serial,
             settings: Settings::default(),
             srst: false,
-        })
+            ncq_active: 0,
+            nonqueued_active: None,
+            ncq_error: None,
+        }
     }
 
     /// Capacity in 512-byte sectors.
     pub fn capacity_sectors(&self) -> u64 {
-        self.shared.image.sectors()
+        self.capacity
     }
 
-    /// Power-on defaults: settings, write cache on, NCQ error state cleared.
+    /// The engine's name and counters.
+    pub fn engine_stats(&self) -> (&'static str, EngineStats) {
+        self.io.engine_stats()
+    }
+
+    /// Power-on defaults: settings, write cache on, NCQ error state cleared, every command
+    /// forgotten.
     fn reset_state(&mut self) {
-        self.shared.abort_all();
-        self.shared.lock().ncq_error = None;
-        self.shared.write_cache.store(true, Ordering::Relaxed);
+        self.abort_all();
+        self.ncq_error = None;
         self.settings = Settings::default();
     }
 
@@ -208,38 +250,48 @@ impl EmulatedDrive {
         Self::complete(slot, vec![Fis::RegisterD2h(d2h_abort())], 0)
     }
 
-    /// READ/WRITE FPDMA QUEUED.
-    fn submit_queued(&mut self, slot: u8, tf: &Taskfile, data: DataPath) -> Submission {
-        let op = match tf.command {
-            opcode::READ_FPDMA_QUEUED | opcode::WRITE_FPDMA_QUEUED => {
-                let f = FpdmaCommand::decode(tf);
-                if tf.command == opcode::READ_FPDMA_QUEUED {
-                    Op::Read {
-                        lba: f.lba,
-                        sectors: f.sectors,
-                    }
-                } else {
-                    Op::Write {
-                        lba: f.lba,
-                        sectors: f.sectors,
-                        fua: f.fua,
-                    }
+    /// Hand a media command to the engine; it ends in `poll_completions`. A command the
+    /// drive can answer at once (a range or data path error) ends here.
+    fn start(&mut self, slot: u8, op: MediaOp, report: Report, data: DataPath) -> Submission {
+        let queued = matches!(report, Report::Queued { .. });
+        match self.io.start(slot, op, report, data, self.capacity) {
+            Ok(()) => {
+                if !queued {
+                    self.nonqueued_active = Some(slot);
+                }
+                Submission::Pending {
+                    accepted: queued.then(media::ncq_accepted),
                 }
             }
+            Err(c) => Submission::Complete(c),
+        }
+    }
+
+    /// READ/WRITE FPDMA QUEUED.
+    fn submit_queued(&mut self, slot: u8, tf: &Taskfile, data: DataPath) -> Submission {
+        let f = FpdmaCommand::decode(tf);
+        let op = match tf.command {
+            opcode::READ_FPDMA_QUEUED => MediaOp::Read {
+                lba: f.lba,
+                sectors: f.sectors,
+            },
+            opcode::WRITE_FPDMA_QUEUED => MediaOp::Write {
+                lba: f.lba,
+                sectors: f.sectors,
+                fua: f.fua || !self.settings.write_cache,
+            },
             // NCQ NON-DATA, SEND/RECEIVE FPDMA QUEUED are not offered (IDENTIFY word 77).
             _ => return Self::abort(slot),
         };
-        let f = FpdmaCommand::decode(tf);
         let bit = 1u32 << f.tag;
-        let mut st = self.shared.lock();
-        if st.ncq_error.is_some() || st.nonqueued_active.is_some() {
+        if self.ncq_error.is_some() || self.nonqueued_active.is_some() {
             return Self::abort(slot);
         }
-        if st.ncq_active & bit != 0 {
+        if self.ncq_active & bit != 0 {
             // A tag already in use is a malformed queued command (SATA 2.6 13.5.2, SATA-IO
             // interoperability test NCQ-04): Register D2H with ERR and ABRT, I = 1, and the
             // NCQ error state naming the tag, which aborts the outstanding queued commands.
-            st.enter_ncq_error(NcqError {
+            self.enter_ncq_error(NcqError {
                 tag: f.tag,
                 status: STATUS_ERROR,
                 error: ata_error::ABRT,
@@ -249,34 +301,112 @@ impl EmulatedDrive {
             });
             return Self::abort(slot);
         }
-        st.ncq_active |= bit;
-        let kind = Kind::Queued {
+        let report = Report::Queued {
             tag: f.tag,
             count: tf.count,
             device: tf.device,
         };
-        self.shared.enqueue(&mut st, slot, kind, op, data);
-        Submission::Pending {
-            accepted: Some(ncq_accepted()),
+        if self.read_only && matches!(op, MediaOp::Write { .. }) {
+            // Accepted, then failed with ABRT without touching the medium.
+            self.ncq_active |= bit;
+            let failure = media::Failure {
+                error: ata_error::ABRT,
+                lba: None,
+            };
+            self.io.fail_queued(slot, op, report, data, failure);
+            return Submission::Pending {
+                accepted: Some(media::ncq_accepted()),
+            };
         }
+        let s = self.start(slot, op, report, data);
+        if matches!(s, Submission::Pending { .. }) {
+            self.ncq_active |= bit;
+        }
+        s
     }
 
-    /// Queue a non-queued DMA-class command for the workers.
-    fn submit_background(&mut self, slot: u8, tf: &Taskfile, op: Op, data: DataPath) -> Submission {
-        let mut st = self.shared.lock();
-        st.nonqueued_active = Some(slot);
-        let kind = Kind::NonQueued { lba48: tf.lba48 };
-        self.shared.enqueue(&mut st, slot, kind, op, data);
-        Submission::Pending { accepted: None }
+    /// A queued command failed (SATA 3.x 13.6.5): every other outstanding queued command is
+    /// aborted (none of them is reported) and queued commands are refused until log page 10h,
+    /// which reports `error`, is read.
+    fn enter_ncq_error(&mut self, error: NcqError) {
+        self.ncq_error = Some(error);
+        self.ncq_active = 0;
+        self.io.abort_queued();
     }
-}
 
-impl Drop for EmulatedDrive {
-    fn drop(&mut self) {
-        self.shared.shutdown();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+    /// The media command for a non-queued opcode, if it is one.
+    fn media_command(
+        &self,
+        tf: &Taskfile,
+        proto: Protocol,
+    ) -> Option<Result<(MediaOp, Report), ()>> {
+        use opcode::*;
+        let rw = |write: bool, fua: bool| {
+            let sectors = tf.sector_count();
+            if write {
+                MediaOp::Write {
+                    lba: tf.lba,
+                    sectors,
+                    fua: fua || !self.settings.write_cache,
+                }
+            } else {
+                MediaOp::Read {
+                    lba: tf.lba,
+                    sectors,
+                }
+            }
+        };
+        let dma = Report::Dma { lba48: tf.lba48 };
+        let pio = |block: u8, write: bool| Report::Pio {
+            block_sectors: block,
+            lba48: tf.lba48,
+            write,
+        };
+        let multiple = self.settings.multiple;
+        let writes = matches!(
+            tf.command,
+            WRITE_DMA
+                | WRITE_DMA_EXT
+                | WRITE_DMA_FUA_EXT
+                | WRITE_SECTORS
+                | WRITE_SECTORS_EXT
+                | WRITE_MULTIPLE
+                | WRITE_MULTIPLE_EXT
+                | WRITE_MULTIPLE_FUA_EXT
+        );
+        if writes && self.read_only {
+            return Some(Err(()));
         }
+        Some(Ok(match tf.command {
+            READ_DMA | READ_DMA_EXT => (rw(false, false), dma),
+            WRITE_DMA | WRITE_DMA_EXT => (rw(true, false), dma),
+            WRITE_DMA_FUA_EXT => (rw(true, true), dma),
+            READ_SECTORS | READ_SECTORS_EXT => (rw(false, false), pio(1, false)),
+            WRITE_SECTORS | WRITE_SECTORS_EXT => (rw(true, false), pio(1, true)),
+            READ_MULTIPLE | READ_MULTIPLE_EXT if multiple != 0 => {
+                (rw(false, false), pio(multiple, false))
+            }
+            WRITE_MULTIPLE | WRITE_MULTIPLE_EXT if multiple != 0 => {
+                (rw(true, false), pio(multiple, true))
+            }
+            WRITE_MULTIPLE_FUA_EXT if multiple != 0 => (rw(true, true), pio(multiple, true)),
+            FLUSH_CACHE | FLUSH_CACHE_EXT => (MediaOp::Flush, dma),
+            // SET FEATURES 82h, disable the volatile write cache: what it holds is written
+            // back first (ACS-3 7.45.8).
+            SET_FEATURES if tf.feature() == 0x82 => (MediaOp::Flush, Report::DisableWriteCache),
+            DATA_SET_MANAGEMENT if matches!(proto, Protocol::Dma(_)) => {
+                // Features bit 0: TRIM; Count: 512-byte blocks of range entries.
+                let blocks = tf.sector_count();
+                if tf.features & 1 == 0
+                    || blocks > u32::from(super::identify::DSM_MAX_BLOCKS)
+                    || self.read_only
+                {
+                    return Some(Err(()));
+                }
+                (MediaOp::Trim { blocks }, dma)
+            }
+            _ => return None,
+        }))
     }
 }
 
@@ -314,48 +444,67 @@ impl SataDevice for EmulatedDrive {
         if proto.is_queued() {
             return self.submit_queued(slot, &tf, data);
         }
-        {
-            let st = self.shared.lock();
-            if st.ncq_active != 0 || st.nonqueued_active.is_some() {
-                return Self::abort(slot);
-            }
+        if self.ncq_active != 0 || self.nonqueued_active.is_some() {
+            return Self::abort(slot);
         }
-        use opcode::*;
-        let dma_op = match (tf.command, proto) {
-            (READ_DMA | READ_DMA_EXT, _) => Some(Op::Read {
-                lba: tf.lba,
-                sectors: tf.sector_count(),
-            }),
-            (WRITE_DMA | WRITE_DMA_EXT | WRITE_DMA_FUA_EXT, _) => Some(Op::Write {
-                lba: tf.lba,
-                sectors: tf.sector_count(),
-                fua: tf.command == WRITE_DMA_FUA_EXT,
-            }),
-            (FLUSH_CACHE | FLUSH_CACHE_EXT, _) => Some(Op::Flush),
-            (DATA_SET_MANAGEMENT, Protocol::Dma(_)) => {
-                // Features bit 0: TRIM; Count: 512-byte blocks of range entries.
-                let blocks = tf.sector_count();
-                if tf.features & 1 == 0
-                    || blocks > u32::from(super::identify::DSM_MAX_BLOCKS)
-                    || self.shared.image.read_only()
-                {
-                    return Self::abort(slot);
-                }
-                Some(Op::Trim { blocks })
-            }
-            _ => None,
-        };
-        match dma_op {
-            Some(op) => self.submit_background(slot, &tf, op, data),
+        match self.media_command(&tf, proto) {
+            Some(Ok((op, report))) => self.start(slot, op, report, data),
+            Some(Err(())) => Self::abort(slot),
             None => self.run_sync(slot, &tf, proto, &data),
         }
     }
 
     fn poll_completions(&mut self) -> Vec<Completion> {
-        self.shared.take_completions()
+        let mut out = Vec::new();
+        for done in self.io.poll() {
+            match done.report {
+                // Finished after another queued command failed in the same pass: aborted by
+                // that failure, not reported (SATA 3.x 13.6.5).
+                Report::Queued { .. } if self.ncq_error.is_some() => continue,
+                Report::Queued { tag, count, device } => {
+                    self.ncq_active &= !(1u32 << (tag & 0x1f));
+                    if let Some(failure) = done.failure {
+                        // SATA 3.x 13.6.5: the device reports the error with SActive clear for
+                        // the tag, aborts every other outstanding command and refuses queued
+                        // commands until log page 10h is read.
+                        self.enter_ncq_error(NcqError {
+                            tag,
+                            status: STATUS_ERROR,
+                            error: failure.error,
+                            lba: failure.lba.unwrap_or(done.start_lba),
+                            device,
+                            count,
+                        });
+                    }
+                }
+                Report::DisableWriteCache => {
+                    self.nonqueued_active = None;
+                    if done.failure.is_none() {
+                        self.settings.write_cache = false;
+                    }
+                }
+                _ => self.nonqueued_active = None,
+            }
+            out.push(done.completion);
+        }
+        out
     }
 
     fn abort_all(&mut self) {
-        self.shared.abort_all();
+        self.io.abort_all();
+        self.ncq_active = 0;
+        self.nonqueued_active = None;
+    }
+
+    fn draining(&self) -> bool {
+        self.io.draining()
+    }
+
+    fn ready_fd(&self) -> Option<RawFd> {
+        self.io.ready_fd()
+    }
+
+    fn engine_stats(&self) -> Option<(&'static str, EngineStats)> {
+        Some(self.io.engine_stats())
     }
 }

@@ -17,12 +17,16 @@
 //!   PxSERR and PxIS changes (see `crate::ahci` `link`): the link is a port matter, the
 //!   wrapper only says when the device is gone, through [`SataDevice::poll_link`].
 //!
-//! Timers are short-lived threads that write the completion notifier when something is due;
-//! the port collects due completions and link changes when it is woken.
+//! Nothing here sleeps or starts a thread: what is due later (a delayed completion, the end of
+//! an outage, a time-triggered link drop) is a deadline the wrapper reports through
+//! [`SataDevice::next_deadline`]; the VMM's event loop arms its timer for it and the port
+//! collects what is due when it fires. Time comes from a [`Clock`] (tests move their own).
 
 pub mod rule;
 
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::ata::command::{opcode, protocol, Protocol};
@@ -31,6 +35,7 @@ use crate::ata::registers::{status, SECTOR_SIZE};
 use crate::ata::taskfile::{
     d2h_abort, d2h_error, d2h_good, with_lba, FpdmaCommand, Taskfile, STATUS_ERROR,
 };
+use crate::clock::{Clock, SystemClock};
 use crate::sata::{
     Completion, CompletionNotifier, DataPath, Fis, LinkEvent, PioSetup, RegisterD2h, RegisterH2d,
     SataDevice, SetDeviceBits, Submission,
@@ -72,20 +77,7 @@ pub struct InjectingDevice {
     /// The link is down until then.
     down_until: Option<Instant>,
     link_events: VecDeque<LinkEvent>,
-}
-
-/// Write the notifier after `d` (so the port comes to collect what is due).
-fn wake_after(notifier: &CompletionNotifier, d: Duration) {
-    let n = notifier.clone();
-    let spawned = std::thread::Builder::new()
-        .name("inject-timer".into())
-        .spawn(move || {
-            std::thread::sleep(d);
-            let _ = n.write(1);
-        });
-    if let Err(e) = spawned {
-        ::log::warn!("fault injection: cannot start a timer thread: {e}");
-    }
+    clock: Arc<dyn Clock>,
 }
 
 /// The LBA range a read/write command covers, if it is one.
@@ -129,6 +121,18 @@ impl InjectingDevice {
         notifier: CompletionNotifier,
         tracer: Tracer,
     ) -> Self {
+        Self::with_clock(inner, port, rules, notifier, tracer, Arc::new(SystemClock))
+    }
+
+    /// As [`InjectingDevice::new`], with time from `clock`.
+    pub fn with_clock(
+        inner: Box<dyn SataDevice>,
+        port: u8,
+        rules: &[Rule],
+        notifier: CompletionNotifier,
+        tracer: Tracer,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         InjectingDevice {
             inner,
             port,
@@ -149,6 +153,7 @@ impl InjectingDevice {
             started: None,
             down_until: None,
             link_events: VecDeque::new(),
+            clock,
         }
     }
 
@@ -217,15 +222,14 @@ impl InjectingDevice {
         self.inner.abort_all();
         self.held.clear();
         self.fate = [Fate::Normal; 32];
-        self.down_until = Some(Instant::now() + duration);
+        self.down_until = Some(self.clock.now() + duration);
         self.link_events.push_back(LinkEvent::Lost);
         let _ = self.notifier.write(1);
-        wake_after(&self.notifier, duration);
     }
 
     /// Time-triggered link drops whose time has come, and the end of an outage.
     fn check_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         if let Some(until) = self.down_until {
             if now >= until {
                 self.down_until = None;
@@ -276,7 +280,7 @@ impl InjectingDevice {
                 count: tf.count,
             });
             self.held.push((
-                Instant::now(),
+                self.clock.now(),
                 Completion {
                     slot,
                     fises: vec![Fis::SetDeviceBits(SetDeviceBits {
@@ -373,14 +377,14 @@ impl SataDevice for InjectingDevice {
             return Submission::Pending { accepted: None };
         }
         if self.started.is_none() {
-            self.started = Some(Instant::now());
-            for st in &self.rules {
-                if let Action::LinkDown {
-                    after: Some(after), ..
-                } = st.rule.action
-                {
-                    wake_after(&self.notifier, after);
-                }
+            self.started = Some(self.clock.now());
+            if self
+                .rules
+                .iter()
+                .any(|st| matches!(st.rule.action, Action::LinkDown { after: Some(_), .. }))
+            {
+                // The event loop learns the link-down deadline when it next asks.
+                let _ = self.notifier.write(1);
             }
         }
         let tf = Taskfile::decode(fis);
@@ -428,7 +432,7 @@ impl SataDevice for InjectingDevice {
         for c in self.inner.poll_completions() {
             self.hold(c);
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|(t, _)| *t <= now);
@@ -449,6 +453,48 @@ impl SataDevice for InjectingDevice {
         }
         self.inner.poll_link()
     }
+
+    fn draining(&self) -> bool {
+        self.inner.draining()
+    }
+
+    fn engine_stats(&self) -> Option<(&'static str, crate::block::EngineStats)> {
+        self.inner.engine_stats()
+    }
+
+    fn ready_fd(&self) -> Option<RawFd> {
+        self.inner.ready_fd()
+    }
+
+    /// The earliest of: a held completion's time, the end of an outage, a time-triggered
+    /// link drop that has not fired, the real device's own deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        let link_drop = || {
+            let started = self.started?;
+            self.rules
+                .iter()
+                .filter(|st| !st.fired)
+                .filter_map(|st| match st.rule.action {
+                    Action::LinkDown {
+                        after: Some(after), ..
+                    } => Some(started + after),
+                    _ => None,
+                })
+                .min()
+        };
+        let outage_or_drop = match self.down_until {
+            Some(t) => Some(t),
+            None => link_drop(),
+        };
+        [
+            self.held.iter().map(|(t, _)| *t).min(),
+            outage_or_drop,
+            self.inner.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
 }
 
 impl InjectingDevice {
@@ -456,11 +502,10 @@ impl InjectingDevice {
     fn hold(&mut self, c: Completion) {
         let idx = usize::from(c.slot & 31);
         match std::mem::replace(&mut self.fate[idx], Fate::Normal) {
-            Fate::Normal => self.held.push((Instant::now(), c)),
+            Fate::Normal => self.held.push((self.clock.now(), c)),
             Fate::Delay(d) => {
                 self.trace(Some(c.slot), "delayed", "");
-                self.held.push((Instant::now() + d, c));
-                wake_after(&self.notifier, d);
+                self.held.push((self.clock.now() + d, c));
             }
             Fate::Drop => self.trace(Some(c.slot), "dropped", ""),
         }

@@ -1,5 +1,6 @@
 //! [`PassthroughDrive`]: the ATA device state the guest sees (NCQ tags in flight, the NCQ
-//! error state, the multiple count, SRST) on top of the host command machinery.
+//! error state, the multiple count, SRST) on top of the host commands in flight
+//! ([`super::host_io`], on the drive's block engine).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,19 +9,17 @@ use std::sync::Arc;
 
 use super::exec::{Executor, HostFailure, Outcome};
 use super::fises;
+use super::host_io::HostIo;
 use super::ncq::{self, NcqErrorRecord};
 use super::policy::{self, Decision, LocalAnswer};
 use super::sense::AtaRegisters;
-use super::sg_io::SgTransport;
 use super::sysfs::QueueLimits;
 use super::transfer::{self, PlanError};
-use super::workers::{BounceBuffer, Done, Job, Pool};
 use super::{PassthroughConfig, PassthroughStats};
-use crate::ata::command::{self, opcode, Direction, Protocol};
+use crate::ata::command::{self, opcode, Protocol};
 use crate::ata::registers::{control, error, status, ATA_SIGNATURE_LBA, SECTOR_SIZE};
-use crate::sata::{
-    Completion, CompletionNotifier, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice, Submission,
-};
+use crate::block::{Engine, EngineStats};
+use crate::sata::{Completion, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice, Submission};
 
 /// A command running on the host.
 #[derive(Debug)]
@@ -38,12 +37,11 @@ struct InFlight {
 /// A real SATA drive behind SG_IO, as a [`SataDevice`].
 pub struct PassthroughDrive {
     path: PathBuf,
-    pool: Pool,
+    io: HostIo,
     exec: Arc<Executor>,
     allow_all: bool,
     read_only: bool,
     max_blocks: u32,
-    next_id: u64,
     inflight: HashMap<u64, InFlight>,
     /// Guest NCQ tags outstanding (one bit per tag).
     active_tags: u32,
@@ -107,28 +105,28 @@ fn read_stats(exec: &Executor) -> PassthroughStats {
         peak_in_flight: c.peak_in_flight.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
         timeouts: c.timeouts.load(Ordering::Relaxed),
+        direct_io: c.direct_io.load(Ordering::Relaxed),
+        indirect_io: c.indirect_io.load(Ordering::Relaxed),
     }
 }
 
 impl PassthroughDrive {
-    /// A drive over any transport (the real [`super::sg_io::SgDevice`] or a test fake), with
-    /// the host queue's `limits`. [`PassthroughDrive::open`] is the usual way in.
-    pub fn with_transport(
-        transport: Arc<dyn SgTransport>,
+    /// A drive whose host commands run on `engine` (the sg engine, or a test engine over a
+    /// fake SATL), with the host queue's `limits`. [`PassthroughDrive::open`] is the usual way
+    /// in.
+    pub fn with_engine(
+        engine: Box<dyn Engine>,
         limits: QueueLimits,
         config: &PassthroughConfig,
-        notifier: CompletionNotifier,
     ) -> PassthroughDrive {
-        let exec = Arc::new(Executor::new(transport, config.timeout));
-        let pool = Pool::new(exec.clone(), limits.workers(), notifier);
+        let exec = Arc::new(Executor::new(config.timeout));
         PassthroughDrive {
             path: config.path.clone(),
-            pool,
+            io: HostIo::new(engine, exec.clone()),
             exec,
             allow_all: config.allow_all,
             read_only: config.read_only,
             max_blocks: limits.max_transfer_sectors(),
-            next_id: 0,
             inflight: HashMap::new(),
             active_tags: 0,
             ncq_error: None,
@@ -147,6 +145,11 @@ impl PassthroughDrive {
     /// Host-side counters.
     pub fn stats(&self) -> PassthroughStats {
         read_stats(&self.exec)
+    }
+
+    /// The engine's name and counters.
+    pub fn engine_stats(&self) -> (&'static str, EngineStats) {
+        self.io.engine_stats()
     }
 
     /// A reader of the host-side counters that stays valid after the drive is handed to a port.
@@ -213,60 +216,26 @@ impl PassthroughDrive {
         r
     }
 
-    /// Copy `bytes` of read data into guest memory; false if the PRDT refused it.
-    fn copy_in(&self, inf: &InFlight, buffer: &BounceBuffer, bytes: u64) -> bool {
-        if inf.protocol.direction() != Some(Direction::In) || bytes == 0 {
-            return true;
-        }
-        let Some(src) = usize::try_from(bytes)
-            .ok()
-            .and_then(|n| buffer.as_slice().get(..n))
-        else {
-            return false;
-        };
-        match inf.data.write_at(0, src) {
-            Ok(()) => true,
-            Err(e) => {
-                log::warn!("{}: read data not delivered: {e}", self.path.display());
-                false
-            }
-        }
-    }
-
-    fn finish(
-        &mut self,
-        inf: InFlight,
-        outcome: Outcome,
-        buffer: &mut BounceBuffer,
-    ) -> Option<Completion> {
+    fn finish(&mut self, inf: InFlight, outcome: Outcome) -> Option<Completion> {
         match inf.tag {
-            Some(tag) => self.finish_queued(inf, tag, outcome, buffer),
-            None => self.finish_plain(inf, outcome, buffer),
+            Some(tag) => self.finish_queued(inf, tag, outcome),
+            None => self.finish_plain(inf, outcome),
         }
     }
 
-    fn finish_queued(
-        &mut self,
-        inf: InFlight,
-        tag: u8,
-        outcome: Outcome,
-        buffer: &mut BounceBuffer,
-    ) -> Option<Completion> {
+    fn finish_queued(&mut self, inf: InFlight, tag: u8, outcome: Outcome) -> Option<Completion> {
         if self.ncq_error.is_some() {
             // Aborted by the error (see `abort_queued`); kept only as a guard.
             return None;
         }
         let regs = match outcome {
             Outcome::Success { bytes, .. } => {
-                if self.copy_in(&inf, buffer, bytes) {
-                    self.active_tags &= !(1 << tag);
-                    return Some(Completion {
-                        slot: inf.slot,
-                        fises: fises::ncq_success(tag, inf.protocol.direction(), bytes),
-                        bytes_transferred: u32::try_from(bytes).unwrap_or(u32::MAX),
-                    });
-                }
-                fises::synthetic_error(error::ABRT)
+                self.active_tags &= !(1 << tag);
+                return Some(Completion {
+                    slot: inf.slot,
+                    fises: fises::ncq_success(tag, inf.protocol.direction(), bytes),
+                    bytes_transferred: u32::try_from(bytes).unwrap_or(u32::MAX),
+                });
             }
             Outcome::Device {
                 mut regs,
@@ -294,34 +263,25 @@ impl PassthroughDrive {
         })
     }
 
-    fn finish_plain(
-        &mut self,
-        inf: InFlight,
-        outcome: Outcome,
-        buffer: &mut BounceBuffer,
-    ) -> Option<Completion> {
+    fn finish_plain(&mut self, inf: InFlight, outcome: Outcome) -> Option<Completion> {
         let page10h = ncq::is_ncq_error_log_read(&inf.fis) && self.ncq_error.is_some();
         let drq = transfer::drq_block_sectors(inf.fis.command, self.multiple);
         let (fises, bytes) = match outcome {
             Outcome::Success { regs, bytes } => {
-                if page10h {
-                    self.patch_page10h(buffer, true);
-                }
-                if self.copy_in(&inf, buffer, bytes) {
+                if page10h && !self.patch_page10h(&inf.data, true) {
+                    (fises::failure(&fises::synthetic_error(error::ABRT)), 0)
+                } else {
                     if inf.fis.command == opcode::SET_MULTIPLE_MODE {
                         self.multiple = (inf.fis.count & 0xff).max(1);
                     }
                     (fises::success(inf.protocol, regs, bytes, drq), bytes)
-                } else {
-                    (fises::failure(&fises::synthetic_error(error::ABRT)), 0)
                 }
             }
             // The drive would not give its log (or the host failed): the guest still needs the
             // NCQ error record, and we have it.
             Outcome::Device { .. } | Outcome::Host { .. } if page10h => {
-                self.patch_page10h(buffer, false);
-                let bytes = buffer.as_slice().len() as u64;
-                if self.copy_in(&inf, buffer, bytes) {
+                if self.patch_page10h(&inf.data, false) {
+                    let bytes = SECTOR_SIZE as u64;
                     (fises::success(inf.protocol, None, bytes, drq), bytes)
                 } else {
                     (fises::failure(&fises::synthetic_error(error::ABRT)), 0)
@@ -332,13 +292,8 @@ impl PassthroughDrive {
                 bytes_before,
             } => {
                 regs.lba = failing_lba(&regs, inf.range, bytes_before);
-                // What the host commands before the failing one read is good data.
-                let moved = if self.copy_in(&inf, buffer, bytes_before) {
-                    bytes_before
-                } else {
-                    0
-                };
-                (fises::failure(&regs), moved)
+                // What the host commands before the failing one moved is good data.
+                (fises::failure(&regs), bytes_before)
             }
             Outcome::Host { failure, .. } => {
                 let regs = self.host_failure_regs(failure, &inf);
@@ -357,22 +312,30 @@ impl PassthroughDrive {
         })
     }
 
-    /// Put the guest's NCQ error record in the first 512 bytes of `buffer`.
-    fn patch_page10h(&self, buffer: &mut BounceBuffer, drive_answered: bool) {
-        let Some(rec) = self.ncq_error else { return };
-        let page = {
-            let drive = drive_answered.then(|| buffer.as_slice());
-            ncq::answer_page(drive, &rec)
+    /// Put the guest's NCQ error record in the first 512 bytes of the command's data in guest
+    /// memory (where the drive's own page, if it answered, has just landed). False if the
+    /// PRDT cannot take it.
+    fn patch_page10h(&self, data: &DataPath, drive_answered: bool) -> bool {
+        let Some(rec) = self.ncq_error else {
+            return true;
         };
-        if let Some(dst) = buffer.as_mut_slice().get_mut(..512) {
-            dst.copy_from_slice(&page);
+        let mut drive_page = [0u8; SECTOR_SIZE];
+        let drive =
+            (drive_answered && data.read_at(0, &mut drive_page).is_ok()).then_some(&drive_page[..]);
+        let page = ncq::answer_page(drive, &rec);
+        match data.write_at(0, &page) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("{}: NCQ error log not delivered: {e}", self.path.display());
+                false
+            }
         }
     }
 
     /// A queued command failed: the device aborts every other outstanding queued command
     /// (SATA 3.x 13.6.5). They are never reported; their PxSACT bits stay set until the guest
-    /// stops the port. Their host commands cannot be cancelled, so they are dropped through the
-    /// pool's abort, which also keeps anything the guest issues next from racing with them.
+    /// stops the port. Their host commands cannot be recalled: they drain in the background
+    /// ([`HostIo::abort`]), and what the guest issues next waits for them.
     fn abort_queued(&mut self) {
         let queued: Vec<u64> = self
             .inflight
@@ -380,11 +343,9 @@ impl PassthroughDrive {
             .filter(|(_, i)| i.tag.is_some())
             .map(|(id, _)| *id)
             .collect();
-        if !queued.is_empty() {
-            self.pool.abort_all();
-            for id in queued {
-                self.inflight.remove(&id);
-            }
+        self.io.abort(&queued);
+        for id in queued {
+            self.inflight.remove(&id);
         }
         self.active_tags = 0;
     }
@@ -478,20 +439,17 @@ impl SataDevice for PassthroughDrive {
         if data.len() < plan.total_bytes {
             return self.refuse(slot, fis, "the PRDT is shorter than the transfer");
         }
-        // Read data lands in a zeroed buffer: bytes the host never wrote are zeros, not an
-        // earlier command's data.
-        let mut buffer = self
-            .pool
-            .buffer(total, protocol.direction() != Some(Direction::Out));
-        if protocol.direction() == Some(Direction::Out) {
-            if let Err(e) = data.read_at(0, buffer.as_mut_slice()) {
-                return self.refuse(slot, fis, &format!("cannot read the data to write: {e}"));
+        // The data moves between the drive and the guest's PRDT buffers directly.
+        let buf = if total == 0 {
+            None
+        } else {
+            match data.guest_buf(0, plan.total_bytes) {
+                Ok(b) => Some(b),
+                Err(e) => return self.refuse(slot, fis, &format!("data path: {e}")),
             }
-        }
-        let id = self.next_id;
-        self.next_id += 1;
+        };
         let range = plan.range;
-        self.pool.submit(Job { id, plan, buffer });
+        let id = self.io.start(plan, buf);
         self.inflight.insert(
             id,
             InFlight {
@@ -520,24 +478,30 @@ impl SataDevice for PassthroughDrive {
 
     fn poll_completions(&mut self) -> Vec<Completion> {
         let mut out = Vec::new();
-        for Done {
-            id,
-            outcome,
-            mut buffer,
-        } in self.pool.take_done()
-        {
+        for (id, outcome) in self.io.poll() {
             // Unknown ids belong to commands aborted since (a late result is dropped here).
             if let Some(inf) = self.inflight.remove(&id) {
-                out.extend(self.finish(inf, outcome, &mut buffer));
+                out.extend(self.finish(inf, outcome));
             }
-            self.pool.recycle(buffer);
         }
         out
     }
 
     fn abort_all(&mut self) {
-        self.pool.abort_all();
+        self.io.abort_all();
         self.inflight.clear();
         self.active_tags = 0;
+    }
+
+    fn draining(&self) -> bool {
+        self.io.draining()
+    }
+
+    fn ready_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.io.ready_fd()
+    }
+
+    fn engine_stats(&self) -> Option<(&'static str, EngineStats)> {
+        Some(self.io.engine_stats())
     }
 }

@@ -1,4 +1,6 @@
-//! Running one guest command's host commands and classifying what came back.
+//! What one host command's answer means: the drive's registers, a device error, or a host
+//! failure, and whether to retry (once as ATA PASS-THROUGH(12), once after a transient
+//! error). The commands themselves run on the drive's engine ([`super::host_io`]).
 //!
 //! Everything the host can answer ends in an [`Outcome`]: the drive's own registers (success or
 //! a device error), or a host failure that has no drive registers, which the guest sees as an
@@ -6,16 +8,12 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::cdb::PassThrough;
 use super::sense::{key, AtaRegisters, Sense, ASC_INVALID_OPCODE};
-use super::sg_io::{
-    driver_status, host_status, scsi_status, DataDirection, SgRequest, SgTransport,
-};
-use super::transfer::Plan;
 use crate::ata::registers::error;
+use crate::block::sg::{driver_status, host_status, scsi_status, DataDirection, SgResult};
 
 /// Why the host could not give us the drive's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,11 +74,16 @@ pub struct Counters {
     pub peak_in_flight: AtomicU32,
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Host commands whose data the kernel moved between the drive and guest pages directly,
+    /// and through its own pages (one kernel copy to or from guest RAM).
+    pub direct_io: AtomicU64,
+    pub indirect_io: AtomicU64,
 }
 
-/// Runs host commands on one transport.
+/// What the host's answer to one host command means, and the retry policy; shared by the
+/// drive and the readers of its counters.
+#[derive(Debug)]
 pub struct Executor {
-    pub transport: Arc<dyn SgTransport>,
     pub timeout: Duration,
     /// The host adapter rejected ATA PASS-THROUGH(16): send 28-bit commands as (12).
     pub prefer_cdb12: AtomicBool,
@@ -89,18 +92,21 @@ pub struct Executor {
     pub counters: Counters,
 }
 
-enum Step {
+/// What to do after one host command came back.
+#[derive(Debug)]
+pub enum Step {
+    /// The host command is done: the drive's registers (if any), or how it failed.
     Done(Result<Option<AtaRegisters>, Outcome>),
     /// Try once more; if that fails the same way, the failure is this.
     Retry(HostFailure),
+    /// Send it again as ATA PASS-THROUGH(12).
     RetryAs12,
 }
 
 impl Executor {
-    /// A new executor.
-    pub fn new(transport: Arc<dyn SgTransport>, timeout: Duration) -> Self {
+    /// A new executor; every host command gets `timeout`.
+    pub fn new(timeout: Duration) -> Self {
         Executor {
-            transport,
             timeout,
             prefer_cdb12: AtomicBool::new(false),
             vanished: AtomicBool::new(false),
@@ -108,124 +114,89 @@ impl Executor {
         }
     }
 
-    /// Run `plan` with its data in `buf` (`plan.total_bytes` long). `current()` is asked
-    /// before each host command; once it says false the rest is not sent.
-    pub fn run(&self, plan: &Plan, buf: &mut [u8], current: &dyn Fn() -> bool) -> Outcome {
-        let mut regs = None;
-        let mut bytes = 0u64;
-        for seg in &plan.segments {
-            if !current() {
-                return Outcome::Aborted;
-            }
-            let start = usize::try_from(seg.offset).unwrap_or(usize::MAX);
-            let end = start.saturating_add(seg.len as usize);
-            let Some(data) = buf.get_mut(start..end) else {
-                return Outcome::Host {
-                    failure: HostFailure::Refused,
-                    bytes_before: bytes,
-                };
-            };
-            match self.run_one(&seg.pt, data) {
-                Ok(r) => {
-                    regs = r;
-                    bytes += u64::from(seg.len);
-                }
-                Err(Outcome::Device { regs, .. }) => {
-                    return Outcome::Device {
-                        regs,
-                        bytes_before: bytes,
-                    }
-                }
-                Err(Outcome::Host { failure, .. }) => {
-                    return Outcome::Host {
-                        failure,
-                        bytes_before: bytes,
-                    }
-                }
-                Err(other) => return other,
-            }
-        }
-        Outcome::Success { regs, bytes }
-    }
-
-    /// One host command, with the retries that are always safe: once as ATA PASS-THROUGH(12)
-    /// when the adapter rejects the 16-byte CDB, once after a UNIT ATTENTION or a transient
-    /// transport error.
-    fn run_one(&self, pt: &PassThrough, data: &mut [u8]) -> Result<Option<AtaRegisters>, Outcome> {
-        let mut use12 = self.prefer_cdb12.load(Ordering::Relaxed) && pt.cdb12().is_some();
-        let mut retried = false;
-        loop {
-            if self.vanished.load(Ordering::Relaxed) {
-                return Err(host(HostFailure::Vanished));
-            }
-            let step = self.attempt(pt, data, use12);
-            match step {
-                Step::Done(r) => {
-                    if r.is_err() {
-                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return r;
-                }
-                Step::RetryAs12 if !use12 && pt.cdb12().is_some() => {
-                    log::warn!(
-                        "host adapter rejects ATA PASS-THROUGH(16): using (12) for 28-bit commands"
-                    );
-                    self.prefer_cdb12.store(true, Ordering::Relaxed);
-                    use12 = true;
-                }
-                Step::Retry(_) if !retried => retried = true,
-                Step::RetryAs12 | Step::Retry(_) => {
-                    let failure = match step {
-                        Step::Retry(f) => f,
-                        _ => HostFailure::Refused,
-                    };
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(host(failure));
-                }
-            }
+    /// The CDB to send for `pt`: (12) when asked and possible, else (16).
+    pub fn cdb(&self, pt: &PassThrough, use12: bool) -> Vec<u8> {
+        match pt.cdb12() {
+            Some(c) if use12 => c.to_vec(),
+            _ => pt.cdb16().to_vec(),
         }
     }
 
-    fn attempt(&self, pt: &PassThrough, data: &mut [u8], use12: bool) -> Step {
-        let cdb12;
-        let cdb16;
-        let cdb: &[u8] = match pt.cdb12() {
-            Some(c) if use12 => {
-                cdb12 = c;
-                &cdb12
-            }
-            _ => {
-                cdb16 = pt.cdb16();
-                &cdb16
-            }
-        };
-        let direction = match (pt.t_length, pt.from_device) {
+    /// Whether a first attempt of `pt` goes as (12).
+    pub fn first_use12(&self, pt: &PassThrough) -> bool {
+        self.prefer_cdb12.load(Ordering::Relaxed) && pt.cdb12().is_some()
+    }
+
+    /// The data direction of `pt`.
+    pub fn direction(pt: &PassThrough) -> DataDirection {
+        match (pt.t_length, pt.from_device) {
             (super::cdb::TLength::None, _) => DataDirection::None,
             (_, true) => DataDirection::FromDevice,
             (_, false) => DataDirection::ToDevice,
-        };
+        }
+    }
+
+    /// A host command goes out.
+    pub fn sent(&self) {
         let c = &self.counters;
         c.commands_sent.fetch_add(1, Ordering::Relaxed);
         let now = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         c.peak_in_flight.fetch_max(now, Ordering::Relaxed);
-        let started = Instant::now();
-        let result = self.transport.execute(SgRequest {
-            cdb,
-            direction,
-            data,
-            timeout: self.timeout,
-        });
-        let took_the_timeout = started.elapsed() >= self.timeout;
-        c.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let r = match result {
-            Ok(r) => r,
-            Err(e) => return self.errno(&e),
+    }
+
+    /// The next step after host command `pt` (sent as (12) if `use12`, already retried once
+    /// if `retried`) came back with `result`; counts errors and timeouts.
+    pub fn after(
+        &self,
+        pt: &PassThrough,
+        use12: bool,
+        retried: bool,
+        result: &io::Result<SgResult>,
+    ) -> Step {
+        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(r) = result {
+            if r.direct_io {
+                self.counters.direct_io.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.counters.indirect_io.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let step = match result {
+            Ok(r) => self.classify(r, use12 || pt.cdb12().is_none()),
+            Err(e) => self.errno(e),
         };
+        let failed = |f| {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            Step::Done(Err(host(f)))
+        };
+        match step {
+            Step::Done(r) => {
+                if r.is_err() {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                Step::Done(r)
+            }
+            Step::RetryAs12 if !use12 && pt.cdb12().is_some() => {
+                if !self.prefer_cdb12.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "host adapter rejects ATA PASS-THROUGH(16): using (12) for 28-bit commands"
+                    );
+                }
+                Step::RetryAs12
+            }
+            Step::RetryAs12 => failed(HostFailure::Refused),
+            Step::Retry(f) if retried => failed(f),
+            Step::Retry(f) => Step::Retry(f),
+        }
+    }
+
+    /// Classify an answer; `no12` when a retry as (12) is not possible.
+    fn classify(&self, r: &SgResult, no12: bool) -> Step {
         let host_st = r.host_status;
         if host_st == host_status::DID_TIME_OUT
             || r.driver_status & 0x0f == driver_status::DRIVER_TIMEOUT
         {
-            c.timeouts.fetch_add(1, Ordering::Relaxed);
+            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
             return Step::Done(Err(host(HostFailure::Timeout)));
         }
         match host_st {
@@ -235,7 +206,7 @@ impl Executor {
                 return Step::Done(Err(host(HostFailure::Vanished)));
             }
             // Some adapters reject 16-byte CDBs by aborting them.
-            host_status::DID_ABORT if !use12 && pt.cdb12().is_some() => return Step::RetryAs12,
+            host_status::DID_ABORT if !no12 => return Step::RetryAs12,
             host_status::DID_ABORT => return Step::Done(Err(host(HostFailure::Refused))),
             host_status::DID_BUS_BUSY
             | host_status::DID_RESET
@@ -243,6 +214,8 @@ impl Executor {
             | host_status::DID_TRANSPORT_DISRUPTED => return Step::Retry(HostFailure::Transport),
             _ => return Step::Done(Err(host(HostFailure::Transport))),
         }
+        // The kernel says how long the command took: all of the timeout means it timed out.
+        let took_the_timeout = r.duration >= self.timeout;
         match Sense::parse(&r.sense) {
             // The drive's own error (from the D2H FIS it sent with ERR, see `PassThrough::ck_cond`).
             Some(Sense {
@@ -261,7 +234,7 @@ impl Executor {
             // command for a reason of its own, e.g. a link error): its key decides.
             Some(s) => match s.key {
                 key::NO_SENSE | key::RECOVERED_ERROR => Step::Done(Ok(None)),
-                key::ILLEGAL_REQUEST if s.asc == ASC_INVALID_OPCODE && !use12 => Step::RetryAs12,
+                key::ILLEGAL_REQUEST if s.asc == ASC_INVALID_OPCODE && !no12 => Step::RetryAs12,
                 key::UNIT_ATTENTION => Step::Retry(HostFailure::Refused),
                 key::MEDIUM_ERROR => Step::Done(Err(host(HostFailure::Medium))),
                 // How Linux's libata answers a pass-through command that timed out: its error
@@ -270,7 +243,7 @@ impl Executor {
                 // What tells it apart from a link error is that it took the whole timeout.
                 // Not retried: the guest's own error handling decides.
                 key::ABORTED_COMMAND if took_the_timeout => {
-                    c.timeouts.fetch_add(1, Ordering::Relaxed);
+                    self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                     Step::Done(Err(host(HostFailure::Timeout)))
                 }
                 key::ABORTED_COMMAND => Step::Retry(HostFailure::Transport),
@@ -291,7 +264,7 @@ impl Executor {
                 self.vanished.store(true, Ordering::Relaxed);
                 Step::Done(Err(host(HostFailure::Vanished)))
             }
-            // EDOM: the sg driver's per-descriptor queue (16) is full; try again.
+            // EDOM: the sg driver's per-descriptor queue is full; try again.
             Some(libc::EINTR | libc::EAGAIN | libc::EDOM) => Step::Retry(HostFailure::Refused),
             Some(libc::ETIMEDOUT) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -303,7 +276,8 @@ impl Executor {
     }
 }
 
-fn host(failure: HostFailure) -> Outcome {
+/// A host failure before any data moved.
+pub fn host(failure: HostFailure) -> Outcome {
     Outcome::Host {
         failure,
         bytes_before: 0,
@@ -312,10 +286,18 @@ fn host(failure: HostFailure) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
     use super::*;
     use crate::ata::command::protocol;
-    use crate::ata::passthrough::sg_io::SgResult;
+    use crate::ata::passthrough::host_io::HostIo;
     use crate::ata::passthrough::transfer;
+    use crate::block::sg::{SgRequest, SgTransport};
+    use crate::block::testing::MemEngine;
+    use crate::block::GuestBuf;
+    use crate::mem::VecMemory;
     use crate::sata::RegisterH2d;
 
     struct Fixed(SgResult);
@@ -326,7 +308,13 @@ mod tests {
         }
     }
 
-    fn run(answer: SgResult, command: u8) -> Outcome {
+    /// Run a one-sector command of `command` against `target` until it ends; the executor
+    /// with its counters too.
+    fn run_on(
+        target: impl SgTransport + 'static,
+        command: u8,
+        timeout: Duration,
+    ) -> (Outcome, Arc<Executor>) {
         let fis = RegisterH2d {
             c: true,
             command,
@@ -335,9 +323,24 @@ mod tests {
             ..Default::default()
         };
         let plan = transfer::plan(&fis, protocol(command, 0).unwrap(), 256).unwrap();
-        let exec = Executor::new(Arc::new(Fixed(answer)), Duration::from_secs(1));
-        let mut buf = vec![0u8; plan.total_bytes as usize];
-        exec.run(&plan, &mut buf, &|| true)
+        let exec = Arc::new(Executor::new(timeout));
+        let n = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let (engine, _) = MemEngine::scsi(Arc::new(target), n);
+        let mut io = HostIo::new(Box::new(engine), exec.clone());
+        let mem = Arc::new(VecMemory::new(1 << 16));
+        let buf = (plan.total_bytes > 0).then(|| GuestBuf::new(mem, [(0x1000, plan.total_bytes)]));
+        io.start(plan, buf);
+        for _ in 0..10 {
+            if let Some((_, o)) = io.poll().pop() {
+                assert!(!io.draining() && io.is_empty());
+                return (o, exec);
+            }
+        }
+        panic!("the command never ended");
+    }
+
+    fn run(answer: SgResult, command: u8) -> Outcome {
+        run_on(Fixed(answer), command, Duration::from_secs(1)).0
     }
 
     fn fixed_legacy(key: u8, status: u8, error: u8) -> SgResult {
@@ -379,41 +382,20 @@ mod tests {
         assert!(matches!(o, Outcome::Success { regs: Some(r), .. } if r.status == 0x50));
     }
 
-    /// Answers every command with `answer` after `delay`.
-    struct Slow {
-        answer: SgResult,
-        delay: Duration,
-    }
-
-    impl SgTransport for Slow {
-        fn execute(&self, _req: SgRequest<'_>) -> io::Result<SgResult> {
-            std::thread::sleep(self.delay);
-            Ok(self.answer.clone())
-        }
-    }
-
     #[test]
     fn aborted_after_the_whole_timeout_is_a_timeout_sent_once() {
         // Linux libata's answer to a pass-through command that timed out (the rig's host):
-        // ABORTED COMMAND with clean registers, once the timeout (20 ms here) has passed.
-        let aborted = fixed_legacy(key::ABORTED_COMMAND, 0x40, 0);
-        let fis = RegisterH2d {
-            c: true,
-            command: 0x25,
-            count: 1,
-            device: 0x40,
-            ..Default::default()
-        };
-        let plan = transfer::plan(&fis, protocol(0x25, 0).unwrap(), 256).unwrap();
-        let mut buf = vec![0u8; 512];
+        // ABORTED COMMAND with clean registers, once the timeout (20 ms here) has passed —
+        // the kernel says how long the command took.
         let timeout = Duration::from_millis(20);
-        let slow = Slow {
-            answer: aborted.clone(),
-            delay: timeout,
+        let aborted = fixed_legacy(key::ABORTED_COMMAND, 0x40, 0);
+        let slow = SgResult {
+            duration: timeout,
+            ..aborted.clone()
         };
-        let exec = Executor::new(Arc::new(slow), timeout);
+        let (o, exec) = run_on(Fixed(slow), 0x25, timeout);
         assert_eq!(
-            exec.run(&plan, &mut buf, &|| true),
+            o,
             Outcome::Host {
                 failure: HostFailure::Timeout,
                 bytes_before: 0
@@ -421,10 +403,11 @@ mod tests {
         );
         assert_eq!(exec.counters.timeouts.load(Ordering::Relaxed), 1);
         assert_eq!(exec.counters.commands_sent.load(Ordering::Relaxed), 1);
+        assert_eq!(exec.counters.in_flight.load(Ordering::Relaxed), 0);
         // The same answer at once is a link error, retried once.
-        let exec = Executor::new(Arc::new(Fixed(aborted)), Duration::from_secs(10));
+        let (o, exec) = run_on(Fixed(aborted), 0x25, Duration::from_secs(10));
         assert!(matches!(
-            exec.run(&plan, &mut buf, &|| true),
+            o,
             Outcome::Host {
                 failure: HostFailure::Transport,
                 ..

@@ -3,17 +3,24 @@
 //! FISes.
 //!
 //! ```text
-//!  submit(FIS) ─ policy ─ transfer::plan ─ Pool (worker threads, blocking SG_IO) ─┐
-//!                 │ refuse/answer                                             exec::Executor
-//!                 ▼                                                               │ Outcome
-//!        Submission::Complete       poll_completions ◄── bounce buffer + result ─┘
-//!                                     (copy into guest memory, fises::*)
+//!  submit(FIS) ─ policy ─ transfer::plan ─ host_io: every segment at once ─► block engine
+//!                 │ refuse/answer            (retries: exec::Executor)        (sg v3 async:
+//!                 ▼                                                           write()/read())
+//!        Submission::Complete       poll_completions ◄── Outcome ◄── engine reaped (event loop)
+//!                                     (fises::*; data already in guest RAM)
 //! ```
 //!
-//! Modules: [`cdb`] builds the CDBs, [`sense`] reads the registers back, [`sg_io`] is the ioctl
-//! behind the [`sg_io::SgTransport`] trait, [`policy`] says what is refused, [`transfer`] splits
-//! transfers to the host's limit, [`exec`] classifies host errors, [`workers`] keeps commands in
-//! flight, [`ncq`] holds the NCQ error log, [`fises`] builds the answer, [`sysfs`] the limits.
+//! Modules: [`cdb`] builds the CDBs, [`sense`] reads the registers back, [`policy`] says what
+//! is refused, [`transfer`] splits transfers to the host's limit, [`host_io`] keeps a guest
+//! command's host commands in flight on the engine ([`crate::block::sg`]), [`exec`] classifies
+//! what comes back and decides retries, [`ncq`] holds the NCQ error log, [`fises`] builds the
+//! answer, [`sysfs`] the limits, [`traced`] the SG_IO trace.
+//!
+//! Data moves between the drive and guest RAM through iovecs over the command's PRDT: the sg
+//! driver copies between its pages and guest memory itself (one kernel copy), or with direct
+//! I/O (the sg module's `allow_dio`, a single aligned buffer) not at all; satavm copies
+//! nothing. No thread of satavm's waits for the drive: the sg engine's descriptors are in the
+//! event loop's epoll set.
 //!
 //! NCQ: the host kernel assigns its own tag to every queued command it passes through; each
 //! in-flight guest command is one host request, and the guest's tag is what comes back in the
@@ -22,14 +29,13 @@
 pub mod cdb;
 pub mod exec;
 pub mod fises;
+pub mod host_io;
 pub mod ncq;
 pub mod policy;
 pub mod sense;
-pub mod sg_io;
 pub mod sysfs;
 pub mod traced;
 pub mod transfer;
-pub mod workers;
 
 mod drive;
 mod open;
@@ -59,6 +65,9 @@ pub struct PassthroughConfig {
     pub read_only: bool,
     /// Lock the device nodes (see [`HostLocks`]); `lock=off` in `--disk` turns it off.
     pub lock: bool,
+    /// The engine: the sg driver's asynchronous interface (`Auto`/`Sg`), or blocking SG_IO on
+    /// threads on the node given (`Threads`).
+    pub engine: crate::block::EngineChoice,
 }
 
 /// Default per-command timeout (what hdparm and smartctl use for ordinary commands).
@@ -73,6 +82,7 @@ impl PassthroughConfig {
             allow_all: false,
             read_only: false,
             lock: true,
+            engine: crate::block::EngineChoice::Auto,
         }
     }
 }
@@ -113,4 +123,8 @@ pub struct PassthroughStats {
     pub errors: u64,
     /// Host commands that timed out.
     pub timeouts: u64,
+    /// Host commands whose data the kernel moved between the drive and guest pages directly
+    /// (sg direct I/O), and through its own pages (one kernel copy, none in satavm).
+    pub direct_io: u64,
+    pub indirect_io: u64,
 }

@@ -5,16 +5,18 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::cdb::{HostTaskfile, PassThrough, SatProtocol, TLength};
 use super::sense::{key, Sense, ASC_INVALID_OPCODE};
-use super::sg_io::{host_status, scsi_status, DataDirection, SgDevice, SgRequest, SgTransport};
 use super::sysfs::{self, SysfsError};
-use super::traced::TracedTransport;
+use super::traced::TracedEngine;
 use super::{PassthroughConfig, PassthroughDrive, PassthroughError};
 use crate::ata::command::opcode;
+use crate::block::sg::engine::{sg_allows_direct_io, SgEngine, SgEngineConfig};
+use crate::block::sg::threads::SgThreadEngine;
+use crate::block::sg::{host_status, scsi_status, DataDirection, SgDevice, SgRequest, SgTransport};
+use crate::block::Engine;
 use crate::hostfile::{self, HostFileError};
 use crate::sata::CompletionNotifier;
 use crate::trace::Tracer;
@@ -22,7 +24,8 @@ use crate::trace::Tracer;
 impl PassthroughDrive {
     /// Open the host drive at `config.path` (/dev/sgN or /dev/sdX): check that it is a whole
     /// SCSI device that answers ATA PASS-THROUGH IDENTIFY DEVICE as an ATA drive, read the host
-    /// queue's limits from sysfs, and start the workers that will write `notifier`.
+    /// queue's limits from sysfs, and set up the engine its commands run on (see
+    /// [`host_engine`]); completions write `notifier` or the engine's own descriptor.
     pub fn open(
         config: &PassthroughConfig,
         notifier: CompletionNotifier,
@@ -73,14 +76,16 @@ impl PassthroughDrive {
         )
         .map_err(|SysfsError::Partition| PassthroughError::Partition(path.into()))?;
         let limits = sysfs::read_limits(&paths);
-        let transport: Arc<dyn SgTransport> = if tracer.enabled() {
-            Arc::new(TracedTransport::new(Arc::new(dev), tracer, port))
+        let id = probe_identify(&dev, config.timeout, path)?;
+        let (engine, how) = host_engine(dev, is_block, &paths, limits, config.engine, notifier)?;
+        let engine: Box<dyn Engine> = if tracer.enabled() {
+            Box::new(TracedEngine::new(engine, tracer, port))
         } else {
-            Arc::new(dev)
+            engine
         };
-        let id = probe_identify(transport.as_ref(), config.timeout, path)?;
-        let mut drive = PassthroughDrive::with_transport(transport, limits, config, notifier);
+        let mut drive = PassthroughDrive::with_engine(engine, limits, config);
         drive.host_locks = locks;
+        log::info!("{}: {how}", path.display());
         log::info!(
             "{}: ATA drive \"{}\", {} sectors; host limits {:?}: up to {} sectors per command",
             path.display(),
@@ -113,8 +118,9 @@ fn device_node(path: &Path) -> Result<(fs::Metadata, bool), PassthroughError> {
     Ok((meta, is_block))
 }
 
-/// OFD locks on a pass-through drive's device nodes, held while the drive lives (see
-/// [`crate::hostfile`]: exclusive, or shared with `readonly=on`).
+/// OFD locks on a pass-through drive's device nodes, held while the drive lives (QEMU's
+/// protocol, [`crate::hostfile::lock`]: a read-write drive shares with no one, read-only ones
+/// share with each other).
 #[derive(Debug, Default)]
 pub struct HostLocks(Vec<File>);
 
@@ -164,6 +170,86 @@ pub fn lock_host_nodes(path: &Path, read_only: bool) -> Result<HostLocks, Passth
         }
     }
     Ok(HostLocks(locks))
+}
+
+/// The engine for the drive behind `dev`: the sg driver's asynchronous interface — on the node
+/// itself for /dev/sgN, on the disk's sg node for /dev/sdX (found through sysfs) — so that no
+/// thread waits on the drive; for a /dev/sdX without an sg node (the sg module not loaded),
+/// blocking SG_IO on worker threads (the block layer maps guest pages for the transfer, so the
+/// data still moves without a copy in satavm). Returns the engine and a line for the log.
+fn host_engine(
+    dev: SgDevice,
+    is_block: bool,
+    paths: &sysfs::SysfsPaths,
+    limits: sysfs::QueueLimits,
+    choice: crate::block::EngineChoice,
+    notifier: CompletionNotifier,
+) -> Result<(Box<dyn Engine>, String), PassthroughError> {
+    let sg_node = if choice == crate::block::EngineChoice::Threads {
+        None
+    } else if is_block {
+        paths
+            .device
+            .as_deref()
+            .and_then(sysfs::sg_name)
+            .map(|n| Path::new("/dev").join(n))
+            .filter(|p| p.exists())
+    } else {
+        Some(dev.path().to_path_buf())
+    };
+    if sg_node.is_none() && choice == crate::block::EngineChoice::Sg {
+        return Err(PassthroughError::NotScsi {
+            path: dev.path().into(),
+            detail: "engine=sg, but the disk has no sg node (is the sg module loaded?)".into(),
+        });
+    }
+    let max_transfer = limits.max_transfer_sectors() as usize * crate::ata::registers::SECTOR_SIZE;
+    let direct_io = sg_allows_direct_io();
+    let limits_line = format!(
+        "up to {} commands in flight, {} KiB each",
+        limits.workers(),
+        max_transfer >> 10
+    );
+    if let Some(node) = sg_node {
+        let config = SgEngineConfig {
+            path: node.clone(),
+            max_in_flight: limits.workers(),
+            max_transfer,
+            direct_io,
+        };
+        match SgEngine::new(config) {
+            Ok(e) => {
+                let dio = if direct_io {
+                    "direct I/O where the data is one aligned buffer"
+                } else {
+                    "the kernel copying to and from guest RAM (direct I/O off: \
+                     /sys/module/sg/parameters/allow_dio is 0)"
+                };
+                return Ok((
+                    Box::new(e),
+                    format!(
+                        "pass-through through {}'s asynchronous interface, {limits_line}, {dio}",
+                        node.display()
+                    ),
+                ));
+            }
+            Err(e) if !is_block || choice == crate::block::EngineChoice::Sg => {
+                return Err(open_error(&node, e))
+            }
+            Err(e) => log::info!("{}: {e}; blocking SG_IO instead", node.display()),
+        }
+    }
+    let path = dev.path().display().to_string();
+    let e = SgThreadEngine::new(dev, notifier, limits.workers()).map_err(|source| {
+        PassthroughError::Io {
+            path: path.clone().into(),
+            source,
+        }
+    })?;
+    Ok((
+        Box::new(e),
+        format!("pass-through with blocking SG_IO on worker threads on {path}, {limits_line}"),
+    ))
 }
 
 fn open_error(path: &Path, e: io::Error) -> PassthroughError {
@@ -325,7 +411,7 @@ fn check_identify(id: [u8; 512]) -> Result<[u8; 512], &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ata::passthrough::sg_io::SgResult;
+    use crate::block::sg::SgResult;
     use std::sync::Mutex;
     use vmm_sys_util::eventfd::EventFd;
 
@@ -490,7 +576,7 @@ mod tests {
 
     #[test]
     fn open_errors_are_clear() {
-        let n = Arc::new(EventFd::new(0).unwrap());
+        let n = std::sync::Arc::new(EventFd::new(0).unwrap());
         let e =
             PassthroughDrive::open(&PassthroughConfig::new("/dev/sg-does-not-exist"), n.clone())
                 .unwrap_err();

@@ -111,6 +111,15 @@ pub fn sibling(root: &Path, dev: &Path, is_block: bool, major: u64, minor: u64) 
     node.exists().then_some(node)
 }
 
+/// The name of the sg node (`sgN`) of the SCSI device whose sysfs directory is `device`, if
+/// the sg driver made one.
+pub fn sg_name(device: &Path) -> Option<String> {
+    fs::read_dir(device.join("scsi_generic"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| n.starts_with("sg"))
+}
+
 /// Read the limits from `paths`.
 pub fn read_limits(paths: &SysfsPaths) -> QueueLimits {
     let q = |f: &str| paths.queue.as_ref().and_then(|d| read_u32(&d.join(f)));
@@ -166,8 +175,15 @@ mod tests {
         fs::create_dir_all(disk.join("device")).unwrap();
         fs::write(disk.join("queue/max_hw_sectors_kb"), "128").unwrap();
         fs::write(disk.join("device/queue_depth"), "1").unwrap();
-        let l = read_limits(&locate(&root, Path::new("/dev/sda"), true, 8, 0).unwrap());
+        let paths = locate(&root, Path::new("/dev/sda"), true, 8, 0).unwrap();
+        let l = read_limits(&paths);
         assert_eq!(l.max_transfer_sectors(), 256);
+        assert_eq!(sg_name(paths.device.as_deref().unwrap()), None);
+        fs::create_dir_all(disk.join("device/scsi_generic/sg3")).unwrap();
+        assert_eq!(
+            sg_name(paths.device.as_deref().unwrap()).as_deref(),
+            Some("sg3")
+        );
         assert_eq!(l.workers(), 1);
         let part = root.join("dev/block/8:1");
         fs::create_dir_all(&part).unwrap();

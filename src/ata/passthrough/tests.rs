@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::sg_io::{host_status, SgRequest, SgResult, SgTransport};
 use super::sysfs::QueueLimits;
 use super::{PassthroughConfig, PassthroughDrive};
+use crate::block::sg::threads::SgThreadEngine;
+use crate::block::sg::{host_status, SgRequest, SgResult, SgTransport};
 use crate::mem::VecMemory;
 use crate::sata::{
     Completion, DataPath, Fis, PrdEntry, RegisterD2h, RegisterH2d, SataDevice, Submission,
@@ -221,12 +222,10 @@ fn rig_with(limits: QueueLimits) -> Rig {
 fn rig_with_path(limits: QueueLimits, path: &str) -> Rig {
     let fake = FakeSatl::new();
     let notifier = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
-    let drive = PassthroughDrive::with_transport(
-        fake.clone(),
-        limits,
-        &PassthroughConfig::new(path),
-        notifier.clone(),
-    );
+    let engine =
+        SgThreadEngine::with_transport(fake.clone(), notifier.clone(), limits.workers()).unwrap();
+    let drive =
+        PassthroughDrive::with_engine(Box::new(engine), limits, &PassthroughConfig::new(path));
     Rig {
         drive,
         fake,
@@ -293,6 +292,23 @@ impl Rig {
             std::thread::sleep(Duration::from_millis(2));
         }
         out
+    }
+
+    /// Poll until the drive has drained its aborted commands (at most 5 s), asserting that
+    /// none of them is reported.
+    fn drain_quietly(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.drive.draining() {
+            assert!(Instant::now() < deadline, "the drive never drained");
+            let _ = self.notifier.read();
+            assert_eq!(
+                self.drive.poll_completions(),
+                vec![],
+                "an aborted command was reported"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(self.drive.poll_completions(), vec![]);
     }
 
     fn wait_events(&self, pred: impl Fn(&FakeState) -> bool) {
@@ -527,23 +543,31 @@ fn ncq_error_then_log_page_10h_with_the_guest_tag() {
 }
 
 #[test]
-fn abort_all_keeps_late_data_out_of_guest_memory_and_holds_new_commands() {
+fn abort_all_drains_the_aborted_command_before_new_ones_reach_the_drive() {
     let mut r = rig();
     r.fake.with(|s| s.gated.insert(64));
     let dp = r.data(0x1000, 4096);
     r.drive.submit(0, &cmd(0x60, 8, 0, 64), dp.clone());
     r.wait_events(|s| s.events.contains(&"start 64".to_string()));
+    assert!(!r.drive.draining());
     r.drive.abort_all();
-    // A write issued after the abort must not reach the drive before the aborted command ends.
+    // The host command cannot be recalled: the drive says it is still draining (the port
+    // keeps PxCMD.CR set meanwhile).
+    assert!(r.drive.draining());
+    // A write issued after the abort is held by the drive, never handed to the host, until
+    // the aborted command ends.
     let wdp = r.data(0x20_0000, 4096);
-    r.drive.submit(1, &cmd(0x35, 0, 8, 128), wdp);
-    std::thread::sleep(Duration::from_millis(50));
+    assert!(matches!(
+        r.drive.submit(1, &cmd(0x35, 0, 8, 128), wdp),
+        Submission::Pending { .. }
+    ));
+    assert!(r.drive.poll_completions().is_empty());
     assert!(!r.started(128));
     r.fake.release(64);
     let c = r.wait(1);
-    assert_eq!(c[0].slot, 1);
+    assert_eq!(c[0].slot, 1, "the aborted command is never reported");
+    assert!(!r.drive.draining());
     assert!(r.drive.poll_completions().is_empty());
-    assert!(r.guest_bytes(&dp).iter().all(|b| *b == 0));
     let events = r.fake.with(|s| s.events.clone());
     let end64 = events.iter().position(|e| e == "end 64").unwrap();
     let start128 = events.iter().position(|e| e == "start 128").unwrap();
@@ -659,14 +683,11 @@ fn an_ncq_error_aborts_the_other_outstanding_queued_commands() {
     let c = r.wait(1);
     assert_eq!(c[0].slot, 4);
     assert!(matches!(c[0].fises.as_slice(), [Fis::SetDeviceBits(s)] if s.status & 1 == 1));
-    // The other command finishes on the host later: it is never reported, and its data never
-    // reaches guest memory.
+    // The other command finishes on the host later: the drive drains it and never reports it.
+    assert!(r.drive.draining());
     r.fake.release(500);
-    r.wait_events(|s| s.events.contains(&"end 500".to_string()));
-    std::thread::sleep(Duration::from_millis(20));
-    let _ = r.notifier.read();
-    assert!(r.drive.poll_completions().is_empty());
-    assert!(r.guest_bytes(&other).iter().all(|b| *b == 0));
+    r.drain_quietly();
+    let _ = other;
 }
 
 #[test]
@@ -757,13 +778,11 @@ fn a_reused_ncq_tag_is_an_ncq_error_naming_that_tag() {
     let c = immediate(r.drive.submit(7, &cmd(0x60, 8, 3 << 3, 0x40), dp));
     assert_eq!(only_d2h(&c).error, 0x04, "ABRT");
     assert_eq!(only_d2h(&c).status & 1, 1, "ERR");
-    // The outstanding command is aborted: never reported, its data never delivered.
+    // The outstanding command is aborted: drained, never reported.
+    assert!(r.drive.draining());
     r.fake.release(500);
-    r.wait_events(|s| s.events.contains(&"end 500".to_string()));
-    std::thread::sleep(Duration::from_millis(20));
-    let _ = r.notifier.read();
-    assert!(r.drive.poll_completions().is_empty());
-    assert!(r.guest_bytes(&first).iter().all(|b| *b == 0));
+    r.drain_quietly();
+    let _ = first;
     // Log page 10h names tag 3 with ABRT.
     let dp = r.data(0x8000, 512);
     r.drive.submit(0, &cmd(0x2f, 0, 1, 0x10), dp.clone());

@@ -1,10 +1,18 @@
 # The benchmark's L1 side (run by scripts/bench through `scripts/rig run` with
 # RIG_SCENARIO_DIR=tests/rig/bench; not one of the test scenarios). One L1 boot, the same fio
-# jobs against four targets, one after the other:
-#   l1     L1 itself on /dev/sda: the drive (QEMU's AHCI under TCG), the limit;
-#   pt     satavm passing that drive through (--disk passthrough=/dev/sg0);
-#   image  satavm with an emulated drive over an image file on L1's tmpfs;
-#   qemu   QEMU (-accel kvm) in L1 with its own AHCI over the same image file.
+# jobs against each target, one after the other:
+#   l1          L1 itself on /dev/sda: the drive (QEMU's AHCI under TCG), the limit;
+#   pt          satavm passing that drive through (--disk passthrough=/dev/sg0: the sg
+#               engine, the sg driver's asynchronous interface);
+#   pt-threads  the same through /dev/sda with engine=threads (blocking block-layer SG_IO on
+#               worker threads, guest pages mapped without a copy);
+#   image       satavm with an emulated drive over an image file on L1's tmpfs (io_uring);
+#   image-threads   the same with engine=threads;
+#   qemu        QEMU (-accel kvm) in L1 with its own AHCI over the same image file;
+#   qemu-vblk   QEMU virtio-blk over the same image file;
+#   qemu-ahci-pt    QEMU's AHCI over L1's /dev/sda (cache=none, aio=native);
+#   qemu-scsi-block QEMU virtio-scsi + scsi-block over /dev/sda (SCSI-level pass-through).
+# bench.targets=a,b,... and bench.jobs=a,b,... in RIG_L2_APPEND pick a subset.
 # Prints "@@BENCH ..." lines that scripts/bench turns into a table and JSON:
 #   @@BENCH fio TARGET JOB <fio terse v3 line>
 #   @@BENCH kvm TARGET JOB exits=.. io_exits=.. mmio_exits=.. halt_exits=.. (KVM debugfs,
@@ -21,13 +29,22 @@
 . "$RIG_LIB"
 
 secs=8
+targets=l1,pt,pt-threads,image,image-threads,qemu,qemu-vblk,qemu-ahci-pt,qemu-scsi-block
+jobs=randread-qd1,randread-qd32,randwrite-qd32,seqread-1m,seqwrite-1m
 for arg in $RIG_L2_APPEND; do
     case "$arg" in
     bench.secs=*) secs=${arg#bench.secs=} ;;
+    bench.targets=*) targets=${arg#bench.targets=} ;;
+    bench.jobs=*) jobs=${arg#bench.jobs=} ;;
     esac
 done
-JOBS="randread-qd1:randread:4k:1 randread-qd32:randread:4k:32 randwrite-qd32:randwrite:4k:32
-seqread-1m:read:1M:4 seqwrite-1m:write:1M:4"
+JOBS=
+for job in randread-qd1:randread:4k:1 randread-qd32:randread:4k:32 randwrite-qd32:randwrite:4k:32 \
+    seqread-1m:read:1M:4 seqwrite-1m:write:1M:4; do
+    case ",$jobs," in *",${job%%:*},"*) JOBS="$JOBS $job" ;; esac
+done
+# wanted TARGET: the target is in bench.targets.
+wanted() { case ",$targets," in *",$1,"*) return 0 ;; esac; return 1; }
 MEM=1024
 CR=$(printf '\r')
 
@@ -66,7 +83,7 @@ ticks_diff() {
 }
 
 # (a) L1 directly on the drive.
-for job in $JOBS; do
+wanted l1 && for job in $JOBS; do
     IFS=: read -r name rw bs qd <<JOB
 $job
 JOB
@@ -117,6 +134,7 @@ run_vmm() {
     mkfifo "$fifo"
     exec 8<>"$fifo"
     t0=$(uptime_s)
+    asked=
     (sh -c 'echo $$ >"$0"; exec "$@"' "$RIG_SCRATCH/pid.$target" "$@" <"$fifo" 2>&1) |
         while IFS= read -r line; do
             line=${line%"$CR"}
@@ -127,10 +145,15 @@ run_vmm() {
                 echo "@@BENCH boot $target wall=$(since "$t0") l2=${l2%% *}"
                 ;;
             "@@FIO-START "*)
+                job=${line#@@FIO-START }
                 pid=$(cat "$RIG_SCRATCH/pid.$target")
                 before=$(kvm_counters "$pid")
                 cpu_before=$(cpu_ticks)
                 threads_before=$(thread_ticks "$pid")
+                # satavm prints its per-port counters on SIGUSR1: read them around the job. The
+                # lines come back in the order asked for, not always before the next marker:
+                # each is matched with the oldest request still open.
+                case "$target" in pt* | image*) asked="$asked $job:start"; kill -USR1 "$pid" ;; esac
                 ;;
             "@@FIO-END "*)
                 job=${line#@@FIO-END }
@@ -138,10 +161,20 @@ run_vmm() {
                 mem=$(mem_counters "$pid")
                 cpu_after=$(cpu_ticks)
                 threads_after=$(thread_ticks "$pid")
+                case "$target" in pt* | image*) asked="$asked $job:end"; kill -USR1 "$pid" ;; esac
                 echo "@@BENCH kvm $target $job $(counters_diff "$before" "$after")"
                 echo "@@BENCH mem $target $job $mem"
                 echo "@@BENCH cpu $target $job $(ticks_diff "$cpu_before" "$cpu_after")"
                 echo "@@BENCH threads $target $job $(ticks_diff "$threads_before" "$threads_after")"
+                echo "@@BENCH nthreads $target $job count=$(ls /proc/"$pid"/task 2>/dev/null | wc -l)"
+                ;;
+            "satavm: port 0: "*)
+                set -- $asked
+                if [ $# -gt 0 ]; then
+                    echo "@@BENCH vmmstats $target ${1%:*} ${1#*:} ${line#satavm: port 0: }"
+                    shift
+                    asked="$*"
+                fi
                 ;;
             "@@FIO "*)
                 echo "@@BENCH fio $target ${line#@@FIO }"
@@ -159,20 +192,46 @@ run_vmm() {
 }
 
 cmdline=$(rig_l2_cmdline bench)
+img=$RIG_SCRATCH/disk.img
+qemu_l1() {
+    echo qemu-system-x86_64 -L /usr/share/seabios -L /usr/share/qemu -accel kvm -cpu host \
+        -nodefaults -display none -no-reboot -monitor none -serial stdio -smp 1 -m "$MEM" \
+        -kernel "$L2_KERNEL" -initrd "$L2_INITRD"
+}
 
-# (b) satavm passing the drive through.
-run_vmm pt pt.out "$SATAVM" --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" --cpus 1 \
-    --memory "$MEM" --cmdline "$cmdline" --disk "passthrough=$RIG_SG"
+# (b) satavm passing the drive through: the sg engine, and /dev/sda with engine=threads.
+wanted pt && run_vmm pt pt.out "$SATAVM" --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" \
+    --cpus 1 --memory "$MEM" --cmdline "$cmdline" --disk "passthrough=$RIG_SG"
+wanted pt-threads && run_vmm pt-threads pt-threads.out "$SATAVM" --kernel "$L2_KERNEL" \
+    --initramfs "$L2_INITRD" --cpus 1 --memory "$MEM" --cmdline "$cmdline" \
+    --disk "passthrough=$RIG_DRIVE,engine=threads"
 
 # (c) satavm over an image file on tmpfs (written out: no holes).
-img=$RIG_SCRATCH/disk.img
 dd if=/dev/zero of="$img" bs=1M count=256 2>/dev/null || rig_fail "cannot write $img"
-run_vmm image image.out "$SATAVM" --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" --cpus 1 \
-    --memory "$MEM" --cmdline "$cmdline" --disk "path=$img"
+wanted image && run_vmm image image.out "$SATAVM" --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" \
+    --cpus 1 --memory "$MEM" --cmdline "$cmdline" --disk "path=$img"
+wanted image-threads && run_vmm image-threads image-threads.out "$SATAVM" --kernel "$L2_KERNEL" \
+    --initramfs "$L2_INITRD" --cpus 1 --memory "$MEM" --cmdline "$cmdline" \
+    --disk "path=$img,engine=threads"
 
-# (d) QEMU's AHCI over the same image (tmpfs: the default cache mode, no O_DIRECT).
-run_vmm qemu qemu.out qemu-system-x86_64 -L /usr/share/seabios -L /usr/share/qemu -accel kvm \
-    -cpu host -nodefaults -display none -no-reboot -monitor none -serial stdio -smp 1 -m "$MEM" \
-    -kernel "$L2_KERNEL" -initrd "$L2_INITRD" -append "$cmdline" \
+# (d) QEMU over the same image (tmpfs: the default cache mode, no O_DIRECT): its AHCI, and
+# virtio-blk (what a user picks for a fast disk; the guest sees /dev/vda).
+# shellcheck disable=SC2046
+wanted qemu && run_vmm qemu qemu.out $(qemu_l1) -append "$cmdline" \
     -device ahci,id=ahci -drive "if=none,id=d,file=$img,format=raw" -device ide-hd,drive=d,bus=ahci.0
+# shellcheck disable=SC2046
+wanted qemu-vblk && run_vmm qemu-vblk qemu-vblk.out $(qemu_l1) -append "$cmdline bench.dev=vda" \
+    -drive "if=none,id=d,file=$img,format=raw" -device virtio-blk-pci,drive=d
+
+# (e) QEMU over L1's drive: its AHCI with an ide-hd on /dev/sda, and virtio-scsi with
+# scsi-block (SCSI commands passed through to the host's sd device).
+# shellcheck disable=SC2046
+wanted qemu-ahci-pt && run_vmm qemu-ahci-pt qemu-ahci-pt.out $(qemu_l1) -append "$cmdline" \
+    -device ahci,id=ahci -drive "if=none,id=d,file=$RIG_DRIVE,format=raw,cache=none,aio=native" \
+    -device ide-hd,drive=d,bus=ahci.0
+# shellcheck disable=SC2046
+wanted qemu-scsi-block && run_vmm qemu-scsi-block qemu-scsi-block.out $(qemu_l1) \
+    -append "$cmdline" -device virtio-scsi-pci,id=scsi \
+    -drive "if=none,id=d,file=$RIG_DRIVE,format=raw,cache=none,aio=native" \
+    -device scsi-block,drive=d,bus=scsi.0
 echo "PASS"

@@ -43,6 +43,7 @@ fn default_serial_is_stable_per_path() {
             model: None,
             serial: None,
             read_only: true,
+            engine: Default::default(),
         };
         EmulatedDrive::open(&cfg, n).unwrap().serial.clone()
     };
@@ -104,6 +105,7 @@ fn native_max_of_a_28_bit_command_uses_the_device_nibble() {
         model: None,
         serial: None,
         read_only: false,
+        engine: Default::default(),
     };
     let mut d = EmulatedDrive::open(&cfg, n).unwrap();
     let mem = Arc::new(VecMemory::new(4096));

@@ -62,6 +62,7 @@ fn rig_with(sectors: u64, read_only: bool) -> Rig {
         model: Some("Test Model".into()),
         serial: Some("TESTSERIAL".into()),
         read_only,
+        engine: Default::default(),
     };
     let drive = EmulatedDrive::open(&config, notifier).unwrap();
     Rig {
@@ -74,6 +75,40 @@ fn rig_with(sectors: u64, read_only: bool) -> Rig {
 
 fn rig(sectors: u64) -> Rig {
     rig_with(sectors, false)
+}
+
+/// A drive over the in-memory test engine, which holds its requests until the test releases
+/// them: what the drive does while its I/O is in the kernel, without timing.
+struct HeldRig {
+    drive: EmulatedDrive,
+    mem: Arc<VecMemory>,
+    engine: crate::block::testing::MemEngineHandle,
+}
+
+fn held_rig(sectors: u64) -> HeldRig {
+    let notifier = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let (engine, handle) =
+        crate::block::testing::MemEngine::new(sectors as usize * 512, notifier.clone());
+    handle.set_hold(true);
+    let drive = EmulatedDrive::with_engine(
+        Box::new(engine),
+        notifier,
+        sectors,
+        false,
+        None,
+        "HELD".into(),
+    );
+    HeldRig {
+        drive,
+        mem: Arc::new(VecMemory::new(MEM)),
+        engine: handle,
+    }
+}
+
+impl HeldRig {
+    fn data(&self, addr: u64, len: u32) -> DataPath {
+        DataPath::new(self.mem.clone(), vec![PrdEntry { addr, len }])
+    }
 }
 
 fn cmd(command: u8, lba: u64, count: u16) -> RegisterH2d {
@@ -169,5 +204,6 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 }
 
 mod commands;
+mod engine;
 mod io;
 mod ncq;

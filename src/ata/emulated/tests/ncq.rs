@@ -79,9 +79,11 @@ fn ncq_round_trips_at_both_ends() {
 
 #[test]
 fn ncq_runs_32_commands_concurrently_and_completes_out_of_order() {
-    // 65536 sectors (32 MiB) for tag 0, then 31 one-sector reads: the small ones finish
-    // while the big one is still copying.
-    let mut r = rig(65536 + 64);
+    // 65536 sectors (32 MiB) for tag 0, then 31 one-sector reads: every command's requests are
+    // in the engine at once (the 32 MiB one as 32 requests of 1 MiB), and the small ones that
+    // the host finishes first complete first.
+    let mut r = held_rig(65536 + 64);
+    r.engine.set_disk(64 * 512, &pattern(7, 512));
     let big = r.data(BUF, 65536 * 512);
     assert!(matches!(
         r.drive.submit(0, &fpdma(READ_FPDMA_QUEUED, 0, 64, 0), big),
@@ -89,6 +91,8 @@ fn ncq_runs_32_commands_concurrently_and_completes_out_of_order() {
     ));
     let small = 0x0210_0000u64;
     for tag in 1..32u8 {
+        r.engine
+            .set_disk(usize::from(tag) * 512, &pattern(tag, 512));
         let s = r.drive.submit(
             tag,
             &fpdma(READ_FPDMA_QUEUED, tag, u64::from(tag), 1),
@@ -99,12 +103,16 @@ fn ncq_runs_32_commands_concurrently_and_completes_out_of_order() {
             "{tag}"
         );
     }
-    let done = r.wait(32);
+    assert_eq!(r.engine.held(), 32 + 31, "all requests in flight at once");
+    assert!(r.drive.poll_completions().is_empty());
+    r.engine.release_newest(31);
+    let done = r.drive.poll_completions();
     let order: Vec<u8> = done.iter().map(|c| c.slot).collect();
-    assert_ne!(
-        order[0], 0,
-        "the 32 MiB command cannot finish first: {order:?}"
-    );
+    assert_eq!(order.len(), 31);
+    assert!(!order.contains(&0), "{order:?}");
+    r.engine.release_all();
+    let done: Vec<Completion> = done.into_iter().chain(r.drive.poll_completions()).collect();
+    assert_eq!(done.last().map(|c| c.slot), Some(0));
     let mut seen = 0u32;
     for c in &done {
         let s = sdb(c);
@@ -113,18 +121,14 @@ fn ncq_runs_32_commands_concurrently_and_completes_out_of_order() {
         seen |= s.sactive;
     }
     assert_eq!(seen, u32::MAX);
-    for tag in 1..32u64 {
-        let got = r.read_mem(small + tag * 512, 512);
-        assert!(
-            got.iter().enumerate().all(|(i, b)| *b == initial(tag, i)),
-            "{tag}"
-        );
+    for tag in 1..32u8 {
+        let mut got = vec![0u8; 512];
+        r.mem.read(small + u64::from(tag) * 512, &mut got).unwrap();
+        assert_eq!(got, pattern(tag, 512), "{tag}");
     }
-    let got = r.read_mem(BUF + 65535 * 512, 512);
-    assert!(got
-        .iter()
-        .enumerate()
-        .all(|(i, b)| *b == initial(64 + 65535, i)));
+    let mut got = vec![0u8; 512];
+    r.mem.read(BUF, &mut got).unwrap();
+    assert_eq!(got, pattern(7, 512));
 }
 
 #[test]
@@ -172,8 +176,13 @@ fn ncq_error_aborts_outstanding_until_log_page_10h_is_read() {
     // Reading it again: no error pending (NQ set).
     r.run(1, cmd(READ_LOG_EXT, 0x10, 1), r.data(BUF, 512));
     assert_eq!(r.read_mem(BUF, 1)[0] & 0x80, 0x80);
-    // Tag 0 was aborted, never completed; queued commands work again.
-    std::thread::sleep(Duration::from_millis(50));
+    // Tag 0 was aborted: drained, never completed; queued commands work again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.drive.draining() {
+        assert!(Instant::now() < deadline, "never drained");
+        assert!(r.drive.poll_completions().is_empty());
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert!(r.drive.poll_completions().is_empty());
     assert!(matches!(
         r.drive
@@ -210,30 +219,47 @@ fn non_queued_command_while_ncq_outstanding_is_aborted() {
 }
 
 #[test]
-fn abort_all_stops_every_command_before_returning() {
-    let mut r = rig(65536);
+fn abort_all_forgets_every_command_and_holds_new_ones_until_the_old_drained() {
+    let mut r = held_rig(65536);
     for tag in 0..4u8 {
         let s = r.drive.submit(
             tag,
             &fpdma(READ_FPDMA_QUEUED, tag, 0, 0),
-            r.data(BUF + u64::from(tag) * 0x10, 65536 * 512 - 0x40),
+            r.data(BUF + u64::from(tag) * 0x10, 65536 * 512),
         );
         assert!(matches!(s, Submission::Pending { .. }));
     }
-    std::thread::sleep(Duration::from_millis(2));
+    assert!(!r.drive.draining());
     r.drive.abort_all();
-    let snapshot = r.read_mem(BUF, 65536 * 512);
-    std::thread::sleep(Duration::from_millis(100));
+    // Their requests are still in the kernel (held here): the drive is draining.
+    assert!(r.drive.draining());
     assert!(r.drive.poll_completions().is_empty());
-    assert!(
-        snapshot == r.read_mem(BUF, 65536 * 512),
-        "guest memory changed after abort_all"
-    );
-    // The tags are free again.
+    // The tags are free again, but the new command waits for the drain.
     assert!(matches!(
         r.drive
             .submit(2, &fpdma(READ_FPDMA_QUEUED, 2, 0, 1), r.data(BUF, 512)),
         Submission::Pending { accepted: Some(_) }
     ));
-    assert_eq!(r.wait(1)[0].slot, 2);
+    let held = r.engine.held();
+    assert_eq!(
+        held,
+        4 * 32,
+        "the new request is not sent before the old ones are back"
+    );
+    r.engine.release_all();
+    assert!(
+        r.drive.poll_completions().is_empty(),
+        "aborted commands are never reported"
+    );
+    assert!(!r.drive.draining());
+    assert_eq!(r.engine.held(), 1, "now it is");
+    r.engine.release_all();
+    assert_eq!(
+        r.drive
+            .poll_completions()
+            .iter()
+            .map(|c| c.slot)
+            .collect::<Vec<_>>(),
+        [2]
+    );
 }
