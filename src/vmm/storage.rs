@@ -24,7 +24,7 @@ use crate::ahci::sdb_aggregation::AggregationMode;
 use crate::ahci::{AhciFunction, Observers, PortStats};
 use crate::ata::inject::{InjectingDevice, Rule};
 use crate::ata::names::opcode_name;
-use crate::ata::passthrough::{lock_host_nodes, HostLocks, PassthroughStats};
+use crate::ata::passthrough::{check_host_node, lock_host_nodes, HostLocks, PassthroughStats};
 use crate::ata::{DriveConfig, EmulatedDrive, PassthroughConfig, PassthroughDrive};
 use crate::disk_spec::DiskSpec;
 use crate::hostfile::{self, DiskFile, FileId, HostFileError};
@@ -484,6 +484,7 @@ pub fn prepare(disks: &[DiskSpec]) -> Result<Vec<PreparedDisk>, StorageError> {
                 let locks = if *lock {
                     lock_host_nodes(path, *read_only)?
                 } else {
+                    check_host_node(path)?;
                     HostLocks::default()
                 };
                 PreparedDisk::Passthrough {

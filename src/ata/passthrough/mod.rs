@@ -50,7 +50,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use drive::PassthroughDrive;
-pub use open::{lock_host_nodes, HostLocks};
+pub use open::{check_host_node, lock_host_nodes, HostLocks};
 
 /// How to open the host drive.
 #[derive(Debug, Clone, PartialEq, Eq)]

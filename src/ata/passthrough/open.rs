@@ -98,6 +98,12 @@ impl PassthroughDrive {
     }
 }
 
+/// Check that `path` is a device node (what can be known of a pass-through drive before it
+/// is opened).
+pub fn check_host_node(path: &Path) -> Result<(), PassthroughError> {
+    device_node(path).map(|_| ())
+}
+
 /// The metadata of the device node `path`, and whether it is a block device; an error if it
 /// is no device node.
 fn device_node(path: &Path) -> Result<(fs::Metadata, bool), PassthroughError> {
