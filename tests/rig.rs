@@ -271,6 +271,7 @@ fn passthrough_drive() {
         "ok: L1 reads L2's pattern from",
         "ok: satavm refused F3h before the drive",
         "host commands in flight",
+        "ok: the sg engine moved every command's data, 0 B bounced",
     ] {
         assert_log_line("pt-drive", log, needle);
     }

@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(h.read(P0 + preg::IE, false), 0);
         assert_eq!(h.read(P0 + preg::TFD, false), 0x7f);
         assert_eq!(h.read(P0 + preg::CLB, false), 0x1000);
-        assert_eq!(h.ports[0].stats.resets, 1);
+        assert_eq!(h.ports[0].stats().resets, 1);
     }
 
     #[test]

@@ -17,12 +17,10 @@ pub mod checks;
 pub mod command;
 mod completion;
 pub mod hba;
-mod link;
 #[cfg(test)]
 pub(crate) mod mock;
 pub mod pci_function;
 pub mod port;
-mod port_checks;
 pub mod posted_writes;
 pub mod regs;
 pub mod rfis;

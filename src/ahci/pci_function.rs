@@ -182,15 +182,7 @@ impl AhciFunction {
 
     /// Per-port statistics.
     pub fn port_stats(&self) -> Vec<PortStats> {
-        self.hba
-            .ports
-            .iter()
-            .map(|p| PortStats {
-                aggregated_sdbs: p.aggregation.batches,
-                aggregated_completions: p.aggregation.batched,
-                ..p.stats.clone()
-            })
-            .collect()
+        self.hba.ports.iter().map(|p| p.stats()).collect()
     }
 
     /// How every port aggregates queued completions (off unless set; see

@@ -237,6 +237,17 @@ pub fn is_lba48(command: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_port_knows_the_queued_commands_the_device_does() {
+        // The AHCI layer tells NCQ commands by opcode (sata::fis) without the ATA tables.
+        for op in 0..=255u8 {
+            for features in [0u16, 0xffff] {
+                let queued = protocol(op, features).is_some_and(|p| p.is_queued());
+                assert_eq!(crate::sata::fis::is_fpdma_queued(op), queued, "{op:#04x}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -142,6 +142,23 @@ pub enum Fis {
 /// Status bits that a Set Device Bits FIS carries (SATA 3.x 10.5.7: Status-Hi 6:4, Status-Lo 2:0).
 pub const SDB_STATUS_MASK: u8 = 0x77;
 
+/// Bits of the Status field a device FIS carries (the ATA Status register, ACS-3 6.2; SATA 3.x
+/// 10.5.5): what the port needs to tell a finished command from a failed one.
+pub mod status {
+    /// Error: the command failed (the Error field says why).
+    pub const ERR: u8 = 0x01;
+    /// Data request.
+    pub const DRQ: u8 = 0x08;
+    /// Busy.
+    pub const BSY: u8 = 0x80;
+}
+
+/// True for the first-party DMA queued commands (SATA 3.x 13.6: READ/WRITE FPDMA QUEUED, NCQ
+/// NON-DATA, SEND/RECEIVE FPDMA QUEUED): the commands a port issues with their PxSACT bit.
+pub fn is_fpdma_queued(command: u8) -> bool {
+    matches!(command, 0x60..=0x65) && command != 0x62
+}
+
 fn put_lba(b: &mut [u8], lba: u64) {
     b[4] = lba as u8;
     b[5] = (lba >> 8) as u8;

@@ -30,4 +30,10 @@ rig_ok "L1 reads L2's pattern from $RIG_DRIVE ($got)"
 peak=$(sed -n 's/.*port 0: .*host: [0-9]* SG_IO commands, peak \([0-9]*\) in flight.*/\1/p' l2.out)
 [ -n "$peak" ] && [ "$peak" -gt 1 ] || rig_fail "peak host commands in flight '$peak', expected more than 1"
 rig_ok "peak $peak host commands in flight"
+
+# The data moved without a copy in satavm and without a worker thread: the sg engine (the
+# driver's asynchronous interface), nothing bounced.
+grep -q 'port 0: .*; engine sg-v3: .* 0 B bounced' l2.out ||
+    rig_fail "satavm did not use the sg engine without bouncing: $(grep 'port 0:' l2.out)"
+rig_ok "the sg engine moved every command's data, 0 B bounced"
 echo "PASS"

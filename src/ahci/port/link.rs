@@ -12,8 +12,8 @@
 //! (PxSSTS.DET = 3), PxSERR gets DIAG.X and DIAG.N (PxIS.PCS and PRCS), and the device,
 //! which reset itself, sends its signature (PxSIG, PxTFD, the RFIS area if FRE is set).
 
-use super::port::{Link, Port};
-use super::regs::{pxis, pxserr, scr};
+use super::{Link, Port};
+use crate::ahci::regs::{pxis, pxserr, scr};
 use crate::sata::LinkEvent;
 use crate::trace::{Event, Layer};
 
@@ -33,7 +33,7 @@ impl Port {
             Event::new(Layer::Ahci, "link")
                 .port(self.index())
                 .str("state", state)
-                .hex32("pxserr", self.read(super::regs::port::SERR))
+                .hex32("pxserr", self.read(crate::ahci::regs::port::SERR))
         });
     }
 
@@ -73,6 +73,6 @@ impl Port {
     }
 
     fn sctl_det(&self) -> u32 {
-        self.read(super::regs::port::SCTL) & scr::DET_MASK
+        self.read(crate::ahci::regs::port::SCTL) & scr::DET_MASK
     }
 }

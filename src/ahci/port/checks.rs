@@ -1,11 +1,11 @@
 //! The spec checks a port makes on what software writes and on the commands it fetches
 //! (the rules are in [`super::checks`]).
 
-use super::checks::Rule;
-use super::command::FetchedCommand;
-use super::port::Port;
-use super::regs::{port as reg, pxcmd, pxtfd, scr};
-use crate::ata::command::{protocol, Protocol};
+use super::Port;
+use crate::ahci::checks::Rule;
+use crate::ahci::command::FetchedCommand;
+use crate::ahci::regs::{port as reg, pxcmd, pxtfd, scr};
+use crate::sata::fis::is_fpdma_queued;
 use crate::trace::{Event, Layer};
 
 impl Port {
@@ -69,13 +69,7 @@ impl Port {
                 format!("slot {slot} PRD {i}: {} bytes", prd.len)
             });
         }
-        if cmd.fis.c
-            && !ncq
-            && matches!(
-                protocol(cmd.fis.command, cmd.fis.features),
-                Some(Protocol::Fpdma(_))
-            )
-        {
+        if cmd.fis.c && !ncq && is_fpdma_queued(cmd.fis.command) {
             self.checks.report(self.index(), Rule::NcqWithoutSact, || {
                 format!("slot {slot}, command {:#04x}", cmd.fis.command)
             });

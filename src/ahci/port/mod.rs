@@ -4,39 +4,25 @@
 //! The port fetches commands from guest memory when software sets PxCI bits, sends each CFIS
 //! to the device with a [`DataPath`] over its PRDT, and turns the FISes the device answers with
 //! into register updates (PxTFD, PxSIG, PxCI, PxSACT), received-FIS area writes and PxIS bits.
-//! How a finished command's FISes change the port lives in [`super::completion`].
+//! How a finished command's FISes change the port lives in [`crate::ahci::completion`].
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::checks::{Rule, SpecChecks};
-use super::command::{self, FetchError};
-use super::regs::{port as reg, pxcmd, pxis, pxserr, pxtfd, scr, COMMAND_SLOTS, SIG_RESET};
-use super::rfis;
-use super::sdb_aggregation::{AggregationMode, SdbAggregation};
-use super::PortStats;
+use crate::ahci::checks::{Rule, SpecChecks};
+use crate::ahci::command::{self, FetchError};
+use crate::ahci::completion::{self, InFlight};
+use crate::ahci::regs::{port as reg, pxcmd, pxis, pxserr, pxtfd, scr, COMMAND_SLOTS, SIG_RESET};
+use crate::ahci::rfis;
+use crate::ahci::sdb_aggregation::{AggregationMode, SdbAggregation};
+use crate::ahci::PortStats;
 use crate::mem::GuestMemory;
 use crate::sata::{Completion, DataPath, Fis, RegisterD2h, SataDevice, Submission};
 use crate::trace::{Event, Layer, TracedDevice, Tracer};
 
-/// A command the device holds.
-#[derive(Debug, Clone)]
-pub(super) struct InFlight {
-    /// Issued with its PxSACT bit set (native command queuing).
-    pub ncq: bool,
-    /// The command's PRDT, to learn about overflows and host bus errors afterwards.
-    pub data: DataPath,
-    /// Some PRD had its I bit set.
-    pub prd_interrupt: bool,
-    /// The command header's W bit: data moves host to device (for the byte counters).
-    pub write: bool,
-    /// When the port sent the command to the device.
-    pub issued_at: Instant,
-}
-
 /// State of the SATA link as PxSCTL.DET drives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Link {
+enum Link {
     /// Communication established (PxSSTS.DET = 3).
     Up,
     /// COMRESET asserted (PxSCTL.DET = 1) or the Phy offline (PxSCTL.DET = 4).
@@ -46,8 +32,8 @@ pub(super) enum Link {
 /// An HBA port with one device attached.
 pub struct Port {
     index: u8,
-    pub(super) device: Box<dyn SataDevice>,
-    pub(super) mem: Arc<dyn GuestMemory>,
+    device: Box<dyn SataDevice>,
+    mem: Arc<dyn GuestMemory>,
     clb: u32,
     clbu: u32,
     fb: u32,
@@ -57,37 +43,37 @@ pub struct Port {
     ie: u32,
     /// PxCMD bits the port keeps (ST, FRE, FR, CR, CCS, ATAPI, DLAE).
     cmd: u32,
-    pub(super) tfd: u32,
-    pub(super) sig: u32,
+    tfd: u32,
+    sig: u32,
     sctl: u32,
     serr: u32,
-    pub(super) sact: u32,
-    pub(super) ci: u32,
-    pub(super) sntf: u32,
-    pub(super) link: Link,
+    sact: u32,
+    ci: u32,
+    sntf: u32,
+    link: Link,
     /// The device reported that PhyRdy dropped ([`crate::sata::LinkEvent::Lost`]) and has not
     /// come back yet: PxSSTS.DET reads 0 and COMRESET cannot bring the link up.
-    pub(super) phy_lost: bool,
+    phy_lost: bool,
     /// The device's signature FIS after an HBA reset, accepted once FIS reception is enabled.
-    pub(super) signature_pending: Option<RegisterD2h>,
+    signature_pending: Option<RegisterD2h>,
     /// PxCI bits not yet sent to the device.
     issued: u32,
     /// Commands the device holds, by slot.
-    pub(super) in_flight: [Option<InFlight>; COMMAND_SLOTS],
+    in_flight: [Option<InFlight>; COMMAND_SLOTS],
     /// A fatal error stopped the command list engine until software clears PxCMD.ST (6.1.2).
-    pub(super) halted: bool,
+    halted: bool,
     /// The engine was stopped while the device still had host I/O in flight that may write
     /// guest memory: PxCMD.CR stays set until the device has drained (10.3.2).
     cr_held: bool,
     /// PxIS bits set since the function last collected them (for edge-triggered MSI).
     new_events: u32,
-    pub(super) stats: PortStats,
+    stats: PortStats,
     /// PxSACT bits software set since its last PxCI write (for [`Rule::SactWithoutCi`]).
-    pub(super) sact_since_ci: u32,
-    pub(super) tracer: Tracer,
-    pub(super) checks: Arc<SpecChecks>,
+    sact_since_ci: u32,
+    tracer: Tracer,
+    checks: Arc<SpecChecks>,
     /// Successful queued completions held back to share one SDB FIS.
-    pub(super) aggregation: SdbAggregation,
+    aggregation: SdbAggregation,
 }
 
 impl std::fmt::Debug for Port {
@@ -194,18 +180,18 @@ impl Port {
     }
 
     /// Forget every command the device held, with any completions held back for aggregation.
-    pub(super) fn drop_in_flight(&mut self) {
+    fn drop_in_flight(&mut self) {
         self.in_flight = Default::default();
         self.aggregation.clear();
     }
 
-    /// How this port aggregates queued completions (see [`super::sdb_aggregation`]).
+    /// How this port aggregates queued completions (see [`crate::ahci::sdb_aggregation`]).
     pub fn set_aggregation(&mut self, mode: AggregationMode) {
         self.aggregation.set_mode(mode);
     }
 
     /// A guest access to any HBA register, to learn how fast the guest runs.
-    pub(super) fn note_access(&mut self, now: Instant) {
+    pub fn note_access(&mut self, now: Instant) {
         self.aggregation.note_access(now);
     }
 
@@ -241,7 +227,7 @@ impl Port {
     }
 
     /// Set PxIS bits.
-    pub(super) fn raise(&mut self, bits: u32) {
+    pub(crate) fn raise(&mut self, bits: u32) {
         let fresh = bits & !self.is();
         if fresh != 0 {
             self.tracer.emit(|| {
@@ -254,25 +240,34 @@ impl Port {
         self.new_events |= fresh;
     }
 
+    /// The port's statistics, with the aggregation counters.
+    pub fn stats(&self) -> PortStats {
+        PortStats {
+            aggregated_sdbs: self.aggregation.batches,
+            aggregated_completions: self.aggregation.batched,
+            ..self.stats.clone()
+        }
+    }
+
     /// The port number.
     pub fn index(&self) -> u8 {
         self.index
     }
 
     /// Set PxSERR bits (hardware-set; software clears them by writing ones).
-    pub(super) fn set_serr(&mut self, bits: u32) {
+    fn set_serr(&mut self, bits: u32) {
         self.serr |= bits;
     }
 
-    pub(super) fn started(&self) -> bool {
+    fn started(&self) -> bool {
         self.cmd & pxcmd::ST != 0
     }
 
-    pub(super) fn fis_receive_enabled(&self) -> bool {
+    fn fis_receive_enabled(&self) -> bool {
         self.cmd & pxcmd::FRE != 0
     }
 
-    pub(super) fn clb(&self) -> u64 {
+    fn clb(&self) -> u64 {
         u64::from(self.clb) | u64::from(self.clbu) << 32
     }
 
@@ -437,7 +432,7 @@ impl Port {
                 self.signature_pending = Some(sig);
             }
             // A device that dropped off the link does not answer a COMRESET; the link comes
-            // back when it does (see `super::link`).
+            // back when it does (see `link`).
             0 if self.link == Link::Down && !self.phy_lost => {
                 self.link = Link::Up;
                 // COMINIT from the device: presence changed (DIAG.X, mirrored by PxIS.PCS).
@@ -455,14 +450,14 @@ impl Port {
     }
 
     /// The device's signature FIS: PxTFD, PxSIG (3.3.9: count, LBA low/mid/high).
-    pub(super) fn accept_signature(&mut self, d2h: RegisterD2h) {
+    fn accept_signature(&mut self, d2h: RegisterD2h) {
         let lba = d2h.lba as u32 & 0x00ff_ffff;
         self.sig = lba << 8 | u32::from(d2h.count as u8);
         self.receive_d2h(&d2h);
     }
 
     /// A Register D2H FIS: PxTFD, the RFIS area, PxIS.DHRS if I is set.
-    pub(super) fn receive_d2h(&mut self, d2h: &RegisterD2h) {
+    fn receive_d2h(&mut self, d2h: &RegisterD2h) {
         self.tfd = u32::from(d2h.status) | u32::from(d2h.error) << pxtfd::ERR_SHIFT;
         self.post_fis(&Fis::RegisterD2h(*d2h));
         if d2h.interrupt {
@@ -472,7 +467,7 @@ impl Port {
 
     /// Copy a FIS into the received-FIS area if FIS reception is enabled. A write outside
     /// RAM is a host bus fatal error.
-    pub(super) fn post_fis(&mut self, fis: &Fis) {
+    fn post_fis(&mut self, fis: &Fis) {
         if !self.fis_receive_enabled() {
             return;
         }
@@ -483,7 +478,7 @@ impl Port {
     }
 
     /// Stop the command list engine on a fatal error (6.1.2) until software clears ST.
-    pub(super) fn fatal(&mut self, bit: u32) {
+    fn fatal(&mut self, bit: u32) {
         self.raise(bit);
         self.halted = true;
         self.stats.errors += 1;
@@ -510,7 +505,7 @@ impl Port {
 
     /// Send issued commands to the device, lowest slot first, one non-queued command at a
     /// time (5.3.2, state CFIS:Xmit).
-    pub(super) fn issue_pending(&mut self) {
+    fn issue_pending(&mut self) {
         while self.issued != 0
             && self.started()
             && !self.halted
@@ -526,7 +521,7 @@ impl Port {
         }
     }
 
-    pub(super) fn set_ccs(&mut self, slot: u8) {
+    fn set_ccs(&mut self, slot: u8) {
         self.cmd = (self.cmd & !pxcmd::CCS_MASK) | u32::from(slot) << pxcmd::CCS_SHIFT;
     }
 
@@ -594,7 +589,7 @@ impl Port {
                 self.track(slot, record);
                 // Reported at once: this runs on the vCPU's write of PxCI, where nothing
                 // would come back to report a held completion later.
-                super::completion::apply(self, vec![c]);
+                completion::apply(self, vec![c]);
             }
             Submission::Pending { accepted } => {
                 self.track(slot, record);
@@ -666,7 +661,7 @@ impl Port {
     pub fn report_held(&mut self, now: Instant) {
         let due = self.aggregation.due(now);
         if !due.is_empty() {
-            super::completion::apply(self, due);
+            completion::apply(self, due);
         }
     }
 
@@ -674,12 +669,12 @@ impl Port {
     pub fn flush_held(&mut self) {
         let held = self.aggregation.take_all();
         if !held.is_empty() {
-            super::completion::apply(self, held);
+            completion::apply(self, held);
         }
     }
 
-    /// Apply finished commands, or hold plain queued ones back; see [`super::completion`]
-    /// and [`super::sdb_aggregation`].
+    /// Apply finished commands, or hold plain queued ones back; see [`crate::ahci::completion`]
+    /// and [`crate::ahci::sdb_aggregation`].
     fn complete(&mut self, done: Vec<Completion>) {
         let in_flight = &self.in_flight;
         let now = Instant::now();
@@ -697,14 +692,17 @@ impl Port {
         let device_keeps_up = in_device <= DEVICE_BUSY_DEPTH;
         let report = self.aggregation.offer(now, done, |c| {
             device_keeps_up
-                && super::completion::holdable(in_flight, c)
+                && completion::holdable(
+                    in_flight.get(usize::from(c.slot)).and_then(Option::as_ref),
+                    c,
+                )
                 && in_flight
                     .get(usize::from(c.slot))
                     .and_then(Option::as_ref)
                     .is_some_and(|r| now.saturating_duration_since(r.issued_at) <= fast)
         });
         if !report.is_empty() {
-            super::completion::apply(self, report);
+            completion::apply(self, report);
         }
     }
 }
@@ -712,6 +710,9 @@ impl Port {
 /// Queued commands still in the device above which its completions are never held back.
 const DEVICE_BUSY_DEPTH: usize = 2;
 
+mod checks;
+mod completion_target;
+mod link;
+
 #[cfg(test)]
-#[path = "port_tests.rs"]
 mod tests;
