@@ -1,6 +1,8 @@
-//! `--disk` specifications: `path=FILE[,model=M][,serial=S][,readonly=on][,engine=E]` for an emulated
-//! drive over an image file or block device, `passthrough=/dev/sgN[,timeout=SECS][,allow=all]
-//! [,readonly=on][,engine=sg|threads]` for a host SATA drive reached through SG_IO.
+//! `--disk` specifications: `path=FILE[,model=M][,serial=S][,readonly=on][,lock=off]
+//! [,engine=E]` for an emulated drive over an image file or block device,
+//! `passthrough=/dev/sgN|/dev/sdX[,timeout=SECS][,allow=all][,readonly=on][,lock=off]
+//! [,engine=sg|threads]` for a host SATA drive reached through SG_IO. As in QEMU's option syntax, `,,` stands for a comma inside a value
+//! (`path=a,,b.img` is the file `a,b.img`).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -22,6 +24,8 @@ pub enum DiskSpec {
         model: Option<String>,
         serial: Option<String>,
         read_only: bool,
+        /// Take an OFD lock on the file (`lock=off` turns it off; see [`crate::hostfile`]).
+        lock: bool,
         /// The I/O engine: io_uring (default where the host has it) or threads.
         engine: EngineChoice,
     },
@@ -31,9 +35,29 @@ pub enum DiskSpec {
         timeout: Duration,
         allow_all: bool,
         read_only: bool,
+        /// Lock the device nodes (`lock=off` turns it off).
+        lock: bool,
         /// The I/O engine: the sg driver's asynchronous interface (default) or threads.
         engine: EngineChoice,
     },
+}
+
+impl DiskSpec {
+    /// The file or device node.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            DiskSpec::Image { path, .. } | DiskSpec::Passthrough { path, .. } => path,
+        }
+    }
+
+    /// Opened read-only.
+    pub fn read_only(&self) -> bool {
+        match self {
+            DiskSpec::Image { read_only, .. } | DiskSpec::Passthrough { read_only, .. } => {
+                *read_only
+            }
+        }
+    }
 }
 
 /// A `--disk` value that does not parse.
@@ -43,8 +67,12 @@ pub enum DiskSpecError {
     NoTarget(String),
     #[error("--disk: both path= and passthrough= given")]
     BothTargets,
-    #[error("--disk: unknown option {0:?} (known: path, model, serial, readonly, engine, passthrough, timeout, allow)")]
+    #[error("--disk: unknown option {0:?} (known: path, model, serial, readonly, lock, engine, passthrough, timeout, allow)")]
     UnknownKey(String),
+    #[error("--disk: {0}= needs a file name{hint}", hint = if *.0 == "path" { " (path=FILE, e.g. path=disk.img)" } else { " (passthrough=/dev/sgN or /dev/sdX)" })]
+    EmptyPath(&'static str),
+    #[error("--disk: {0}= given twice")]
+    Repeated(String),
     #[error("--disk: option {key} does not apply to {kind} disks")]
     NotApplicable { key: String, kind: &'static str },
     #[error("--disk: bad value {value:?} for {key}: {why}")]
@@ -83,21 +111,58 @@ fn ata_string(key: &str, value: &str, max: usize) -> Result<String, DiskSpecErro
     Ok(value.to_string())
 }
 
+/// `s` split at single commas, `,,` standing for a comma inside a part (QEMU's rule).
+fn split_options(s: &str) -> Vec<String> {
+    let (mut parts, mut cur) = (Vec::new(), String::new());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ',' if chars.peek() == Some(&',') => {
+                chars.next();
+                cur.push(',');
+            }
+            ',' => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+fn file_name(key: &'static str, value: &str) -> Result<PathBuf, DiskSpecError> {
+    if value.is_empty() {
+        return Err(DiskSpecError::EmptyPath(key));
+    }
+    Ok(PathBuf::from(value))
+}
+
 impl FromStr for DiskSpec {
     type Err = DiskSpecError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (mut path, mut passthrough, mut model, mut serial) = (None, None, None, None);
-        let (mut read_only, mut timeout, mut allow_all) = (false, None, false);
+        let (mut read_only, mut timeout, mut allow_all, mut lock) = (false, None, false, true);
         let mut engine = None;
-        for part in s.split(',').filter(|p| !p.is_empty()) {
-            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        for part in split_options(s) {
+            let (key, value) = part.split_once('=').unwrap_or((&part, ""));
             match key {
-                "path" => path = Some(PathBuf::from(value)),
-                "passthrough" => passthrough = Some(PathBuf::from(value)),
+                "path" | "passthrough" => {
+                    let slot = if key == "path" {
+                        &mut path
+                    } else {
+                        &mut passthrough
+                    };
+                    if slot.is_some() {
+                        return Err(DiskSpecError::Repeated(key.into()));
+                    }
+                    let key = if key == "path" { "path" } else { "passthrough" };
+                    *slot = Some(file_name(key, value)?);
+                }
                 "model" => model = Some(ata_string(key, value, 40)?),
                 "serial" => serial = Some(ata_string(key, value, 20)?),
                 "readonly" => read_only = on_off(key, value)?,
+                "lock" => lock = on_off(key, value)?,
                 "engine" => {
                     engine = Some(value.parse().map_err(|_| DiskSpecError::BadValue {
                         key: key.into(),
@@ -154,6 +219,7 @@ impl FromStr for DiskSpec {
                     model,
                     serial,
                     read_only,
+                    lock,
                     engine: engine.unwrap_or_default(),
                 })
             }
@@ -176,6 +242,7 @@ impl FromStr for DiskSpec {
                     timeout: timeout.unwrap_or(DEFAULT_PASSTHROUGH_TIMEOUT),
                     allow_all,
                     read_only,
+                    lock,
                     engine: engine.unwrap_or_default(),
                 })
             }
@@ -197,6 +264,7 @@ mod tests {
                 model: Some("TEST MODEL".into()),
                 serial: Some("S1".into()),
                 read_only: true,
+                lock: true,
                 engine: EngineChoice::Auto,
             })
         );
@@ -221,6 +289,7 @@ mod tests {
                 timeout: Duration::from_secs(5),
                 allow_all: true,
                 read_only: false,
+                lock: true,
                 engine: EngineChoice::Auto,
             })
         );
@@ -234,6 +303,45 @@ mod tests {
         assert_eq!(
             "passthrough=/dev/sda".parse::<DiskSpec>().map(|d| matches!(d, DiskSpec::Passthrough { timeout, .. } if timeout == DEFAULT_PASSTHROUGH_TIMEOUT)),
             Ok(true)
+        );
+    }
+
+    #[test]
+    fn double_commas_are_commas_in_values_and_lock_can_be_turned_off() {
+        let d: DiskSpec = "path=a,,b.img,readonly=on,lock=off".parse().unwrap();
+        assert_eq!(d.path(), std::path::Path::new("a,b.img"));
+        assert!(d.read_only());
+        assert!(matches!(d, DiskSpec::Image { lock: false, .. }));
+        let d: DiskSpec = "path=,,,,x,,,model=M,,N".parse().unwrap();
+        assert_eq!(d.path(), std::path::Path::new(",,x,"));
+        assert!(matches!(d, DiskSpec::Image { model: Some(m), .. } if m == "M,N"));
+        assert!(matches!(
+            "passthrough=/dev/sg1,lock=off".parse::<DiskSpec>(),
+            Ok(DiskSpec::Passthrough { lock: false, .. })
+        ));
+        assert!(matches!(
+            "passthrough=/dev/sg1".parse::<DiskSpec>(),
+            Ok(DiskSpec::Passthrough { lock: true, .. })
+        ));
+    }
+
+    #[test]
+    fn empty_and_repeated_paths_are_explained() {
+        for (spec, key) in [
+            ("path=", "path"),
+            ("path", "path"),
+            ("passthrough=,readonly=on", "passthrough"),
+        ] {
+            let e = spec.parse::<DiskSpec>().unwrap_err();
+            assert_eq!(e, DiskSpecError::EmptyPath(key), "{spec}");
+            assert!(
+                e.to_string().contains(&format!("{key}= needs a file name")),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            "path=a,path=b".parse::<DiskSpec>(),
+            Err(DiskSpecError::Repeated("path".into()))
         );
     }
 

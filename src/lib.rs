@@ -18,6 +18,7 @@ pub mod block;
 pub mod clock;
 pub mod disk_spec;
 pub mod firmware;
+pub mod hostfile;
 pub mod irq;
 pub mod mem;
 pub mod pci;

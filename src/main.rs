@@ -1,28 +1,39 @@
 //! satavm command line.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use satavm::ahci::sdb_aggregation::AggregationMode;
 use satavm::ata::inject::{parse_file, Rule};
 use satavm::disk_spec::DiskSpec;
 use satavm::firmware::SELFTEST_ELF;
+use satavm::hostfile::FileId;
+use satavm::trace::file::{check_path, LateFile};
 use satavm::trace::{Format, Sink, Tracer};
-use satavm::vmm::storage::StorageOptions;
-use satavm::vmm::{self, boot::DEFAULT_CMDLINE, Boot, VmConfig, VmExit};
+use satavm::vmm::boot::BootError;
+use satavm::vmm::storage::{self, PreparedDisk, StorageError, StorageOptions};
+use satavm::vmm::{self, boot::DEFAULT_CMDLINE, signals, Boot, VmConfig, VmExit, VmmError};
+
+mod args;
+use args::{parse_aggregation, parse_cpus, parse_memory, parse_on_off, trace_human_hint};
 
 /// Exit statuses (besides 0, and 1 to 63 for a failure code the guest reported on the
-/// exit-code port; the self-test firmware reports FAIL as 1). From sysexits.h.
+/// exit-code port; the self-test firmware reports FAIL as 1). From sysexits.h; the table is
+/// in EXIT_HELP.
 mod exit_status {
+    /// The command line is wrong: a bad option or value, options that contradict each other.
+    pub const USAGE: u8 = 64;
     /// KVM cannot be used here (no /dev/kvm, no permission, wrong API).
     pub const KVM_UNAVAILABLE: u8 = 69;
     /// The guest or KVM failed while running (KVM_EXIT_INTERNAL_ERROR, a triple fault of
-    /// firmware, a failed VM entry).
+    /// firmware, a failed VM entry, --strict), or a vCPU thread panicked.
     pub const GUEST_CRASHED: u8 = 70;
-    /// satavm could not set the VM up (bad kernel or disk, out of memory).
+    /// satavm could not set the VM up (a file that cannot be used, a disk in use, KVM set-up).
     pub const SETUP_FAILED: u8 = 71;
+    /// Stopped by signal N: 128 + N, as a shell reports a process killed by N.
+    pub const SIGNAL_BASE: u8 = 128;
 }
 
 /// Size of the scratch image the self-test gets when no --disk is given.
@@ -35,7 +46,7 @@ const SCRATCH_DISK_BYTES: u64 = 64 << 20;
 ///
 /// Statistics per port are printed at exit, and on SIGUSR1 while running.
 #[derive(Debug, Parser)]
-#[command(version, about, after_long_help = INJECT_HELP)]
+#[command(version, about, after_long_help = AFTER_HELP)]
 struct Cli {
     /// Guest kernel: bzImage or ELF vmlinux. Without it, firmware runs instead.
     #[arg(long, conflicts_with = "firmware")]
@@ -57,22 +68,29 @@ struct Cli {
     /// Kernel command line.
     #[arg(long, default_value = DEFAULT_CMDLINE)]
     cmdline: String,
-    /// Number of vCPUs.
-    #[arg(long, default_value_t = 1)]
+    /// Number of vCPUs, 1 to 32.
+    #[arg(long, default_value = "1", value_parser = parse_cpus)]
     cpus: u8,
-    /// Guest RAM in MiB.
-    #[arg(long, default_value_t = 512)]
+    /// Guest RAM: a number of MiB, or with a suffix K, M, G or T (512M, 1G, 1.5G); at least
+    /// 64 MiB and at most the host's RAM.
+    #[arg(long, value_name = "SIZE", default_value = "512", value_parser = parse_memory)]
     memory: u64,
     /// A SATA drive on the next AHCI port (repeatable, up to 32):
-    /// path=FILE[,model=M][,serial=S][,readonly=on][,engine=io_uring|threads] or
-    /// passthrough=/dev/sgN|/dev/sdX[,timeout=SECS][,allow=all][,readonly=on][,engine=sg|threads].
+    /// path=FILE[,model=M][,serial=S][,readonly=on][,lock=off][,engine=io_uring|threads] for
+    /// an emulated drive over an image file or block device, or
+    /// passthrough=/dev/sgN|/dev/sdX[,timeout=SECS][,allow=all][,readonly=on][,lock=off]
+    /// [,engine=sg|threads] for a host SATA drive. Files are locked (shared with readonly=on)
+    /// like QEMU's; lock=off does not lock. `,,` is a comma inside a value (path=a,,b.img is
+    /// a,b.img).
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskSpec>,
     /// Trace the SATA conversation (AHCI register accesses, FISes, ATA commands, SG_IO) to
-    /// FILE as JSON lines; `-` writes the compact text form to stderr instead.
+    /// FILE as JSON lines (docs/trace-schema.md); `-` writes the compact text form to stderr
+    /// instead. The file is created once the VM is set up.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
-    /// Also write the compact text trace: to stderr, or to FILE if given.
+    /// Also write the compact text trace: to stderr, or to FILE (--trace-human=FILE, with
+    /// `=`).
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "-")]
     trace_human: Option<PathBuf>,
     /// Stop (exit status 70) at the first thing the guest does that AHCI 1.3.1 forbids or
@@ -96,9 +114,14 @@ struct Cli {
     /// Fault injection rules, one per line (`#` comments).
     #[arg(long, value_name = "FILE")]
     inject_file: Vec<PathBuf>,
+    /// Check the configuration and stop before /dev/kvm is opened: options, kernel,
+    /// initramfs and firmware (loaded into guest memory), disks (opened and locked), trace
+    /// paths and injection rules. Prints what it checked; exits 0 when all is well.
+    #[arg(long)]
+    check: bool,
 }
 
-const INJECT_HELP: &str = "\
+const AFTER_HELP: &str = "\
 Fault injection (--inject RULE): comma-separated filters and one action.
   Filters: port=N  op=read|write|flush|0xHH  lba=A[-B]  nth=N (the N-th match only)
   Actions: error=abrt|unc|idnf|icrc   fail the command (unc/idnf report the first bad LBA;
@@ -110,85 +133,89 @@ Fault injection (--inject RULE): comma-separated filters and one action.
            link-down=after:MS,for:MS   the same, MS ms after the drive's first command
   Examples: --inject 'port=0,op=read,lba=1000-1003,error=unc'
             --inject 'op=0x61,nth=5,error=abrt'   --inject 'op=read,delay=200'
-            --inject 'op=write,nth=3,drop'       --inject 'link-down=after:2000,for:500'";
+            --inject 'op=write,nth=3,drop'       --inject 'link-down=after:2000,for:500'
 
-/// The tracer --trace and --trace-human ask for.
-fn tracer(cli: &Cli) -> Result<Tracer, String> {
-    let mut sinks = Vec::new();
-    match &cli.trace {
-        Some(p) if p.as_os_str() == "-" => {
-            sinks.push(Sink::new(Format::Human, Box::new(std::io::stderr())));
-        }
-        Some(p) => {
-            let f = std::fs::File::create(p)
-                .map_err(|e| format!("cannot create trace file {}: {e}", p.display()))?;
-            sinks.push(Sink::new(
-                Format::Json,
-                Box::new(std::io::BufWriter::with_capacity(1 << 16, f)),
-            ));
-        }
-        None => {}
-    }
-    match &cli.trace_human {
-        Some(p) if p.as_os_str() != "-" => {
-            let f = std::fs::File::create(p)
-                .map_err(|e| format!("cannot create trace file {}: {e}", p.display()))?;
-            sinks.push(Sink::new(
-                Format::Human,
-                Box::new(std::io::BufWriter::with_capacity(1 << 16, f)),
-            ));
-        }
-        // Once is enough when --trace - already writes text to stderr.
-        Some(_) if cli.trace.as_ref().is_none_or(|p| p.as_os_str() != "-") => {
-            sinks.push(Sink::new(Format::Human, Box::new(std::io::stderr())));
-        }
-        _ => {}
-    }
-    Ok(Tracer::new(sinks))
+Console keys (when stdin is a terminal; the guest gets every other key, Ctrl-C included):
+  Ctrl-A x       quit: stop the VM through the normal exit path (statistics, trace flushed)
+  Ctrl-A s       print the statistics now (as SIGUSR1)
+  Ctrl-A h       this help
+  Ctrl-A Ctrl-A  send one Ctrl-A to the guest
+  Ctrl-A, then any other key: both go to the guest
+
+Signals: SIGTERM, SIGINT and SIGHUP stop the VM through the normal exit path (vCPUs
+stopped, trace flushed, statistics printed, the scratch image removed); a second one ends
+satavm at once. SIGUSR1 prints the statistics.
+
+Exit status:
+  0        the guest rebooted or powered off, the firmware reported PASS, Ctrl-A x,
+           or --check found nothing wrong
+  1-63     a failure code the guest reported (the self-test's FAIL is 1; larger codes: 63)
+  64       usage error: a bad option or value, options that contradict each other
+  69       KVM cannot be used on this host (no /dev/kvm, no permission)
+  70       the guest or KVM failed while running (e.g. KVM_EXIT_INTERNAL_ERROR, firmware
+           stopped without a result, a --strict violation, a vCPU thread panicked)
+  71       set-up failed: a file that cannot be used (kernel, initramfs, firmware, disk,
+           trace file), a disk in use by another program, KVM set-up
+  128+N    stopped by signal N (SIGHUP 129, SIGINT 130, SIGTERM 143)
+
+Environment: RUST_LOG sets what is logged to stderr (default warn; e.g. RUST_LOG=info,
+RUST_LOG=satavm::ata=debug); TMPDIR is where the self-test's scratch image goes.";
+
+/// Why satavm stops before the VM runs: the exit status and the message.
+#[derive(Debug)]
+struct Failure {
+    status: u8,
+    message: String,
 }
 
-/// `on` or `off`.
-fn parse_on_off(s: &str) -> Result<bool, String> {
-    match s {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err(format!("expected on or off, got {s:?}")),
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            status: exit_status::USAGE,
+            message: message.into(),
+        }
     }
-}
-
-/// The default cap of the aggregation window.
-const AGGREGATION_MAX_WINDOW: Duration = Duration::from_millis(4);
-
-/// `--ncq-aggregation auto|auto:US|off`.
-fn parse_aggregation(s: &str) -> Result<AggregationMode, String> {
-    match s.split_once(':') {
-        None if s == "off" => Ok(AggregationMode::Off),
-        None if s == "auto" => Ok(AggregationMode::Auto {
-            max_window: AGGREGATION_MAX_WINDOW,
-        }),
-        Some(("auto", us)) => match us.parse::<u64>() {
-            Ok(0) => Ok(AggregationMode::Off),
-            Ok(us) if us <= 1_000_000 => Ok(AggregationMode::Auto {
-                max_window: Duration::from_micros(us),
-            }),
-            _ => Err(format!("{us}: a window in microseconds, at most 1000000")),
-        },
-        _ => Err(format!("{s}: expected auto, auto:MICROSECONDS or off")),
+    fn setup(message: impl Into<String>) -> Self {
+        Failure {
+            status: exit_status::SETUP_FAILED,
+            message: message.into(),
+        }
     }
 }
 
-/// --inject rules, then those of each --inject-file.
-fn inject_rules(cli: &Cli) -> Result<Vec<Rule>, String> {
-    let mut rules = cli.inject.clone();
-    for f in &cli.inject_file {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-        rules.extend(parse_file(&f.display().to_string(), &text).map_err(|e| e.to_string())?);
+impl From<StorageError> for Failure {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::TooManyDisks(_)
+            | StorageError::SameDisk { .. }
+            | StorageError::InjectPort { .. } => Failure::usage(e.to_string()),
+            e => Failure::setup(e.to_string()),
+        }
     }
-    Ok(rules)
 }
 
-/// A sparse image in $TMPDIR, removed when dropped.
+impl From<VmmError> for Failure {
+    fn from(e: VmmError) -> Self {
+        match e {
+            VmmError::Cpus(_)
+            | VmmError::Memory(_)
+            | VmmError::MemoryAlignment(_)
+            | VmmError::MemoryHost { .. }
+            | VmmError::Boot(BootError::FirmwareArgs { .. } | BootError::Cmdline(_)) => {
+                Failure::usage(e.to_string())
+            }
+            VmmError::OpenKvm(_) | VmmError::KvmApi(_) => Failure {
+                status: exit_status::KVM_UNAVAILABLE,
+                message: e.to_string(),
+            },
+            VmmError::Storage(s) => s.into(),
+            e => Failure::setup(e.to_string()),
+        }
+    }
+}
+
+/// A sparse image in $TMPDIR, removed when dropped (and by a signal that ends satavm at
+/// once, see [`signals::remove_on_fatal_signal`]).
 struct ScratchDisk(PathBuf);
 
 impl ScratchDisk {
@@ -198,6 +225,7 @@ impl ScratchDisk {
             .write(true)
             .create_new(true)
             .open(&path)?;
+        signals::remove_on_fatal_signal(&path);
         let disk = ScratchDisk(path);
         file.set_len(bytes)?;
         Ok(disk)
@@ -207,12 +235,13 @@ impl ScratchDisk {
 impl Drop for ScratchDisk {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        signals::forget_scratch();
     }
 }
 
 /// What the vCPUs boot: the kernel if given, else a firmware ELF (the built-in self-test
 /// unless --firmware names another).
-fn boot_source(cli: &Cli) -> Result<Boot, String> {
+fn boot_source(cli: &Cli) -> Result<Boot, Failure> {
     if let Some(kernel) = &cli.kernel {
         return Ok(Boot::Linux {
             kernel: kernel.clone(),
@@ -221,9 +250,8 @@ fn boot_source(cli: &Cli) -> Result<Boot, String> {
         });
     }
     let elf = match &cli.firmware {
-        Some(path) => {
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        }
+        Some(path) => std::fs::read(path)
+            .map_err(|e| Failure::setup(format!("cannot read {}: {e}", path.display())))?,
         None => SELFTEST_ELF.to_vec(),
     };
     Ok(Boot::Firmware {
@@ -232,70 +260,267 @@ fn boot_source(cli: &Cli) -> Result<Boot, String> {
     })
 }
 
+/// --inject rules, then those of each --inject-file.
+fn inject_rules(cli: &Cli) -> Result<Vec<Rule>, Failure> {
+    let mut rules = cli.inject.clone();
+    for f in &cli.inject_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Failure::setup(format!("cannot read {}: {e}", f.display())))?;
+        rules.extend(
+            parse_file(&f.display().to_string(), &text)
+                .map_err(|e| Failure::usage(e.to_string()))?,
+        );
+    }
+    Ok(rules)
+}
+
+/// A trace path that is a file (not `-`, stderr).
+fn trace_file(p: &Option<PathBuf>) -> Option<&Path> {
+    p.as_deref().filter(|p| p.as_os_str() != "-")
+}
+
+/// Everything checked and opened that needs no KVM: what `run` and `--check` work from.
+struct Plan {
+    guest: vmm::LoadedGuest,
+    firmware: bool,
+    disks: Vec<PreparedDisk>,
+    options: StorageOptions,
+    /// Trace files, created when the VM is set up.
+    trace_files: Vec<LateFile>,
+    /// The run's own files (disks, kernel, ...), which no trace file may be.
+    own_files: Vec<(FileId, String)>,
+    /// The scratch image of a self-test without --disk (removed at exit).
+    scratch: Option<ScratchDisk>,
+    /// What was checked, for --check.
+    report: Vec<String>,
+}
+
+/// Check and open everything that can be without KVM; see [`Plan`].
+fn plan(cli: &Cli) -> Result<Plan, Failure> {
+    let mut report = Vec::new();
+    let config = VmConfig {
+        boot: Boot::Firmware {
+            elf: Vec::new(),
+            args: String::new(),
+        },
+        cpus: cli.cpus,
+        memory: cli.memory,
+    };
+    vmm::check_config(&config)?;
+    report.push(format!(
+        "{} vCPU{}, {} MiB of RAM",
+        cli.cpus,
+        if cli.cpus == 1 { "" } else { "s" },
+        cli.memory >> 20
+    ));
+
+    let inject = inject_rules(cli)?;
+    if !inject.is_empty() {
+        report.push(format!("{} fault injection rule(s)", inject.len()));
+    }
+    // Trace paths, by name (their contents are checked against the disks below).
+    let traces: Vec<&Path> = [trace_file(&cli.trace), trace_file(&cli.trace_human)]
+        .into_iter()
+        .flatten()
+        .collect();
+    if let [a, b] = traces[..] {
+        if a == b || FileId::of_path(a).is_some_and(|id| FileId::of_path(b) == Some(id)) {
+            return Err(Failure::usage(format!(
+                "--trace and --trace-human name one file, {}: give them two files",
+                a.display()
+            )));
+        }
+    }
+    for t in &traces {
+        check_path(t, &[]).map_err(|e| Failure::usage(e.to_string()))?;
+    }
+
+    let boot = boot_source(cli)?;
+    let firmware = matches!(boot, Boot::Firmware { .. });
+    let mut own_files: Vec<(FileId, String)> = Vec::new();
+    let mut own = |p: &Path, what: String| {
+        if let Some(id) = FileId::of_path(p) {
+            own_files.push((id, what));
+        }
+    };
+    if let Some(k) = &cli.kernel {
+        own(k, "the --kernel".into());
+    }
+    if let Some(i) = &cli.initramfs {
+        own(i, "the --initramfs".into());
+    }
+    if let Some(f) = &cli.firmware {
+        own(f, "the --firmware".into());
+    }
+    for f in &cli.inject_file {
+        own(f, "an --inject-file".into());
+    }
+    let guest = vmm::load(&VmConfig { boot, ..config })?;
+    report.push(match (&cli.kernel, &cli.firmware) {
+        (Some(k), _) => format!(
+            "kernel {}{} loaded into guest memory (entry {:#x})",
+            k.display(),
+            cli.initramfs
+                .as_ref()
+                .map(|i| format!(" and initramfs {}", i.display()))
+                .unwrap_or_default(),
+            guest.entry_point()
+        ),
+        (None, Some(f)) => format!(
+            "firmware {} loaded (entry {:#x})",
+            f.display(),
+            guest.entry_point()
+        ),
+        (None, None) => "the built-in self-test firmware".into(),
+    });
+
+    // Firmware without --disk gets a scratch image, so that `satavm` alone runs the self-test.
+    let mut specs = cli.disks.clone();
+    let scratch = if firmware && specs.is_empty() {
+        let scratch = ScratchDisk::create(SCRATCH_DISK_BYTES).map_err(|e| {
+            Failure::setup(format!(
+                "cannot create a scratch disk image in {}: {e}",
+                std::env::temp_dir().display()
+            ))
+        })?;
+        specs.push(DiskSpec::Image {
+            path: scratch.0.clone(),
+            model: Some("SATAVM SELFTEST SCRATCH".into()),
+            serial: Some(format!("SCRATCH{}", std::process::id())),
+            read_only: false,
+            lock: true,
+            engine: Default::default(),
+        });
+        Some(scratch)
+    } else {
+        None
+    };
+    storage::check_inject_ports(&inject, specs.len())?;
+    let disks = storage::prepare(&specs)?;
+    for (port, d) in disks.iter().enumerate() {
+        if let Some(id) = d.id() {
+            own_files.push((id, format!("the disk of port {port}")));
+        }
+        report.push(format!("port {port}: {}", d.describe()));
+    }
+    for t in &traces {
+        check_path(t, &own_files).map_err(|e| Failure::usage(e.to_string()))?;
+        report.push(format!(
+            "trace file {} (created when the VM starts)",
+            t.display()
+        ));
+    }
+
+    // The tracer: files wait until the VM is set up (see `run`).
+    let mut sinks = Vec::new();
+    let mut trace_files = Vec::new();
+    let mut late = |p: &Path| {
+        let f = LateFile::new(p);
+        trace_files.push(f.clone());
+        Box::new(f) as Box<dyn std::io::Write + Send>
+    };
+    match &cli.trace {
+        Some(p) if p.as_os_str() == "-" => {
+            sinks.push(Sink::new(Format::Human, Box::new(std::io::stderr())));
+        }
+        Some(p) => sinks.push(Sink::new(Format::Json, late(p))),
+        None => {}
+    }
+    match &cli.trace_human {
+        Some(p) if p.as_os_str() != "-" => sinks.push(Sink::new(Format::Human, late(p))),
+        // Once is enough when --trace - already writes text to stderr.
+        Some(_) if cli.trace.as_ref().is_none_or(|p| p.as_os_str() != "-") => {
+            sinks.push(Sink::new(Format::Human, Box::new(std::io::stderr())));
+        }
+        _ => {}
+    }
+    let options = StorageOptions {
+        tracer: Tracer::new(sinks),
+        strict: cli.strict,
+        inject,
+        aggregation: cli.ncq_aggregation,
+        doorbells: cli.doorbells,
+    };
+    Ok(Plan {
+        guest,
+        firmware,
+        disks,
+        options,
+        trace_files,
+        own_files,
+        scratch,
+        report,
+    })
+}
+
+/// Parse the command line; help and version print and end with 0, errors with 64.
+fn parse_cli() -> Result<Cli, ExitCode> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    Cli::try_parse_from(&args).map_err(|e| {
+        let _ = e.print();
+        if !e.use_stderr() {
+            return ExitCode::SUCCESS;
+        }
+        if e.kind() == clap::error::ErrorKind::UnknownArgument {
+            if let Some(hint) = trace_human_hint(&args) {
+                eprintln!("\n{hint}");
+            }
+        }
+        ExitCode::from(exit_status::USAGE)
+    })
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
-    // Before any thread starts: SIGUSR1 goes to the statistics signalfd only.
-    if let Err(e) = vmm::storage::block_sigusr1() {
-        eprintln!("satavm: {e}");
-        return ExitCode::from(exit_status::SETUP_FAILED);
+    // Until the VM runs, a signal ends satavm at once (removing the scratch image); the
+    // event loop takes them over then (vmm::signals).
+    if let Err(e) = signals::install_fatal_handlers() {
+        log::warn!("cannot install signal handlers: {e}");
     }
-    let options = match (tracer(&cli), inject_rules(&cli)) {
-        (Ok(tracer), Ok(inject)) => StorageOptions {
-            tracer,
-            strict: cli.strict,
-            inject,
-            aggregation: cli.ncq_aggregation,
-            doorbells: cli.doorbells,
-        },
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("satavm: {e}");
-            return ExitCode::from(exit_status::SETUP_FAILED);
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let plan = match plan(&cli) {
+        Ok(p) => p,
+        Err(f) => {
+            eprintln!("satavm: {}", f.message);
+            return ExitCode::from(f.status);
         }
     };
-    let boot = match boot_source(&cli) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("satavm: {e}");
-            return ExitCode::from(exit_status::SETUP_FAILED);
+    if cli.check {
+        println!("satavm --check: all good, /dev/kvm not opened:");
+        for line in &plan.report {
+            println!("  {line}");
         }
-    };
-    // Firmware without --disk gets a scratch image, so that `satavm` alone runs the self-test.
-    let mut disks = cli.disks.clone();
-    let _scratch = match (&boot, disks.is_empty()) {
-        (Boot::Firmware { .. }, true) => match ScratchDisk::create(SCRATCH_DISK_BYTES) {
-            Ok(scratch) => {
-                disks.push(DiskSpec::Image {
-                    path: scratch.0.clone(),
-                    model: Some("SATAVM SELFTEST SCRATCH".into()),
-                    serial: Some(format!("SCRATCH{}", std::process::id())),
-                    read_only: false,
-                    engine: Default::default(),
-                });
-                Some(scratch)
-            }
-            Err(e) => {
-                eprintln!(
-                    "satavm: cannot create a scratch disk image in {}: {e}",
-                    std::env::temp_dir().display()
-                );
-                return ExitCode::from(exit_status::SETUP_FAILED);
-            }
-        },
-        _ => None,
-    };
-    let config = VmConfig {
-        boot,
-        cpus: cli.cpus,
-        memory_mib: cli.memory,
-    };
+        return ExitCode::SUCCESS;
+    }
+    let Plan {
+        guest,
+        firmware,
+        disks,
+        options,
+        trace_files,
+        own_files,
+        scratch: _scratch,
+        report: _,
+    } = plan;
     let mut storage = None;
     let mut exit_counters = None;
-    let result = vmm::run(&config, |ctx| {
-        exit_counters = Some(ctx.exit_counters.clone());
-        storage = vmm::storage::attach_with(ctx, &disks, &options)?;
-        Ok(())
-    });
+    let result = vmm::run(
+        guest,
+        |ctx| {
+            exit_counters = Some(ctx.exit_counters.clone());
+            storage = storage::attach_prepared(ctx, disks, &options)?;
+            Ok(())
+        },
+        || {
+            for f in &trace_files {
+                f.open(&own_files).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+    );
     if let Some(counters) = &exit_counters {
         eprintln!("satavm: {}", counters.summary());
     }
@@ -305,7 +530,6 @@ fn main() -> ExitCode {
             eprintln!("satavm: {line}");
         }
     }
-    let firmware = matches!(config.boot, Boot::Firmware { .. });
     match result {
         // Firmware reports its verdict through the exit-code port; stopping any other way
         // (a triple fault shows up as a reset) is a failure.
@@ -322,13 +546,28 @@ fn main() -> ExitCode {
             eprintln!("satavm: guest failed: {msg}");
             ExitCode::from(exit_status::GUEST_CRASHED)
         }
-        Err(e @ (vmm::VmmError::OpenKvm(_) | vmm::VmmError::KvmApi(_))) => {
-            eprintln!("satavm: {e}");
-            ExitCode::from(exit_status::KVM_UNAVAILABLE)
+        Ok(VmExit::Panic(msg)) => {
+            eprintln!("satavm: internal error: {msg} (a bug in satavm; please report it)");
+            ExitCode::from(exit_status::GUEST_CRASHED)
+        }
+        Ok(VmExit::Signal { signal, pid }) => {
+            let from = if pid == 0 {
+                String::new()
+            } else {
+                format!(" from pid {pid}")
+            };
+            eprintln!("satavm: stopped by {}{from}", signals::name(signal));
+            let n = u8::try_from(signal).unwrap_or(0).min(127);
+            ExitCode::from(exit_status::SIGNAL_BASE + n)
+        }
+        Ok(VmExit::Quit) => {
+            eprintln!("satavm: quit from the console (Ctrl-A x)");
+            ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("satavm: {e}");
-            ExitCode::from(exit_status::SETUP_FAILED)
+            let f = Failure::from(e);
+            eprintln!("satavm: {}", f.message);
+            ExitCode::from(f.status)
         }
     }
 }
@@ -350,5 +589,13 @@ mod tests {
         assert!(!parse(&["--doorbells", "off"]).unwrap().doorbells);
         assert!(parse(&["--doorbells", "maybe"]).is_err());
         assert!(parse(&["--doorbells"]).is_err());
+    }
+
+    #[test]
+    fn help_lists_the_console_keys_the_console_knows() {
+        assert!(
+            AFTER_HELP.contains(satavm::vmm::serial::ESCAPE_HELP),
+            "--help and vmm::serial::ESCAPE_HELP differ"
+        );
     }
 }

@@ -7,6 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::trace::{expect, find, position, text};
 use common::*;
 use satavm::ahci::checks::{Rule as Check, SpecChecks, Violation, ViolationHook};
 use satavm::ahci::regs::{ghc, hba, port as px, pxcmd, pxis, pxserr, pxtfd};
@@ -18,6 +19,7 @@ use satavm::pci::config::{command, offset};
 use satavm::pci::PciFunction;
 use satavm::sata::{Fis, RegisterD2h, SetDeviceBits};
 use satavm::trace::{Format, SharedBuffer, Sink, Tracer};
+use serde_json::{json, Value};
 
 /// An HBA with `ports` drives, tracing JSON into the returned buffer, spec checks in strict
 /// mode collecting violations, and `rules` injected.
@@ -58,23 +60,14 @@ impl Rig {
             .collect()
     }
 
-    /// JSON lines containing every one of `parts`.
-    fn lines_with(&self, parts: &[&str]) -> Vec<String> {
-        self.json
-            .lines()
-            .into_iter()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .collect()
+    /// The trace so far, each line parsed as JSON.
+    fn events(&self) -> Vec<Value> {
+        common::trace::parse(&self.json.lines())
     }
 
-    fn expect_line(&self, parts: &[&str]) -> String {
-        let found = self.lines_with(parts);
-        assert!(
-            !found.is_empty(),
-            "no trace line with {parts:?}; trace:\n{}",
-            self.json.lines().join("\n")
-        );
-        found[0].clone()
+    /// The first event with every field of `pattern`; panics with the trace if none.
+    fn expect(&self, pattern: Value) -> Value {
+        expect(&self.events(), &pattern).clone()
     }
 }
 
@@ -116,64 +109,53 @@ fn an_ncq_read_traced_layer_by_layer() {
         false,
     );
     // AHCI: register accesses by spec name, the fetch, the interrupt, the completion.
-    r.expect_line(&[
-        "\"port\":0,\"layer\":\"ahci\",\"kind\":\"reg_write\",\"reg\":\"P0SACT\"",
-        "\"value\":\"0x00000008\"",
-    ]);
-    r.expect_line(&[
-        "\"kind\":\"reg_write\",\"reg\":\"P0CI\"",
-        "\"value\":\"0x00000008\"",
-    ]);
-    r.expect_line(&["\"kind\":\"reg_write\",\"reg\":\"GHC\""]);
-    r.expect_line(&["\"kind\":\"reg_read\",\"reg\":\"P0TFD\""]);
-    r.expect_line(&[
-        "\"slot\":3,\"layer\":\"ahci\",\"kind\":\"fetch\"",
-        "\"cfl\":5",
-        "\"prd_bytes\":4096",
-        "\"ncq\":true",
-    ]);
+    // Register values are JSON numbers.
+    r.expect(json!({"port": 0, "layer": "ahci", "kind": "reg_write", "reg": "P0SACT", "value": 8}));
+    r.expect(json!({"kind": "reg_write", "reg": "P0CI", "value": 8, "offset": 0x138}));
+    r.expect(json!({"kind": "reg_write", "reg": "GHC"}));
+    r.expect(json!({"kind": "reg_read", "reg": "P0TFD"}));
+    r.expect(json!({
+        "slot": 3, "layer": "ahci", "kind": "fetch", "cfl": 5, "prd_bytes": 4096, "ncq": true
+    }));
     // SATA: the CFIS down, the FISes up.
-    r.expect_line(&[
-        "\"slot\":3,\"layer\":\"sata\",\"kind\":\"fis\",\"dir\":\"h2d\",\"type\":\"RegH2D\"",
-        "\"command\":\"0x60\"",
-        "\"lba\":2048",
-    ]);
-    r.expect_line(&["\"dir\":\"d2h\",\"type\":\"RegD2H\",\"i\":false,\"status\":\"0x40\""]);
-    r.expect_line(&[
-        "\"dir\":\"d2h\",\"type\":\"DMASetup\"",
-        "\"buffer_id\":3",
-        "\"transfer_count\":4096",
-    ]);
-    r.expect_line(&["\"type\":\"SDB\",\"i\":true", "\"sactive\":\"0x00000008\""]);
+    r.expect(json!({
+        "slot": 3, "layer": "sata", "kind": "fis", "dir": "h2d", "type": "RegH2D",
+        "command": 0x60, "lba": 2048
+    }));
+    r.expect(json!({"dir": "d2h", "type": "RegD2H", "i": false, "status": 0x40}));
+    r.expect(json!({"dir": "d2h", "type": "DMASetup", "buffer_id": 3, "transfer_count": 4096}));
+    r.expect(json!({"type": "SDB", "i": true, "sactive": 8}));
     // ATA: the command decoded and its end.
-    r.expect_line(&[
-        "\"slot\":3,\"layer\":\"ata\",\"kind\":\"cmd\",\"op\":\"READ FPDMA QUEUED\",\"opcode\":\"0x60\",\"protocol\":\"fpdma-in\",\"lba\":2048,\"sectors\":8,\"tag\":3",
-    ]);
-    r.expect_line(&[
-        "\"layer\":\"ata\",\"kind\":\"done\",\"op\":\"READ FPDMA QUEUED\"",
-        "\"ok\":true,\"bytes\":4096",
-    ]);
-    r.expect_line(&[
-        "\"layer\":\"ahci\",\"kind\":\"pxis\"",
-        "\"set\":\"0x00000008\"",
-    ]);
-    r.expect_line(&["\"slot\":3,\"layer\":\"ahci\",\"kind\":\"complete\",\"ok\":true"]);
+    r.expect(json!({
+        "slot": 3, "layer": "ata", "kind": "cmd", "op": "READ FPDMA QUEUED", "opcode": 0x60,
+        "protocol": "fpdma-in", "lba": 2048, "sectors": 8, "tag": 3
+    }));
+    r.expect(json!({
+        "layer": "ata", "kind": "done", "op": "READ FPDMA QUEUED", "ok": true, "bytes": 4096
+    }));
+    r.expect(json!({"layer": "ahci", "kind": "pxis", "set": 8}));
+    r.expect(json!({"slot": 3, "layer": "ahci", "kind": "complete", "ok": true}));
+    // Every field is a number, a string or a flag, and every event has its time, layer, kind.
+    let events = r.events();
+    for e in &events {
+        assert!(
+            e["t_us"].is_u64() && e["layer"].is_string() && e["kind"].is_string(),
+            "{e}"
+        );
+        for (k, v) in e.as_object().unwrap() {
+            assert!(v.is_u64() || v.is_string() || v.is_boolean(), "{k} in {e}");
+        }
+    }
     // Order: SACT, CI, fetch, H2D, cmd, SDB, done.
-    let lines = r.json.lines();
-    let pos = |parts: &[&str]| {
-        lines
-            .iter()
-            .position(|l| parts.iter().all(|p| l.contains(p)))
-            .unwrap()
-    };
+    let pos = |p: Value| position(&events, &p).unwrap();
     let order = [
-        pos(&["\"reg\":\"P0SACT\""]),
-        pos(&["\"reg\":\"P0CI\"", "reg_write"]),
-        pos(&["\"kind\":\"fetch\""]),
-        pos(&["\"dir\":\"h2d\""]),
-        pos(&["\"kind\":\"cmd\""]),
-        pos(&["\"type\":\"SDB\""]),
-        pos(&["\"kind\":\"done\""]),
+        pos(json!({"reg": "P0SACT"})),
+        pos(json!({"reg": "P0CI", "kind": "reg_write"})),
+        pos(json!({"kind": "fetch"})),
+        pos(json!({"dir": "h2d"})),
+        pos(json!({"kind": "cmd"})),
+        pos(json!({"type": "SDB"})),
+        pos(json!({"kind": "done"})),
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     assert!(r.rules_broken().is_empty(), "{:?}", r.rules_broken());
@@ -227,7 +209,7 @@ fn a_correct_driver_breaks_no_rule_and_hba_reset_while_running_is_fine() {
         "{:?}",
         r.violations.lock().unwrap()
     );
-    assert!(r.lines_with(&["\"layer\":\"check\""]).is_empty());
+    assert!(find(&r.events(), &json!({"layer": "check"})).is_empty());
 }
 
 #[test]
@@ -245,9 +227,9 @@ fn engine_start_rules_10_3_1() {
         v.starts_with("AHCI 1.3.1 section 10.3.1: port 0: PxCMD.ST set while PxCMD.FRE is clear"),
         "{v}"
     );
-    r.expect_line(&[
-        "\"layer\":\"check\",\"kind\":\"violation\",\"rule\":\"st-without-fre\",\"section\":\"10.3.1\"",
-    ]);
+    r.expect(json!({
+        "layer": "check", "kind": "violation", "rule": "st-without-fre", "section": "10.3.1"
+    }));
     // The HBA still did what it was told.
     assert_ne!(r.t.px_read(0, px::CMD) & pxcmd::CR, 0);
     // CLO in the same write clears BSY/DRQ first: only the FRE rule again.
@@ -271,11 +253,12 @@ fn base_address_rules_3_3_1_and_3_3_3() {
         r.rules_broken(),
         vec![Check::ClbWhileRunning, Check::FbWhileReceiving]
     );
-    r.expect_line(&[
-        "\"rule\":\"clb-while-running\",\"section\":\"3.3.1\"",
-        "0x80000 written over 0x10000",
-    ]);
-    r.expect_line(&["\"rule\":\"fb-while-receiving\",\"section\":\"3.3.3\""]);
+    let v = r.expect(json!({"rule": "clb-while-running", "section": "3.3.1"}));
+    assert!(
+        text(&v, "detail").contains("0x80000 written over 0x10000"),
+        "{v}"
+    );
+    r.expect(json!({"rule": "fb-while-receiving", "section": "3.3.3"}));
 }
 
 #[test]
@@ -293,10 +276,11 @@ fn command_header_and_prd_rules_4_2_2_and_4_2_3_3() {
     );
     r.t.wait_idle(0);
     assert_eq!(r.rules_broken(), vec![Check::PrdOddByteCount]);
-    r.expect_line(&[
-        "\"rule\":\"prd-odd-byte-count\",\"section\":\"4.2.3.3\"",
-        "slot 0 PRD 0: 511 bytes",
-    ]);
+    let v = r.expect(json!({"rule": "prd-odd-byte-count", "section": "4.2.3.3"}));
+    assert!(
+        text(&v, "detail").contains("slot 0 PRD 0: 511 bytes"),
+        "{v}"
+    );
     // CFL 1: reported, and the HBA answers with an interface fatal error.
     r.t.prepare(0, 1, &h2d(opcode::IDENTIFY_DEVICE, 0, 0), &[(buf, 512)], 0);
     let h = TestHba::clb(0) + 32;
@@ -310,10 +294,8 @@ fn command_header_and_prd_rules_4_2_2_and_4_2_3_3() {
     );
     assert_ne!(r.t.px_read(0, px::IS) & pxis::IFS, 0);
     assert_eq!(r.t.px_read(0, px::CI), 1 << 1);
-    r.expect_line(&[
-        "\"rule\":\"cfl-out-of-range\",\"section\":\"4.2.2\"",
-        "slot 1: CFL 1",
-    ]);
+    let v = r.expect(json!({"rule": "cfl-out-of-range", "section": "4.2.2"}));
+    assert!(text(&v, "detail").contains("slot 1: CFL 1"), "{v}");
 }
 
 #[test]
@@ -344,10 +326,11 @@ fn command_issue_rules_3_3_13_and_3_3_14() {
     r.t.px_write(0, px::SACT, (1 << 4) | (1 << 5));
     r.t.px_write(0, px::CI, 1 << 4);
     assert_eq!(r.rules_broken()[2], Check::SactWithoutCi);
-    r.expect_line(&[
-        "\"rule\":\"sact-without-ci\",\"section\":\"3.3.13\"",
-        "PxSACT bits 0x20, PxCI write 0x10",
-    ]);
+    let v = r.expect(json!({"rule": "sact-without-ci", "section": "3.3.13"}));
+    assert!(
+        text(&v, "detail").contains("PxSACT bits 0x20, PxCI write 0x10"),
+        "{v}"
+    );
     r.t.wait_until(|t| t.px_read(0, px::SACT) & (1 << 4) == 0);
     r.t.prepare(
         0,
@@ -390,7 +373,8 @@ fn a_busy_device_when_st_is_set() {
     r.t.stop_port(0);
     r.t.px_set(0, px::CMD, pxcmd::ST);
     assert_eq!(r.rules_broken(), vec![Check::StWhileBusy]);
-    r.expect_line(&["\"rule\":\"st-while-busy\"", "PxTFD 0x1d0"]);
+    let v = r.expect(json!({"rule": "st-while-busy"}));
+    assert!(text(&v, "detail").contains("PxTFD 0x1d0"), "{v}");
     // With the Phy offline there is no device status to respect: no warning.
     r.t.stop_port(0);
     r.t.px_write(0, px::SCTL, 4);
@@ -447,8 +431,13 @@ fn unc_on_a_non_queued_read_reports_the_first_bad_lba() {
         (0x51, 0x40, 1002, 0x40)
     );
     assert_eq!(r.t.prdbc(0, 1), 0);
-    r.expect_line(&["\"slot\":1,\"layer\":\"inject\",\"kind\":\"fire\",\"rule\":\"port=0,op=read,lba=1002-1003,error=unc\""]);
-    r.expect_line(&["\"slot\":1,\"layer\":\"ata\",\"kind\":\"done\",\"op\":\"READ DMA EXT\",\"status\":\"0x51\",\"error\":\"0x40\",\"ok\":false"]);
+    r.expect(json!({
+        "slot": 1, "layer": "inject", "kind": "fire", "rule": "port=0,op=read,lba=1002-1003,error=unc"
+    }));
+    r.expect(json!({
+        "slot": 1, "layer": "ata", "kind": "done", "op": "READ DMA EXT", "status": 0x51,
+        "error": 0x40, "ok": false
+    }));
     assert_eq!(r.t.f.port_stats()[0].errors, 1);
 }
 
@@ -512,7 +501,8 @@ fn unc_on_an_ncq_read_sets_sdb_err_and_the_ncq_error_log_names_it() {
         0,
         "checksum"
     );
-    r.expect_line(&["\"layer\":\"inject\",\"kind\":\"ncq_log_read\""]);
+    let v = r.expect(json!({"layer": "inject", "kind": "ncq_log_read"}));
+    assert!(v.get("rule").is_none(), "no empty rule field: {v}");
     // Queued commands work again.
     r.t.run(
         0,
@@ -621,7 +611,8 @@ fn delay_holds_a_completion_back() {
     );
     r.t.wait_idle(0);
     assert!(t0.elapsed() >= Duration::from_millis(250));
-    r.expect_line(&["\"slot\":2,\"layer\":\"inject\",\"kind\":\"delayed\""]);
+    let v = r.expect(json!({"slot": 2, "layer": "inject", "kind": "delayed"}));
+    assert!(v.get("rule").is_none(), "no empty rule field: {v}");
 }
 
 #[test]
@@ -639,7 +630,8 @@ fn drop_never_completes_until_the_engine_stops() {
         0xd0,
         "BSY: the device never answered"
     );
-    r.expect_line(&["\"slot\":1,\"layer\":\"inject\",\"kind\":\"dropped\""]);
+    let v = r.expect(json!({"slot": 1, "layer": "inject", "kind": "dropped"}));
+    assert!(v.get("rule").is_none(), "no empty rule field: {v}");
     // The guest's timeout handling: stop the engine (PxCI clears), COMRESET, start again.
     r.t.stop_port(0);
     assert_eq!(r.t.px_read(0, px::CI), 0);
@@ -704,11 +696,9 @@ fn link_down_on_a_command_and_back() {
         r.t.sink.msis.lock().unwrap().len() > msis_before
             || r.t.sink.intx.load(std::sync::atomic::Ordering::SeqCst)
     );
-    r.expect_line(&["\"layer\":\"inject\",\"kind\":\"link_down\""]);
-    r.expect_line(&[
-        "\"layer\":\"ahci\",\"kind\":\"link\",\"state\":\"lost\",\"pxserr\":\"0x00010200\"",
-    ]);
-    r.expect_line(&["\"layer\":\"ahci\",\"kind\":\"link\",\"state\":\"restored\""]);
+    r.expect(json!({"layer": "inject", "kind": "link_down"}));
+    r.expect(json!({"layer": "ahci", "kind": "link", "state": "lost", "pxserr": 0x0001_0200}));
+    r.expect(json!({"layer": "ahci", "kind": "link", "state": "restored"}));
     // Recovery: the read works now (nth=1).
     recover(&mut r.t);
     r.t.run(

@@ -140,12 +140,18 @@ fn posted_writes_appear_in_the_trace_as_such() {
     posted.post(0, PostedRegister::PxCi, 1 << 2);
     t.wait_idle(0);
     tracer.flush();
-    let lines: Vec<String> = json
-        .lines()
-        .into_iter()
-        .filter(|l| l.contains("reg_write_posted"))
-        .collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[0].contains("\"reg\":\"P0SACT\"") && lines[0].contains("0x00000004"));
-    assert!(lines[1].contains("\"reg\":\"P0CI\"") && lines[1].contains("0x00000004"));
+    let events = common::trace::parse(&json.lines());
+    let posted = common::trace::find(
+        &events,
+        &serde_json::json!({"layer": "ahci", "kind": "reg_write_posted"}),
+    );
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    assert_eq!(
+        (&posted[0]["reg"], &posted[0]["value"]),
+        (&"P0SACT".into(), &4.into())
+    );
+    assert_eq!(
+        (&posted[1]["reg"], &posted[1]["value"]),
+        (&"P0CI".into(), &4.into())
+    );
 }

@@ -469,6 +469,15 @@ fn main() {
     let unit_attention = vec![
         0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0x00, 0, 0, 0, 0,
     ];
+    // Linux's legacy fixed layout (registers in bytes 8-11, LBA in 17-19), as Linux 6.1
+    // answers an aborted IDENTIFY: cut short after byte 17, and whole.
+    let legacy = vec![
+        0x70, 0, 0x0b, 0, 0, 0, 0, 0x0a, 0x04, 0x51, 0xa0, 0x01, 0, 0, 0, 0, 0x00, 0x00,
+    ];
+    let mut legacy_lba = legacy.clone();
+    legacy_lba[7] = 12;
+    legacy_lba[17] = 0x56;
+    legacy_lba.extend_from_slice(&[0x34, 0x12]);
     write_seeds(
         &root.join("sense_parse"),
         &[
@@ -476,6 +485,8 @@ fn main() {
             ("descriptor-error", desc_err),
             ("fixed-good", fixed),
             ("fixed-unit-attention", unit_attention),
+            ("fixed-linux-legacy", legacy),
+            ("fixed-linux-legacy-lba", legacy_lba),
         ],
     );
 

@@ -5,6 +5,10 @@
 use super::registers::SECTOR_SIZE;
 use super::taskfile::LBA28_MAX;
 
+/// Most sectors words 100-103 can report: 48-bit commands address LBAs below 2^48, and ACS-3
+/// 7.12.7.53 caps the count at 0000_FFFF_FFFF_FFFFh. A larger medium is clamped to this.
+pub const LBA48_MAX_SECTORS: u64 = (1 << 48) - 1;
+
 /// Largest DRQ data block of READ/WRITE MULTIPLE, in sectors (word 47 bits 7:0).
 pub const MAX_MULTIPLE_SECTORS: u8 = 16;
 /// NCQ queue depth (word 75 holds depth - 1).
@@ -165,8 +169,9 @@ pub fn identify_device(p: &IdentifyParams<'_>) -> [u16; 256] {
     // Word 93: SATA devices report 0 (no PATA hardware reset result).
     w[93] = 0;
     // Words 100-103: sectors addressable by 48-bit commands.
+    let lba48 = p.capacity.min(LBA48_MAX_SECTORS);
     for (i, word) in w[100..104].iter_mut().enumerate() {
-        *word = (p.capacity >> (16 * i)) as u16;
+        *word = (lba48 >> (16 * i)) as u16;
     }
     // Word 105: max 512-byte blocks of DSM LBA range entries.
     w[105] = DSM_MAX_BLOCKS;
@@ -247,6 +252,19 @@ mod tests {
         let small = identify_device(&params(2048));
         assert_eq!(small[60], 2048);
         assert_eq!(small[1], 2, "2048 / (16*63) rounds down to 2 cylinders");
+    }
+
+    #[test]
+    fn capacities_beyond_48_bits_are_clamped() {
+        // What a directory opened as an image used to report: 2^63-1 bytes.
+        for cap in [i64::MAX as u64 / 512, 1 << 48, u64::MAX] {
+            let w = identify_device(&params(cap));
+            assert_eq!(u32::from(w[60]) | u32::from(w[61]) << 16, 0x0fff_ffff);
+            let c48 = (0..4).fold(0u64, |a, i| a | u64::from(w[100 + i]) << (16 * i));
+            assert_eq!(c48, LBA48_MAX_SECTORS, "capacity {cap:#x}");
+            assert_eq!(w[103], 0);
+            assert_eq!(w[1], 16383, "CHS cylinders capped");
+        }
     }
 
     #[test]

@@ -38,7 +38,8 @@ impl Layer {
 pub enum Value {
     /// A number (JSON number).
     U(u64),
-    /// A register-like number shown in hex with `digits` digits (JSON string "0x...").
+    /// A register-like number: a JSON number, shown in hex with `digits` digits in the text
+    /// form.
     Hex { value: u64, digits: u8 },
     /// Text.
     Str(Cow<'static, str>),

@@ -21,6 +21,7 @@
 
 pub mod device;
 pub mod event;
+pub mod file;
 pub mod sink;
 
 use std::sync::{Arc, Mutex};
@@ -152,15 +153,35 @@ mod tests {
         t.flush();
         let lines = json.lines();
         assert_eq!(lines.len(), 2);
+        let e: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // Keys in order: t_us, port, slot, layer, kind, then the fields.
         assert!(lines[0].starts_with("{\"t_us\":"), "{}", lines[0]);
-        assert!(lines[0].ends_with(
-            ",\"port\":0,\"layer\":\"ahci\",\"kind\":\"reg_write\",\"reg\":\"P0CI\",\"value\":\"0x00000008\"}"
-        ), "{}", lines[0]);
-        assert!(lines[1].ends_with(
-            ",\"port\":1,\"slot\":3,\"layer\":\"ata\",\"kind\":\"cmd\",\"op\":\"READ FPDMA QUEUED\",\"lba\":2048,\"ncq\":true}"
-        ), "{}", lines[1]);
-        let t0: u64 = lines[0][8..lines[0].find(',').unwrap()].parse().unwrap();
-        let t1: u64 = lines[1][8..lines[1].find(',').unwrap()].parse().unwrap();
+        assert!(
+            lines[1].contains(",\"port\":1,\"slot\":3,\"layer\":\"ata\",\"kind\":\"cmd\","),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(
+            e[0],
+            serde_json::json!({
+                "t_us": e[0]["t_us"], "port": 0, "layer": "ahci", "kind": "reg_write",
+                "reg": "P0CI", "value": 8
+            })
+        );
+        assert_eq!(
+            e[1],
+            serde_json::json!({
+                "t_us": e[1]["t_us"], "port": 1, "slot": 3, "layer": "ata", "kind": "cmd",
+                "op": "READ FPDMA QUEUED", "lba": 2048, "ncq": true
+            })
+        );
+        let (t0, t1) = (
+            e[0]["t_us"].as_u64().unwrap(),
+            e[1]["t_us"].as_u64().unwrap(),
+        );
         assert!(t1 >= t0);
         let h = human.lines();
         assert!(

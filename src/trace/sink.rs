@@ -2,8 +2,10 @@
 //!
 //! JSON line layout (one object per event, keys in this order):
 //! `{"t_us":N,"port":N,"slot":N,"layer":"ahci|sata|ata|sg_io|check|inject","kind":"...",
-//! <fields>}`; `port` and `slot` are left out when they do not apply. Numbers are JSON
-//! numbers, register-like values are strings `"0x..."`.
+//! <fields>}`; `port` and `slot` are left out when they do not apply. Every number is a JSON
+//! number, register-like values too (`"status":81` for 0x51, what `jq 'select(.status ==
+//! 81)'` wants); the text form shows those in hex (`status=0x51`). docs/trace-schema.md lists every
+//! event and field.
 //!
 //! Text layout: `   1234.567 p0 s3  ata   cmd op="READ FPDMA QUEUED" lba=2048 ...`
 //! (milliseconds, port, slot, layer, kind, fields).
@@ -90,8 +92,7 @@ pub fn json_line(t_us: u64, e: &Event) -> String {
         json_str(&mut s, name);
         s.push(':');
         match v {
-            Value::U(n) => s += &n.to_string(),
-            Value::Hex { value, digits } => json_str(&mut s, &hex(*value, *digits)),
+            Value::U(n) | Value::Hex { value: n, .. } => s += &n.to_string(),
             Value::Str(t) => json_str(&mut s, t),
             Value::Bool(b) => s += if *b { "true" } else { "false" },
         }

@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::cmos::{self, Cmos};
+use super::exit::{ExitSignal, VmExit};
 use super::i8042::I8042;
 use super::serial::{EventFdTrigger, SerialDevice, COM1_BASE, COM1_PORTS};
-use super::vcpu::{ExitSignal, VmExit};
 use crate::pci::PciRoot;
 
 /// i8042 data port.

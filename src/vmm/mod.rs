@@ -6,11 +6,13 @@ pub mod bus;
 pub mod cmos;
 pub mod cpu;
 pub mod doorbells;
+pub mod exit;
 pub mod i8042;
 pub mod interrupts;
 pub mod layout;
 pub mod mptable;
 pub mod serial;
+pub mod signals;
 pub mod storage;
 pub mod terminal;
 pub mod vcpu;
@@ -27,14 +29,16 @@ use vm_superio::Serial;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::pci::PciRoot;
+use boot::BootEntry;
 use bus::IoBus;
-use serial::{ConsoleOut, EventFdTrigger, StdinInput};
+pub use exit::{ExitSignal, VmExit};
+use serial::{ConsoleEscape, ConsoleOut, EventFdTrigger, StdinInput};
 pub use vcpu::ExitCounters;
-pub use vcpu::ExitSignal;
-pub use vcpu::VmExit;
 
 /// Most vCPUs the MP table and the IOAPIC ID scheme allow here.
 pub const MAX_CPUS: u8 = 32;
+/// Least guest RAM.
+pub const MIN_MEMORY: u64 = 64 << 20;
 /// TSS address KVM needs on Intel hosts (three pages just below the BIOS area).
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
@@ -57,7 +61,8 @@ pub enum Boot {
 pub struct VmConfig {
     pub boot: Boot,
     pub cpus: u8,
-    pub memory_mib: u64,
+    /// Guest RAM in bytes (a multiple of 4 KiB).
+    pub memory: u64,
 }
 
 /// Why the VM could not be built or run.
@@ -74,8 +79,12 @@ pub enum VmmError {
     },
     #[error("--cpus must be 1 to {MAX_CPUS}, got {0}")]
     Cpus(u8),
-    #[error("--memory must be at least 64 MiB, got {0} MiB")]
+    #[error("--memory must be at least 64 MiB, got {}", mib(*.0))]
     Memory(u64),
+    #[error("--memory must be a whole number of 4 KiB pages, got {0} bytes")]
+    MemoryAlignment(u64),
+    #[error("--memory {} is more than this host's RAM ({})", mib(*.asked), mib(*.host))]
+    MemoryHost { asked: u64, host: u64 },
     #[error("guest memory: {0}")]
     GuestMemory(String),
     #[error(transparent)]
@@ -87,7 +96,101 @@ pub enum VmmError {
     #[error("event loop: {0}")]
     EventLoop(String),
     #[error("{0}")]
+    Setup(String),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// `bytes` for messages: "512 MiB", "1.5 GiB".
+fn mib(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
+        format!("{} GiB", bytes >> 30)
+    } else if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+    } else if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+    }
+}
+
+/// RAM of this host in bytes (sysinfo), if it can be read.
+pub fn host_ram() -> Option<u64> {
+    nix::sys::sysinfo::sysinfo().ok().map(|i| i.ram_total())
+}
+
+/// Check `config`'s numbers without KVM: vCPU count, RAM size and alignment, and RAM within
+/// what this host has (guest RAM is mapped lazily, so more would only fail when used).
+pub fn check_config(config: &VmConfig) -> Result<(), VmmError> {
+    if config.cpus == 0 || config.cpus > MAX_CPUS {
+        return Err(VmmError::Cpus(config.cpus));
+    }
+    if config.memory < MIN_MEMORY {
+        return Err(VmmError::Memory(config.memory));
+    }
+    if !config.memory.is_multiple_of(4096) {
+        return Err(VmmError::MemoryAlignment(config.memory));
+    }
+    if let Some(host) = host_ram() {
+        if config.memory > host {
+            return Err(VmmError::MemoryHost {
+                asked: config.memory,
+                host,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A guest loaded into its memory, before any KVM resource exists: [`load`] checks the
+/// configuration, maps guest RAM and loads the kernel, initramfs or firmware into it.
+pub struct LoadedGuest {
+    config: VmConfig,
+    mem: Arc<GuestMemoryMmap>,
+    entry: BootEntry,
+}
+
+impl std::fmt::Debug for LoadedGuest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedGuest")
+            .field("cpus", &self.config.cpus)
+            .field("memory", &self.config.memory)
+            .field("entry", &self.entry)
+            .finish()
+    }
+}
+
+impl LoadedGuest {
+    /// The 64-bit entry point.
+    pub fn entry_point(&self) -> u64 {
+        self.entry.rip
+    }
+}
+
+/// Everything [`run`] needs that KVM does not: see [`LoadedGuest`].
+pub fn load(config: &VmConfig) -> Result<LoadedGuest, VmmError> {
+    check_config(config)?;
+    let ram_size = config.memory;
+    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(ram_size)
+        .into_iter()
+        .map(|(s, l)| (GuestAddress(s), l as usize))
+        .collect();
+    let mem = Arc::new(
+        GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::GuestMemory(e.to_string()))?,
+    );
+    let entry = match &config.boot {
+        Boot::Linux {
+            kernel,
+            initramfs,
+            cmdline,
+        } => boot::load_linux(&mem, ram_size, kernel, initramfs.as_deref(), cmdline)?,
+        Boot::Firmware { elf, args } => boot::load_firmware(&mem, elf, args)?,
+    };
+    Ok(LoadedGuest {
+        config: config.clone(),
+        mem,
+        entry,
+    })
 }
 
 /// The only KVM API version there is (Documentation/virt/kvm/api.rst, KVM_GET_API_VERSION).
@@ -153,17 +256,24 @@ pub struct DeviceContext<'a> {
     pub exit_counters: &'a Arc<ExitCounters>,
 }
 
-/// Build the VM from `config`, let `plug` add devices, and run it until it stops.
+/// Build the VM around `guest`, let `plug` add devices, call `ready` once everything is set
+/// up (just before the vCPUs start), and run it until it stops: the guest ends it, a vCPU
+/// fails, a device raises the exit signal, SIGTERM/SIGINT/SIGHUP arrives
+/// ([`signals::ExitOnSignal`]) or the user quits from the console (Ctrl-A x). Every vCPU is
+/// stopped and joined before this returns.
+///
+/// SIGTERM, SIGINT and SIGHUP are blocked in the calling thread from here on (and in every
+/// thread it starts), SIGUSR1 too ([`storage::block_sigusr1`]).
 pub fn run(
-    config: &VmConfig,
+    guest: LoadedGuest,
     plug: impl FnOnce(&mut DeviceContext) -> Result<(), VmmError>,
+    ready: impl FnOnce() -> Result<(), String>,
 ) -> Result<VmExit, VmmError> {
-    if config.cpus == 0 || config.cpus > MAX_CPUS {
-        return Err(VmmError::Cpus(config.cpus));
-    }
-    if config.memory_mib < 64 {
-        return Err(VmmError::Memory(config.memory_mib));
-    }
+    let LoadedGuest { config, mem, entry } = guest;
+    // Before any thread starts, so that every thread inherits the mask.
+    signals::block_exit_signals().map_err(|e| VmmError::Io(e.into()))?;
+    storage::block_sigusr1().map_err(|e| VmmError::Setup(e.to_string()))?;
+    vcpu::install_kick_handler()?;
     let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
     if kvm.get_api_version() != KVM_API_VERSION {
         return Err(VmmError::KvmApi(kvm.get_api_version()));
@@ -179,14 +289,6 @@ pub fn run(
     };
     vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
 
-    let ram_size = config.memory_mib << 20;
-    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(ram_size)
-        .into_iter()
-        .map(|(s, l)| (GuestAddress(s), l as usize))
-        .collect();
-    let mem = Arc::new(
-        GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::GuestMemory(e.to_string()))?,
-    );
     for (slot, region) in mem.iter().enumerate() {
         let host = mem
             .get_host_address(region.start_addr())
@@ -203,18 +305,12 @@ pub fn run(
         unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
     }
 
-    let entry = match &config.boot {
-        Boot::Linux {
-            kernel,
-            initramfs,
-            cmdline,
-        } => boot::load_linux(&mem, ram_size, kernel, initramfs.as_deref(), cmdline)?,
-        Boot::Firmware { elf, args } => boot::load_firmware(&mem, elf, args)?,
-    };
-
     let mut events: EventManager<Box<dyn MutEventSubscriber + Send>> =
         EventManager::new().map_err(|e| VmmError::EventLoop(format!("{e:?}")))?;
     let exit = Arc::new(ExitSignal::new()?);
+    events.add_subscriber(Box::new(
+        signals::ExitOnSignal::new(exit.clone()).map_err(|e| VmmError::Io(e.into()))?,
+    ));
 
     // COM1 with its interrupt on an irqfd.
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK)?;
@@ -224,7 +320,8 @@ pub fn run(
         EventFdTrigger(serial_irq),
         Box::new(ConsoleOut) as Box<dyn std::io::Write + Send>,
     )));
-    events.add_subscriber(Box::new(StdinInput::new(serial.clone())?));
+    let escape = terminal::stdin_is_terminal().then(|| ConsoleEscape::new(exit.clone()));
+    events.add_subscriber(Box::new(StdinInput::new(serial.clone(), escape)?));
 
     let reset = EventFd::new(libc::EFD_NONBLOCK)?;
     events.add_subscriber(Box::new(ExitWatcher {
@@ -257,24 +354,40 @@ pub fn run(
         exit: exit.clone(),
     });
 
-    let _terminal = terminal::RawModeGuard::new();
+    let mut vcpu_fds = Vec::new();
     for id in 0..config.cpus {
         let vcpu = vm
             .create_vcpu(u64::from(id))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
         cpu::configure(&kvm, &vcpu, &mem, id, config.cpus, entry)?;
-        let (bus, exit, counters) = (bus.clone(), exit.clone(), exit_counters.clone());
-        std::thread::Builder::new()
-            .name(format!("vcpu{id}"))
-            .spawn(move || vcpu::run(id, vcpu, bus, exit, counters))?;
+        vcpu_fds.push(vcpu);
+    }
+    ready().map_err(VmmError::Setup)?;
+
+    let _terminal = terminal::RawModeGuard::new();
+    // Declared after the terminal guard: dropped (stopped and joined) before it.
+    let mut vcpus = vcpu::Vcpus::new();
+    for (id, vcpu) in (0..config.cpus).zip(vcpu_fds) {
+        let (bus, exit_for_run, counters) = (bus.clone(), exit.clone(), exit_counters.clone());
+        vcpus.spawn(id, exit.clone(), move |stop| {
+            vcpu::run(id, vcpu, bus, exit_for_run, counters, stop)
+        })?;
     }
 
-    loop {
+    let reason = loop {
         if let Err(e) = events.run_with_timeout(1000) {
-            return Err(VmmError::EventLoop(format!("{e:?}")));
+            break Err(VmmError::EventLoop(format!("{e:?}")));
         }
         if let Some(reason) = exit.reason() {
-            return Ok(reason);
+            break Ok(reason);
         }
+    };
+    let stuck = vcpus.stop(vcpu::STOP_DEADLINE);
+    if !stuck.is_empty() {
+        log::warn!(
+            "vCPU threads {stuck:?} did not stop within {:?}; exiting anyway",
+            vcpu::STOP_DEADLINE
+        );
     }
+    reason
 }

@@ -1,5 +1,8 @@
 //! COM1: vm-superio's 8250 UART on 0x3f8, its interrupt on an irqfd (GSI 4), guest output to
 //! stdout and host stdin into the receive FIFO through the event loop.
+//!
+//! When stdin is a terminal (raw mode: Ctrl-C is a byte for the guest), Ctrl-A is an escape
+//! key as in QEMU: see [`ESCAPE_HELP`] and [`Escape`].
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -12,6 +15,8 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
+
+use super::exit::{ExitSignal, VmExit};
 
 /// First port of COM1.
 pub const COM1_BASE: u16 = 0x3f8;
@@ -47,6 +52,88 @@ impl Write for ConsoleOut {
 /// The COM1 device.
 pub type SerialDevice = Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>;
 
+/// The console escape key: Ctrl-A.
+pub const ESCAPE_KEY: u8 = 0x01;
+
+/// What Ctrl-A h prints (and `--help` says).
+pub const ESCAPE_HELP: &str = "\
+Console keys (when stdin is a terminal; the guest gets every other key, Ctrl-C included):
+  Ctrl-A x       quit: stop the VM through the normal exit path (statistics, trace flushed)
+  Ctrl-A s       print the statistics now (as SIGUSR1)
+  Ctrl-A h       this help
+  Ctrl-A Ctrl-A  send one Ctrl-A to the guest
+  Ctrl-A, then any other key: both go to the guest";
+
+/// A console escape command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapeAction {
+    Quit,
+    Help,
+    Statistics,
+}
+
+/// The escape-key state machine over console input.
+#[derive(Debug, Default)]
+pub struct Escape {
+    /// The last byte was Ctrl-A.
+    armed: bool,
+}
+
+impl Escape {
+    /// Feed `input`: bytes for the guest go to `to_guest`, the commands come back in order.
+    pub fn feed(&mut self, input: &[u8], to_guest: &mut VecDeque<u8>) -> Vec<EscapeAction> {
+        let mut actions = Vec::new();
+        for &b in input {
+            if !self.armed {
+                if b == ESCAPE_KEY {
+                    self.armed = true;
+                } else {
+                    to_guest.push_back(b);
+                }
+                continue;
+            }
+            self.armed = false;
+            match b {
+                b'x' | b'X' => actions.push(EscapeAction::Quit),
+                b'h' | b'H' | b'?' => actions.push(EscapeAction::Help),
+                b's' | b'S' => actions.push(EscapeAction::Statistics),
+                ESCAPE_KEY => to_guest.push_back(ESCAPE_KEY),
+                other => to_guest.extend([ESCAPE_KEY, other]),
+            }
+        }
+        actions
+    }
+}
+
+/// The escape key at work: what its commands act on.
+pub struct ConsoleEscape {
+    escape: Escape,
+    exit: Arc<ExitSignal>,
+}
+
+impl ConsoleEscape {
+    pub fn new(exit: Arc<ExitSignal>) -> Self {
+        ConsoleEscape {
+            escape: Escape::default(),
+            exit,
+        }
+    }
+
+    fn act(&self, action: EscapeAction) {
+        match action {
+            EscapeAction::Quit => self.exit.raise(VmExit::Quit),
+            EscapeAction::Help => eprintln!("\n{ESCAPE_HELP}"),
+            EscapeAction::Statistics => {
+                // The statistics signalfd (vmm::storage) answers SIGUSR1.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::this(),
+                    nix::sys::signal::Signal::SIGUSR1,
+                );
+            }
+        }
+    }
+}
+
 /// Feeds host stdin into the UART's receive FIFO without losing bytes when the FIFO is full:
 /// bytes wait in `pending` and a short timer retries, with stdin unwatched meanwhile.
 pub struct StdinInput {
@@ -55,20 +142,25 @@ pub struct StdinInput {
     retry: TimerFd,
     watching_stdin: bool,
     stdin_closed: bool,
+    escape: Option<ConsoleEscape>,
 }
 
 const STDIN_FD: i32 = 0;
 const RETRY: Duration = Duration::from_millis(2);
 
 impl StdinInput {
-    /// Input for `serial`.
-    pub fn new(serial: Arc<Mutex<SerialDevice>>) -> io::Result<Self> {
+    /// Input for `serial`; with `escape`, Ctrl-A sequences are commands (see [`Escape`]).
+    pub fn new(
+        serial: Arc<Mutex<SerialDevice>>,
+        escape: Option<ConsoleEscape>,
+    ) -> io::Result<Self> {
         Ok(StdinInput {
             serial,
             pending: VecDeque::new(),
             retry: TimerFd::new()?,
             watching_stdin: false,
             stdin_closed: false,
+            escape,
         })
     }
 
@@ -101,7 +193,14 @@ impl StdinInput {
         let mut buf = [0u8; 64];
         match io::stdin().lock().read(&mut buf) {
             Ok(0) => self.stdin_closed = true,
-            Ok(n) => self.pending.extend(&buf[..n]),
+            Ok(n) => match &mut self.escape {
+                Some(esc) => {
+                    for action in esc.escape.feed(&buf[..n], &mut self.pending) {
+                        esc.act(action);
+                    }
+                }
+                None => self.pending.extend(&buf[..n]),
+            },
             Err(e)
                 if e.kind() == io::ErrorKind::Interrupted
                     || e.kind() == io::ErrorKind::WouldBlock => {}
@@ -154,5 +253,40 @@ impl MutEventSubscriber for StdinInput {
         }
         self.push();
         self.update_interest(ops);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(input: &[u8]) -> (Vec<u8>, Vec<EscapeAction>) {
+        let mut e = Escape::default();
+        let mut out = VecDeque::new();
+        let mut actions = Vec::new();
+        // Byte by byte and all at once must agree.
+        for b in input {
+            actions.extend(e.feed(std::slice::from_ref(b), &mut out));
+        }
+        let (mut e2, mut out2) = (Escape::default(), VecDeque::new());
+        assert_eq!(e2.feed(input, &mut out2), actions);
+        assert_eq!(out2, out);
+        (out.into(), actions)
+    }
+
+    #[test]
+    fn ctrl_a_commands() {
+        assert_eq!(feed(b"ls\x01x"), (b"ls".to_vec(), vec![EscapeAction::Quit]));
+        assert_eq!(feed(b"\x01h\x01?"), (vec![], vec![EscapeAction::Help; 2]));
+        assert_eq!(feed(b"\x01s"), (vec![], vec![EscapeAction::Statistics]));
+        // Ctrl-A Ctrl-A is one Ctrl-A; Ctrl-A and another key are both sent.
+        assert_eq!(feed(b"\x01\x01a"), (b"\x01a".to_vec(), vec![]));
+        assert_eq!(feed(b"\x01b\x03"), (b"\x01b\x03".to_vec(), vec![]));
+        // A Ctrl-A at the end waits for the next read.
+        let mut e = Escape::default();
+        let mut out = VecDeque::new();
+        assert!(e.feed(b"q\x01", &mut out).is_empty());
+        assert_eq!(e.feed(b"x", &mut out), vec![EscapeAction::Quit]);
+        assert_eq!(out, b"q".to_vec());
     }
 }

@@ -24,9 +24,10 @@ use crate::ahci::sdb_aggregation::AggregationMode;
 use crate::ahci::{AhciFunction, Observers, PortStats};
 use crate::ata::inject::{InjectingDevice, Rule};
 use crate::ata::names::opcode_name;
-use crate::ata::passthrough::PassthroughStats;
+use crate::ata::passthrough::{check_host_node, lock_host_nodes, HostLocks, PassthroughStats};
 use crate::ata::{DriveConfig, EmulatedDrive, PassthroughConfig, PassthroughDrive};
 use crate::disk_spec::DiskSpec;
+use crate::hostfile::{self, DiskFile, FileId, HostFileError};
 use crate::mem::GuestMemory;
 use crate::sata::{CompletionNotifier, SataDevice};
 use crate::trace::Tracer;
@@ -44,6 +45,19 @@ pub enum StorageError {
         path: String,
         source: crate::ata::DriveError,
     },
+    #[error("--disk {}: {source}", .path.display())]
+    Disk {
+        path: std::path::PathBuf,
+        source: HostFileError,
+    },
+    #[error("--disk {} (port {second}) is the same {what} as port {first}'s{}: two drives would write one medium (readonly=on on both shares it read-only)", .path.display(), same_as(.first_path, .path))]
+    SameDisk {
+        first: usize,
+        second: usize,
+        first_path: std::path::PathBuf,
+        path: std::path::PathBuf,
+        what: &'static str,
+    },
     #[error("--disk passthrough: {0}")]
     Passthrough(#[from] crate::ata::PassthroughError),
     #[error("--inject: rule for port {port}, but there are only {disks} disks: {rule}")]
@@ -56,6 +70,14 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("SIGUSR1 signalfd or completion timer: {0}")]
     Signal(#[from] nix::Error),
+}
+
+fn same_as(first: &std::path::Path, second: &std::path::Path) -> String {
+    if first == second {
+        String::new()
+    } else {
+        format!(" ({})", first.display())
+    }
 }
 
 /// How to observe and disturb the drives.
@@ -338,51 +360,211 @@ fn add_doorbells(ctx: &mut DeviceContext, ahci: &Arc<Mutex<AhciFunction>>, ports
 
 type OpenedDrive = (Box<dyn SataDevice>, Option<HostStatsReader>);
 
+/// A `--disk` whose host side is open and locked already ([`prepare`]): what can be checked
+/// without KVM has been.
+#[derive(Debug)]
+pub enum PreparedDisk {
+    /// An image or block device, opened and checked by [`hostfile::open_disk`].
+    Image { spec: DiskSpec, disk: DiskFile },
+    /// A pass-through device node, checked to be one, with its locks.
+    Passthrough { spec: DiskSpec, locks: HostLocks },
+}
+
+impl PreparedDisk {
+    /// The `--disk` it came from.
+    pub fn spec(&self) -> &DiskSpec {
+        match self {
+            PreparedDisk::Image { spec, .. } | PreparedDisk::Passthrough { spec, .. } => spec,
+        }
+    }
+
+    /// The identity of its file or device, to find it given twice (or as a trace file).
+    pub fn id(&self) -> Option<FileId> {
+        match self {
+            PreparedDisk::Image { disk, .. } => Some(disk.id()),
+            PreparedDisk::Passthrough { spec, .. } => FileId::of_path(spec.path()),
+        }
+    }
+
+    /// What the user reads about it (e.g. for --check).
+    pub fn describe(&self) -> String {
+        match self {
+            PreparedDisk::Image { disk, .. } => format!(
+                "{} ({}, {} sectors, {}{})",
+                disk.path().display(),
+                match disk.kind() {
+                    hostfile::DiskKind::Regular => "image file",
+                    hostfile::DiskKind::Block => "block device",
+                },
+                disk.sectors(),
+                if disk.read_only() {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
+                if disk.locked() {
+                    ", locked"
+                } else {
+                    ", not locked"
+                }
+            ),
+            PreparedDisk::Passthrough { spec, locks } => format!(
+                "{} (pass-through device node, {}, {} node{} locked; the drive itself is probed \
+                 when the VM is built)",
+                spec.path().display(),
+                if spec.read_only() {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
+                locks.len(),
+                if locks.len() == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// Open and lock every disk's host side, in port order, and refuse one file given on two
+/// ports where either would write it: everything about the disks that needs no KVM.
+pub fn prepare(disks: &[DiskSpec]) -> Result<Vec<PreparedDisk>, StorageError> {
+    if disks.len() > MAX_DISKS {
+        return Err(StorageError::TooManyDisks(disks.len()));
+    }
+    let mut prepared: Vec<PreparedDisk> = Vec::new();
+    for (port, spec) in disks.iter().enumerate() {
+        // Before opening: a second open of a file this run locked would be refused as "in
+        // use", which is true but less clear than this.
+        if let Some(id) = FileId::of_path(spec.path()) {
+            let clash = prepared.iter().enumerate().find(|(_, p)| {
+                p.id() == Some(id)
+                    && (!p.spec().read_only() || !spec.read_only())
+                    && (locked(p.spec()) || locked(spec))
+            });
+            if let Some((first, p)) = clash {
+                return Err(StorageError::SameDisk {
+                    first,
+                    second: port,
+                    first_path: p.spec().path().into(),
+                    path: spec.path().into(),
+                    what: if matches!(id, FileId::Device(_)) {
+                        "device"
+                    } else {
+                        "file"
+                    },
+                });
+            }
+        }
+        prepared.push(match spec {
+            DiskSpec::Image {
+                path,
+                read_only,
+                lock,
+                ..
+            } => {
+                let disk = hostfile::open_disk(path, *read_only, *lock).map_err(|source| {
+                    StorageError::Disk {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                for w in disk.warnings() {
+                    log::warn!("--disk {w}");
+                }
+                PreparedDisk::Image {
+                    spec: spec.clone(),
+                    disk,
+                }
+            }
+            DiskSpec::Passthrough {
+                path,
+                read_only,
+                lock,
+                ..
+            } => {
+                let locks = if *lock {
+                    lock_host_nodes(path, *read_only)?
+                } else {
+                    check_host_node(path)?;
+                    HostLocks::default()
+                };
+                PreparedDisk::Passthrough {
+                    spec: spec.clone(),
+                    locks,
+                }
+            }
+        });
+    }
+    Ok(prepared)
+}
+
+fn locked(spec: &DiskSpec) -> bool {
+    match spec {
+        DiskSpec::Image { lock, .. } | DiskSpec::Passthrough { lock, .. } => *lock,
+    }
+}
+
 fn open_drive(
-    spec: &DiskSpec,
+    prepared: PreparedDisk,
     notifier: &CompletionNotifier,
     tracer: &Tracer,
     port: u8,
 ) -> Result<OpenedDrive, StorageError> {
-    match spec {
-        DiskSpec::Image {
-            path,
-            model,
-            serial,
-            read_only,
-            engine,
+    match prepared {
+        PreparedDisk::Image {
+            spec:
+                DiskSpec::Image {
+                    path,
+                    model,
+                    serial,
+                    read_only,
+                    engine,
+                    ..
+                },
+            disk,
         } => {
             let config = DriveConfig {
                 path: path.clone(),
-                model: model.clone(),
-                serial: serial.clone(),
-                read_only: *read_only,
-                engine: *engine,
+                model,
+                serial,
+                read_only,
+                engine,
             };
-            let drive = EmulatedDrive::open(&config, notifier.clone()).map_err(|source| {
-                StorageError::Drive {
-                    path: path.display().to_string(),
-                    source,
-                }
-            })?;
+            let drive =
+                EmulatedDrive::with_disk(&config, disk, notifier.clone()).map_err(|source| {
+                    StorageError::Drive {
+                        path: path.display().to_string(),
+                        source,
+                    }
+                })?;
             Ok((Box::new(drive), None))
         }
-        DiskSpec::Passthrough {
-            path,
-            timeout,
-            allow_all,
-            read_only,
-            engine,
+        PreparedDisk::Passthrough {
+            spec:
+                DiskSpec::Passthrough {
+                    path,
+                    timeout,
+                    allow_all,
+                    read_only,
+                    lock,
+                    engine,
+                },
+            locks,
         } => {
             let config = PassthroughConfig {
                 path: path.clone(),
-                timeout: *timeout,
-                allow_all: *allow_all,
-                read_only: *read_only,
-                engine: *engine,
+                timeout,
+                allow_all,
+                read_only,
+                lock,
+                engine,
             };
-            let drive =
-                PassthroughDrive::open_traced(&config, notifier.clone(), tracer.clone(), port)?;
+            let drive = PassthroughDrive::open_locked(
+                &config,
+                locks,
+                notifier.clone(),
+                tracer.clone(),
+                port,
+            )?;
             log::info!(
                 "{}: pass-through, at most {} sectors per host command",
                 path.display(),
@@ -391,6 +573,25 @@ fn open_drive(
             let reader: HostStatsReader = Box::new(drive.stats_reader());
             Ok((Box::new(drive), Some(reader)))
         }
+        // prepare() pairs each spec with its own kind.
+        PreparedDisk::Image { spec, .. } | PreparedDisk::Passthrough { spec, .. } => {
+            unreachable!("prepared disk of the wrong kind: {spec:?}")
+        }
+    }
+}
+
+/// Refuse `--inject` rules for ports that have no disk.
+pub fn check_inject_ports(rules: &[Rule], disks: usize) -> Result<(), StorageError> {
+    match rules
+        .iter()
+        .find(|r| r.port.is_some_and(|p| usize::from(p) >= disks))
+    {
+        Some(r) => Err(StorageError::InjectPort {
+            port: r.port.unwrap_or(0),
+            disks,
+            rule: r.text.clone(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -417,29 +618,30 @@ pub fn attach_with(
     disks: &[DiskSpec],
     options: &StorageOptions,
 ) -> Result<Option<Storage>, StorageError> {
+    check_inject_ports(&options.inject, disks.len())?;
+    attach_prepared(ctx, prepare(disks)?, options)
+}
+
+/// As [`attach_with`], for disks [`prepare`] opened.
+pub fn attach_prepared(
+    ctx: &mut DeviceContext,
+    disks: Vec<PreparedDisk>,
+    options: &StorageOptions,
+) -> Result<Option<Storage>, StorageError> {
     if disks.is_empty() {
         return Ok(None);
     }
     if disks.len() > MAX_DISKS {
         return Err(StorageError::TooManyDisks(disks.len()));
     }
-    if let Some(r) = options
-        .inject
-        .iter()
-        .find(|r| r.port.is_some_and(|p| usize::from(p) >= disks.len()))
-    {
-        return Err(StorageError::InjectPort {
-            port: r.port.unwrap_or(0),
-            disks: disks.len(),
-            rule: r.text.clone(),
-        });
-    }
+    check_inject_ports(&options.inject, disks.len())?;
+    let ports = disks.len();
     // Before the drives start their threads, which inherit the mask.
     let mask = block_sigusr1()?;
     let notifier: CompletionNotifier = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
     let mut devices: Vec<Box<dyn SataDevice>> = Vec::new();
     let mut host_stats = Vec::new();
-    for (port, d) in disks.iter().enumerate() {
+    for (port, d) in disks.into_iter().enumerate() {
         let (drive, stats) = open_drive(d, &notifier, &options.tracer, port as u8)?;
         let wrapped = InjectingDevice::new(
             drive,
@@ -483,7 +685,7 @@ pub fn attach_with(
     ctx.events
         .add_subscriber(Box::new(CompletionPump::new(ahci.clone(), notifier)?));
     if options.doorbells {
-        add_doorbells(ctx, &ahci, disks.len());
+        add_doorbells(ctx, &ahci, ports);
     }
     let storage = Storage {
         ahci,

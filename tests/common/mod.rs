@@ -18,6 +18,8 @@ use satavm::pci::PciFunction;
 use satavm::sata::{Fis, RegisterH2d, SataDevice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+pub mod trace;
+
 /// Guest RAM size.
 pub const MEM_SIZE: usize = 16 << 20;
 /// Sectors per test image (64 MiB, sparse).

@@ -38,8 +38,6 @@ pub mod media;
 #[cfg(test)]
 mod tests;
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,8 +52,8 @@ use crate::sata::{
 use super::command::{opcode, protocol, Protocol};
 use super::identify::TransferMode;
 use super::log::NcqError;
+use super::registers::control;
 use super::registers::error as ata_error;
-use super::registers::{control, SECTOR_SIZE};
 use super::taskfile::{d2h_abort, signature, FpdmaCommand, Taskfile, STATUS_ERROR};
 use media::{InFlight, MediaOp, Report};
 
@@ -82,13 +80,8 @@ pub struct DriveConfig {
 /// Why a drive cannot be created.
 #[derive(Debug, Error)]
 pub enum DriveError {
-    #[error("cannot open disk image {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("disk image {0} is smaller than one 512-byte sector")]
-    Empty(PathBuf),
+    #[error(transparent)]
+    Disk(#[from] crate::hostfile::HostFileError),
     #[error("disk image {path}: cannot start its I/O engine: {source}")]
     Engine {
         path: PathBuf,
@@ -162,36 +155,31 @@ fn serial_from_path(path: &Path) -> String {
     format!("SVM{hash:016X}")
 }
 
-/// Open the image read-write (or read-only) and measure it: its size in whole sectors (a
-/// trailing partial sector is not addressable).
-fn open_image(path: &Path, read_only: bool) -> io::Result<(File, u64)> {
-    let mut file = OpenOptions::new().read(true).write(!read_only).open(path)?;
-    // Seeking to the end gives the size of regular files and of block devices alike.
-    let bytes = file.seek(SeekFrom::End(0))?;
-    Ok((file, bytes / SECTOR_SIZE as u64))
-}
-
 impl EmulatedDrive {
-    /// Open the image and its engine; `notifier` is written whenever
-    /// [`SataDevice::poll_completions`] has something new.
+    /// Open the image (checked and locked, [`crate::hostfile::open_disk`]) and its engine;
+    /// `notifier` is written whenever [`SataDevice::poll_completions`] has something new.
     pub fn open(
         config: &DriveConfig,
         notifier: CompletionNotifier,
     ) -> Result<EmulatedDrive, DriveError> {
-        let (file, sectors) =
-            open_image(&config.path, config.read_only).map_err(|source| DriveError::Open {
-                path: config.path.clone(),
-                source,
-            })?;
-        if sectors == 0 {
-            return Err(DriveError::Empty(config.path.clone()));
-        }
-        let engine = block::file_engine(Arc::new(file), config.engine, notifier.clone()).map_err(
-            |source| DriveError::Engine {
-                path: config.path.clone(),
-                source,
-            },
-        )?;
+        let disk = crate::hostfile::open_disk(&config.path, config.read_only, true)?;
+        Self::with_disk(config, disk, notifier)
+    }
+
+    /// As [`EmulatedDrive::open`], over a disk opened (and locked) already: `config.path` and
+    /// `config.read_only` are taken as describing it, its size is the capacity.
+    pub fn with_disk(
+        config: &DriveConfig,
+        disk: crate::hostfile::DiskFile,
+        notifier: CompletionNotifier,
+    ) -> Result<EmulatedDrive, DriveError> {
+        let sectors = disk.sectors();
+        let engine =
+            block::file_engine(Arc::new(disk.into_file()), config.engine, notifier.clone())
+                .map_err(|source| DriveError::Engine {
+                    path: config.path.clone(),
+                    source,
+                })?;
         let serial = config
             .serial
             .clone()

@@ -169,9 +169,13 @@ impl InjectingDevice {
 
     fn trace(&self, slot: Option<u8>, what: &'static str, rule: &str) {
         self.tracer.emit(|| {
-            let e = Event::new(Layer::Inject, what)
-                .port(self.port)
-                .str("rule", rule.to_string());
+            let e = Event::new(Layer::Inject, what).port(self.port);
+            // Only events caused by a rule name one.
+            let e = if rule.is_empty() {
+                e
+            } else {
+                e.str("rule", rule.to_string())
+            };
             match slot {
                 Some(s) => e.slot(s),
                 None => e,
@@ -369,7 +373,7 @@ impl SataDevice for InjectingDevice {
         self.fate[idx] = Fate::Normal;
         if self.down_until.is_some() {
             // Sent into a dead link: lost.
-            self.trace(Some(slot), "lost", "link down");
+            self.trace(Some(slot), "lost", "");
             return Submission::Pending { accepted: None };
         }
         if self.started.is_none() {

@@ -51,6 +51,8 @@ pub struct PassthroughDrive {
     multiple: u16,
     srst: bool,
     vanished_reported: bool,
+    /// The locks on the host's device nodes, released with the drive (see `open.rs`).
+    pub(super) host_locks: super::HostLocks,
 }
 
 impl std::fmt::Debug for PassthroughDrive {
@@ -131,6 +133,7 @@ impl PassthroughDrive {
             multiple: 1,
             srst: false,
             vanished_reported: false,
+            host_locks: super::HostLocks::default(),
         }
     }
 

@@ -50,6 +50,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use drive::PassthroughDrive;
+pub use open::{check_host_node, lock_host_nodes, HostLocks};
 
 /// How to open the host drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,8 @@ pub struct PassthroughConfig {
     pub allow_all: bool,
     /// Refuse every command that writes or erases data ([`policy::refused_when_read_only`]).
     pub read_only: bool,
+    /// Lock the device nodes (see [`HostLocks`]); `lock=off` in `--disk` turns it off.
+    pub lock: bool,
     /// The engine: the sg driver's asynchronous interface (`Auto`/`Sg`), or blocking SG_IO on
     /// threads on the node given (`Threads`).
     pub engine: crate::block::EngineChoice,
@@ -78,6 +81,7 @@ impl PassthroughConfig {
             timeout: DEFAULT_TIMEOUT,
             allow_all: false,
             read_only: false,
+            lock: true,
             engine: crate::block::EngineChoice::Auto,
         }
     }
@@ -98,6 +102,8 @@ pub enum PassthroughError {
     NotAta { path: PathBuf, reason: String },
     #[error("{0}: ATA PASS-THROUGH needs the CAP_SYS_RAWIO capability (run as root)")]
     NoRawIo(PathBuf),
+    #[error(transparent)]
+    Host(#[from] crate::hostfile::HostFileError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -1,7 +1,7 @@
 //! Opening the host drive: the checks that turn "it does not work" into a message a user can
 //! act on (no such device, a partition, not a SCSI device, not ATA, no CAP_SYS_RAWIO).
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -17,6 +17,7 @@ use crate::block::sg::engine::{sg_allows_direct_io, SgEngine, SgEngineConfig};
 use crate::block::sg::threads::SgThreadEngine;
 use crate::block::sg::{host_status, scsi_status, DataDirection, SgDevice, SgRequest, SgTransport};
 use crate::block::Engine;
+use crate::hostfile::{self, HostFileError};
 use crate::sata::CompletionNotifier;
 use crate::trace::Tracer;
 
@@ -33,23 +34,33 @@ impl PassthroughDrive {
     }
 
     /// As [`PassthroughDrive::open`]; with `tracer` on, every SG_IO (CDB, status, sense) is
-    /// traced as the drive on AHCI port `port` (see [`super::traced`]).
+    /// traced as the drive on AHCI port `port` (see [`super::traced`]). Unless `config.lock`
+    /// is off, the device nodes are locked first ([`lock_host_nodes`]).
     pub fn open_traced(
         config: &PassthroughConfig,
         notifier: CompletionNotifier,
         tracer: Tracer,
         port: u8,
     ) -> Result<PassthroughDrive, PassthroughError> {
+        let locks = if config.lock {
+            lock_host_nodes(&config.path, config.read_only)?
+        } else {
+            HostLocks::default()
+        };
+        Self::open_locked(config, locks, notifier, tracer, port)
+    }
+
+    /// As [`PassthroughDrive::open_traced`], with the nodes' locks taken already (kept as
+    /// long as the drive lives); `config.lock` is not looked at.
+    pub fn open_locked(
+        config: &PassthroughConfig,
+        locks: HostLocks,
+        notifier: CompletionNotifier,
+        tracer: Tracer,
+        port: u8,
+    ) -> Result<PassthroughDrive, PassthroughError> {
         let path = config.path.as_path();
-        let meta = fs::metadata(path).map_err(|e| open_error(path, e))?;
-        let ft = meta.file_type();
-        let is_block = ft.is_block_device();
-        if !is_block && !ft.is_char_device() {
-            return Err(PassthroughError::NotScsi {
-                path: path.into(),
-                detail: "not a device node".into(),
-            });
-        }
+        let (meta, is_block) = device_node(path)?;
         let dev = SgDevice::open(path).map_err(|e| open_error(path, e))?;
         dev.version().map_err(|e| PassthroughError::NotScsi {
             path: path.into(),
@@ -73,7 +84,8 @@ impl PassthroughDrive {
         } else {
             engine
         };
-        let drive = PassthroughDrive::with_engine(engine, limits, config);
+        let mut drive = PassthroughDrive::with_engine(engine, limits, config);
+        drive.host_locks = locks;
         log::info!("{}: {how}", path.display());
         log::info!(
             "{}: ATA drive \"{}\", {} sectors; host limits {:?}: up to {} sectors per command",
@@ -85,6 +97,86 @@ impl PassthroughDrive {
         );
         Ok(drive)
     }
+}
+
+/// Check that `path` is a device node (what can be known of a pass-through drive before it
+/// is opened).
+pub fn check_host_node(path: &Path) -> Result<(), PassthroughError> {
+    device_node(path).map(|_| ())
+}
+
+/// The metadata of the device node `path`, and whether it is a block device; an error if it
+/// is no device node.
+fn device_node(path: &Path) -> Result<(fs::Metadata, bool), PassthroughError> {
+    let meta = fs::metadata(path).map_err(|e| open_error(path, e))?;
+    let ft = meta.file_type();
+    let is_block = ft.is_block_device();
+    if !is_block && !ft.is_char_device() {
+        let detail = if ft.is_file() {
+            "a regular file (an image is used with path=)"
+        } else {
+            "not a device node"
+        };
+        return Err(PassthroughError::NotScsi {
+            path: path.into(),
+            detail: detail.into(),
+        });
+    }
+    Ok((meta, is_block))
+}
+
+/// OFD locks on a pass-through drive's device nodes, held while the drive lives (QEMU's
+/// protocol, [`crate::hostfile::lock`]: a read-write drive shares with no one, read-only ones
+/// share with each other).
+#[derive(Debug, Default)]
+pub struct HostLocks(Vec<File>);
+
+impl HostLocks {
+    /// How many nodes are locked.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Lock the node `path` (/dev/sgN or /dev/sdX) and the other node of the same SCSI device,
+/// where sysfs names one and it is in /dev.
+///
+/// A lock belongs to an inode, and /dev/sg1 and /dev/sdb are two inodes of one drive. QEMU
+/// (`-drive file=/dev/sdb`, or `file=/dev/sg1` for scsi-generic) locks only the node it was
+/// given, and so would satavm: satavm on /dev/sg1 and QEMU on /dev/sdb (or two satavm, one on
+/// each node) would both drive the disk without seeing each other's lock. Locking both nodes
+/// makes either order refuse. (A node made elsewhere with mknod is another inode again: no
+/// lock can see through that.) A sibling this user cannot open is left alone.
+pub fn lock_host_nodes(path: &Path, read_only: bool) -> Result<HostLocks, PassthroughError> {
+    let (meta, is_block) = device_node(path)?;
+    let exclusive = !read_only;
+    let mut locks = vec![hostfile::lock_node(path, exclusive).map_err(|e| match e {
+        HostFileError::Open { source, .. } => open_error(path, source),
+        e => e.into(),
+    })?];
+    let rdev = meta.rdev();
+    let sibling = sysfs::sibling(
+        Path::new("/sys"),
+        Path::new("/dev"),
+        is_block,
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev),
+    );
+    if let Some(other) = sibling {
+        match hostfile::lock_node(&other, exclusive) {
+            Ok(f) => locks.push(f),
+            Err(HostFileError::Open { source, .. }) => log::info!(
+                "{}: not locking {} too: {source}",
+                path.display(),
+                other.display()
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(HostLocks(locks))
 }
 
 /// The engine for the drive behind `dev`: the sg driver's asynchronous interface — on the node

@@ -96,6 +96,21 @@ pub fn locate(
     })
 }
 
+/// The other device node of the same SCSI device, as sysfs (under `root`) names it: the disk
+/// `/dev/sdX` of a `/dev/sgN` (char `major:minor`), or the `/dev/sgN` of a disk. `None` where
+/// sysfs names none (no sg driver loaded, not a SCSI device) or the node is not in `dev`.
+pub fn sibling(root: &Path, dev: &Path, is_block: bool, major: u64, minor: u64) -> Option<PathBuf> {
+    let (kind, below) = if is_block {
+        ("block", "device/scsi_generic")
+    } else {
+        ("char", "device/block")
+    };
+    let dir = root.join(format!("dev/{kind}/{major}:{minor}")).join(below);
+    let name = fs::read_dir(dir).ok()?.flatten().next()?.file_name();
+    let node = dev.join(name);
+    node.exists().then_some(node)
+}
+
 /// The name of the sg node (`sgN`) of the SCSI device whose sysfs directory is `device`, if
 /// the sg driver made one.
 pub fn sg_name(device: &Path) -> Option<String> {
@@ -177,6 +192,28 @@ mod tests {
             locate(&root, Path::new("/dev/sda1"), true, 8, 1),
             Err(SysfsError::Partition)
         );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_sg_and_sd_nodes_of_one_device_name_each_other() {
+        let root = tmp("sibling");
+        let dev = root.join("devnodes");
+        let scsi = root.join("devices/0:0:0:0");
+        fs::create_dir_all(scsi.join("block/sdb")).unwrap();
+        fs::create_dir_all(scsi.join("scsi_generic/sg1")).unwrap();
+        fs::create_dir_all(root.join("dev/char/21:1")).unwrap();
+        fs::create_dir_all(root.join("dev/block/8:16")).unwrap();
+        std::os::unix::fs::symlink(&scsi, root.join("dev/char/21:1/device")).unwrap();
+        std::os::unix::fs::symlink(&scsi, root.join("dev/block/8:16/device")).unwrap();
+        fs::create_dir_all(&dev).unwrap();
+        // Not in /dev (yet): nothing to lock.
+        assert_eq!(sibling(&root, &dev, false, 21, 1), None);
+        fs::write(dev.join("sdb"), "").unwrap();
+        fs::write(dev.join("sg1"), "").unwrap();
+        assert_eq!(sibling(&root, &dev, false, 21, 1), Some(dev.join("sdb")));
+        assert_eq!(sibling(&root, &dev, true, 8, 16), Some(dev.join("sg1")));
+        assert_eq!(sibling(&root, &dev, true, 8, 32), None);
         fs::remove_dir_all(&root).unwrap();
     }
 

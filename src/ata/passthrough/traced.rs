@@ -185,13 +185,19 @@ mod tests {
         );
         let l = buf.lines();
         assert_eq!(l.len(), 1);
-        assert!(l[0].contains("\"port\":2,\"layer\":\"sg_io\",\"kind\":\"sg_io\",\"cdb\":\"850d\",\"dir\":\"from-device\",\"len\":512"), "{}", l[0]);
-        assert!(l[0].contains("\"status\":\"0x02\""), "{}", l[0]);
-        assert!(l[0].contains("\"sense\":\"72031104000000"), "{}", l[0]);
-        assert!(
-            l[0].contains("\"key\":\"0x03\",\"asc\":\"0x11\""),
+        let e: serde_json::Value = serde_json::from_str(&l[0]).unwrap();
+        assert_eq!(
+            e,
+            serde_json::json!({
+                "t_us": e["t_us"], "port": 2, "layer": "sg_io", "kind": "sg_io",
+                "cdb": "850d", "dir": "from-device", "len": 512, "us": e["us"],
+                "status": 2, "host_status": 0, "driver_status": 0, "resid": 0, "direct_io": false,
+                "sense": "720311040000000e090c004000000010000000004051",
+                "key": 3, "asc": 0x11, "ascq": 4, "ata_status": 0x51, "ata_error": 0x40, "ata_lba": 0x10
+            }),
             "{}",
             l[0]
         );
+        assert!(e["t_us"].is_u64() && e["us"].is_u64());
     }
 }
