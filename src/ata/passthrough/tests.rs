@@ -426,8 +426,18 @@ fn a_large_write_is_split_at_the_host_limit_and_lands_on_disk() {
     assert_eq!(c[0].bytes_transferred, 20 * 512);
     assert_eq!(only_d2h(&c[0]).status, 0x50);
     assert_eq!(r.disk(1000, 20), payload);
-    let counts: Vec<u8> = r.fake.with(|s| s.cdbs.iter().map(|c| c[6]).collect());
-    assert_eq!(counts, [8, 8, 4]);
+    // The segments are all in flight at once and the fake's workers take them
+    // in any order: check the (LBA, count) set, not the arrival order. ATA
+    // PASS-THROUGH (16) (SAT-4 12.2.2.3): LBA 7:0 in byte 8, 15:8 in byte 10,
+    // 23:16 in byte 12; count 7:0 in byte 6.
+    let mut segments: Vec<(u32, u8)> = r.fake.with(|s| {
+        s.cdbs
+            .iter()
+            .map(|c| (u32::from_le_bytes([c[8], c[10], c[12], 0]), c[6]))
+            .collect()
+    });
+    segments.sort_unstable();
+    assert_eq!(segments, [(1000, 8), (1008, 8), (1016, 4)]);
     assert_eq!(r.drive.stats().commands_sent, 3);
 }
 
