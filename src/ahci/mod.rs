@@ -26,7 +26,7 @@ pub mod regs;
 pub mod rfis;
 pub mod sdb_aggregation;
 
-pub use pci_function::{AhciFunction, Observers};
+pub use pci_function::{AhciFunction, Observers, ABAR, ABAR_SIZE};
 
 /// Per-port statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

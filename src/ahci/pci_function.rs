@@ -119,10 +119,9 @@ impl AhciFunction {
         }
     }
 
-    /// Take PxSACT/PxCI writes from `source` too (see [`super::posted_writes`]); it is told
-    /// where ABAR decodes now and whenever that changes.
+    /// Take PxSACT/PxCI writes from `source` too (see [`super::posted_writes`]). Where ABAR
+    /// decodes is the VMM's business: the PCI root reports BAR moves to it.
     pub fn set_posted_writes(&mut self, source: Arc<dyn PostedWriteSource>) {
-        source.abar_moved(self.config.bar_range(ABAR).map(|(base, _)| base));
         self.posted = Some(source);
     }
 
@@ -325,16 +324,10 @@ impl PciFunction for AhciFunction {
     }
 
     fn config_write(&mut self, offset: usize, data: &[u8]) {
-        // Writes posted while ABAR decoded where it did come first.
+        // Writes posted while ABAR decoded where it did come first. (A BAR move is reported by
+        // the PCI root to the VMM, which moves the doorbells and the register memslot.)
         self.apply_posted_writes();
-        let abar = self.config.bar_range(ABAR);
         self.config.write(offset, data);
-        let now = self.config.bar_range(ABAR);
-        if now != abar {
-            if let Some(source) = &self.posted {
-                source.abar_moved(now.map(|(base, _)| base));
-            }
-        }
         // MSI enable and INTx disable change how a pending interrupt is signalled.
         self.update_interrupts();
     }

@@ -96,18 +96,12 @@ impl PostedBatch {
 pub trait PostedWriteSource: Send + Sync {
     /// Move every write posted so far into `batch`.
     fn take(&self, batch: &mut PostedBatch);
-
-    /// The guest moved ABAR (BAR5) or turned memory decoding on or off: `base` is where ABAR
-    /// decodes now (`None`: nowhere), so the source can watch the new addresses.
-    fn abar_moved(&self, base: Option<u64>);
 }
 
 /// A [`PostedWriteSource`] fed by hand: what tests post, in a queue.
 #[derive(Debug, Default)]
 pub struct QueuedPostedWrites {
     queue: std::sync::Mutex<Vec<(u8, PostedRegister, u32)>>,
-    /// Where ABAR decodes, as last told.
-    pub abar: std::sync::Mutex<Option<u64>>,
 }
 
 impl QueuedPostedWrites {
@@ -126,10 +120,6 @@ impl PostedWriteSource for QueuedPostedWrites {
         for (port, register, bits) in q.drain(..) {
             batch.add(port, register, bits, 1);
         }
-    }
-
-    fn abar_moved(&self, base: Option<u64>) {
-        *self.abar.lock().unwrap_or_else(|e| e.into_inner()) = base;
     }
 }
 

@@ -1,13 +1,15 @@
 //! A PCI bus for the microVM: configuration mechanism #1, a host bridge, functions with BARs
 //! and an MSI capability (PCI Local Bus 3.0). No KVM types: the VMM routes port and MMIO exits here.
 
+pub mod bar_routes;
 pub mod config;
 pub mod msi;
 pub mod root;
 
+pub use bar_routes::BarRoutes;
 pub use config::{BarKind, ConfigSpace};
 pub use msi::MsiCapability;
-pub use root::{PciRoot, CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT};
+pub use root::{BarChange, PciRoot, SharedFunction, CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT};
 
 /// One PCI function on the root bus.
 pub trait PciFunction: Send {

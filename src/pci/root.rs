@@ -43,10 +43,27 @@ impl PciFunction for HostBridge {
     fn bar_write(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
 }
 
+/// A memory BAR that now decodes somewhere else, or nowhere (PCI 3.0 section 6.2.5.1: the
+/// guest wrote the BAR or the command register's Memory Space bit). The root reports these;
+/// the VMM moves what it keeps at BAR addresses (MMIO routes, ioeventfds, memslots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BarChange {
+    /// Device number on bus 0.
+    pub device: u8,
+    /// BAR index (0 to 5).
+    pub bar: usize,
+    /// Where it decoded before: (base, size).
+    pub old: Option<(u64, u64)>,
+    /// Where it decodes now: (base, size).
+    pub new: Option<(u64, u64)>,
+}
+
 /// Bus 0 with up to 32 single-function devices.
 pub struct PciRoot {
     config_address: u32,
     devices: Vec<SharedFunction>,
+    /// BAR changes not yet taken by the VMM.
+    bar_changes: Vec<BarChange>,
 }
 
 impl Default for PciRoot {
@@ -65,6 +82,7 @@ impl PciRoot {
         PciRoot {
             config_address: 0,
             devices: vec![Arc::new(Mutex::new(HostBridge::default()))],
+            bar_changes: Vec::new(),
         }
     }
 
@@ -72,6 +90,31 @@ impl PciRoot {
     pub fn add(&mut self, function: SharedFunction) -> u8 {
         self.devices.push(function);
         (self.devices.len() - 1) as u8
+    }
+
+    /// The function at `device`, if any.
+    pub fn function(&self, device: u8) -> Option<&SharedFunction> {
+        self.devices.get(usize::from(device))
+    }
+
+    /// Every memory BAR that decodes now: (device, BAR, base, size).
+    pub fn decoding_bars(&self) -> Vec<(u8, usize, u64, u64)> {
+        let mut out = Vec::new();
+        for (d, f) in self.devices.iter().enumerate() {
+            let f = lock(f);
+            let config = f.config();
+            for bar in config.bar_indices() {
+                if let Some((base, size)) = config.bar_range(bar) {
+                    out.push((d as u8, bar, base, size));
+                }
+            }
+        }
+        out
+    }
+
+    /// The BAR changes since the last call, oldest first.
+    pub fn take_bar_changes(&mut self) -> Vec<BarChange> {
+        std::mem::take(&mut self.bar_changes)
     }
 
     fn selected(&self) -> Option<(&SharedFunction, usize)> {
@@ -127,66 +170,35 @@ impl PciRoot {
             }
             0xcf9..=0xcfb => true,
             CONFIG_DATA_PORT..=0xcff => {
-                if let Some((f, register)) = self.selected() {
+                let device = ((self.config_address >> 11) & 0x1f) as u8;
+                if let Some((f, register)) = self.selected().map(|(f, r)| (f.clone(), r)) {
                     let at = register + usize::from(port - CONFIG_DATA_PORT);
-                    lock(f).config_write(at, data);
+                    let mut f = lock(&f);
+                    let bars: Vec<usize> = f.config().bar_indices().collect();
+                    let before: Vec<_> = bars.iter().map(|&b| f.config().bar_range(b)).collect();
+                    f.config_write(at, data);
+                    for (&bar, old) in bars.iter().zip(before) {
+                        let new = f.config().bar_range(bar);
+                        if new != old {
+                            self.bar_changes.push(BarChange {
+                                device,
+                                bar,
+                                old,
+                                new,
+                            });
+                        }
+                    }
                 }
                 true
             }
             _ => false,
         }
     }
-
-    /// Route an MMIO read to the BAR that decodes `addr`. Returns false if none does.
-    pub fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
-        self.route(addr, |f, bar, off| f.bar_read(bar, off, data))
-    }
-
-    /// Route an MMIO write to the BAR that decodes `addr`. Returns false if none does.
-    pub fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
-        self.route(addr, |f, bar, off| f.bar_write(bar, off, data))
-    }
-
-    fn route(&self, addr: u64, op: impl FnOnce(&mut dyn PciFunction, usize, u64)) -> bool {
-        for f in &self.devices {
-            let mut guard = lock(f);
-            let hit = guard.config().bar_indices().find_map(|i| {
-                let (base, size) = guard.config().bar_range(i)?;
-                (addr >= base && addr - base < size).then(|| (i, addr - base))
-            });
-            if let Some((bar, off)) = hit {
-                op(&mut *guard, bar, off);
-                return true;
-            }
-        }
-        false
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pci::config::{command, offset, BarKind};
-
-    struct Scratch {
-        config: ConfigSpace,
-        last_write: Option<(usize, u64, Vec<u8>)>,
-    }
-
-    impl PciFunction for Scratch {
-        fn config(&self) -> &ConfigSpace {
-            &self.config
-        }
-        fn config_write(&mut self, offset: usize, data: &[u8]) {
-            self.config.write(offset, data);
-        }
-        fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
-            data.fill((bar as u8) << 4 | offset as u8);
-        }
-        fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
-            self.last_write = Some((bar, offset, data.to_vec()));
-        }
-    }
 
     fn cfg_read32(root: &mut PciRoot, dev: u32, reg: u32) -> u32 {
         assert!(root.pio_write(
@@ -214,40 +226,5 @@ mod tests {
         // Empty slots and other functions read all ones.
         assert_eq!(cfg_read32(&mut root, 7, 0), 0xffff_ffff);
         assert_eq!(cfg_read32(&mut root, 0, 0x100), 0xffff_ffff);
-    }
-
-    #[test]
-    fn mmio_follows_the_bar_the_guest_programs() {
-        let mut root = PciRoot::new();
-        let mut config = ConfigSpace::new(0x1234, 0x5678, (1, 6, 1), 0);
-        config.add_bar(5, 0x2000, BarKind::Memory32, 0xc000_0000);
-        let f = Arc::new(Mutex::new(Scratch {
-            config,
-            last_write: None,
-        }));
-        let dev = u32::from(root.add(f.clone()));
-        assert_eq!(dev, 1);
-        let mut b = [0u8; 1];
-        assert!(
-            !root.mmio_read(0xc000_0010, &mut b),
-            "memory decoding still off"
-        );
-        let cmd_reg = ENABLE | dev << 11 | offset::COMMAND as u32;
-        root.pio_write(CONFIG_ADDRESS_PORT, &cmd_reg.to_le_bytes());
-        root.pio_write(
-            CONFIG_DATA_PORT,
-            &u32::from(command::MEMORY_SPACE).to_le_bytes(),
-        );
-        assert!(root.mmio_read(0xc000_0010, &mut b));
-        assert_eq!(b[0], 0x50);
-        // Move the BAR; the old address no longer decodes.
-        root.pio_write(
-            CONFIG_ADDRESS_PORT,
-            &(ENABLE | dev << 11 | 0x24).to_le_bytes(),
-        );
-        root.pio_write(CONFIG_DATA_PORT, &0xd000_0000u32.to_le_bytes());
-        assert!(!root.mmio_write(0xc000_0000, &[1]));
-        assert!(root.mmio_write(0xd000_1ffc, &[7, 7]));
-        assert_eq!(f.lock().unwrap().last_write, Some((5, 0x1ffc, vec![7, 7])));
     }
 }

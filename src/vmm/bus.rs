@@ -1,13 +1,20 @@
 //! Port I/O and MMIO dispatch for vCPU exits: COM1, i8042, CMOS, PCI; everything else reads
 //! as all-ones and ignores writes, so probing drivers move on instead of spinning.
+//!
+//! Each device has its own lock and an exit takes only the one it reaches. MMIO goes through
+//! [`BarRoutes`], a range bus behind a read-write lock that only a BAR move writes; the PCI
+//! root's lock is taken by configuration-space port I/O alone. When the guest moves a BAR,
+//! the root reports it ([`crate::pci::BarChange`]) and this bus, on the VMM's side, moves the
+//! routes and every KVM resource kept at BAR addresses ([`BarFollower`]: ioeventfd doorbells,
+//! the register memslot).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::cmos::{self, Cmos};
 use super::exit::{ExitSignal, VmExit};
 use super::i8042::I8042;
 use super::serial::{EventFdTrigger, SerialDevice, COM1_BASE, COM1_PORTS};
-use crate::pci::PciRoot;
+use crate::pci::{BarChange, BarRoutes, PciRoot};
 
 /// i8042 data port.
 const I8042_DATA: u16 = 0x60;
@@ -23,16 +30,76 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A KVM resource the VMM keeps at a BAR's address (an ioeventfd set, a memslot), moved when
+/// the guest moves the BAR.
+pub trait BarFollower: Send + Sync {
+    /// The BAR decodes at `base` now (`None`: nowhere, memory decoding off).
+    fn bar_moved(&self, base: Option<u64>);
+}
+
+/// A [`BarFollower`] for one BAR of one function.
+pub struct BarFollowerEntry {
+    pub device: u8,
+    pub bar: usize,
+    pub follower: Arc<dyn BarFollower>,
+}
+
 /// The devices vCPUs reach through exits.
 pub struct IoBus {
-    pub serial: Arc<Mutex<SerialDevice>>,
-    pub i8042: Mutex<I8042<EventFdTrigger>>,
-    pub cmos: Mutex<Cmos>,
-    pub pci: Mutex<PciRoot>,
-    pub exit: Arc<ExitSignal>,
+    serial: Arc<Mutex<SerialDevice>>,
+    i8042: Mutex<I8042<EventFdTrigger>>,
+    cmos: Mutex<Cmos>,
+    pci: Mutex<PciRoot>,
+    mmio: RwLock<BarRoutes>,
+    followers: Vec<BarFollowerEntry>,
+    exit: Arc<ExitSignal>,
 }
 
 impl IoBus {
+    /// The bus over these devices; `followers` are told where their BAR decodes now, and on
+    /// every move.
+    pub fn new(
+        serial: Arc<Mutex<SerialDevice>>,
+        i8042: I8042<EventFdTrigger>,
+        pci: PciRoot,
+        followers: Vec<BarFollowerEntry>,
+        exit: Arc<ExitSignal>,
+    ) -> Self {
+        let mmio = RwLock::new(BarRoutes::new(&pci));
+        let decoding = pci.decoding_bars();
+        for f in &followers {
+            let base = decoding
+                .iter()
+                .find(|&&(d, b, _, _)| d == f.device && b == f.bar)
+                .map(|&(_, _, base, _)| base);
+            f.follower.bar_moved(base);
+        }
+        IoBus {
+            serial,
+            i8042: Mutex::new(i8042),
+            cmos: Mutex::new(Cmos::default()),
+            pci: Mutex::new(pci),
+            mmio,
+            followers,
+            exit,
+        }
+    }
+
+    /// Move the routes and the followers after the root reported `changes`.
+    fn follow(&self, pci: &PciRoot, changes: &[BarChange]) {
+        let mut routes = self.mmio.write().unwrap_or_else(|e| e.into_inner());
+        for c in changes {
+            routes.apply(pci, c);
+            for f in self
+                .followers
+                .iter()
+                .filter(|f| f.device == c.device && f.bar == c.bar)
+            {
+                f.follower.bar_moved(c.new.map(|(base, _)| base));
+            }
+        }
+    }
+
     /// Handle an IN.
     pub fn pio_read(&self, port: u16, data: &mut [u8]) {
         match port {
@@ -81,8 +148,13 @@ impl IoBus {
                 self.exit.raise(VmExit::GuestCode(u32::from_le_bytes(b)));
             }
             _ => {
-                if !lock(&self.pci).pio_write(port, data) {
+                let mut pci = lock(&self.pci);
+                if !pci.pio_write(port, data) {
                     log::trace!("unclaimed port write {port:#x} = {data:02x?}");
+                }
+                let changes = pci.take_bar_changes();
+                if !changes.is_empty() {
+                    self.follow(&pci, &changes);
                 }
             }
         }
@@ -90,7 +162,7 @@ impl IoBus {
 
     /// Handle an MMIO read.
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
-        if !lock(&self.pci).mmio_read(addr, data) {
+        if !self.routes().read(addr, data) {
             log::trace!("unclaimed MMIO read {addr:#x}");
             data.fill(0xff);
         }
@@ -98,8 +170,12 @@ impl IoBus {
 
     /// Handle an MMIO write.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) {
-        if !lock(&self.pci).mmio_write(addr, data) {
+        if !self.routes().write(addr, data) {
             log::trace!("unclaimed MMIO write {addr:#x} = {data:02x?}");
         }
+    }
+
+    fn routes(&self) -> std::sync::RwLockReadGuard<'_, BarRoutes> {
+        self.mmio.read().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -8,7 +8,8 @@
 //! without returning from KVM_RUN. Any other value (several bits, a byte write) still exits
 //! and is handled as before. The eventfds sit in an epoll set of their own; the HBA collects
 //! them ([`PostedWriteSource::take`]) before every other guest access to ABAR, and the event
-//! loop collects them when they fire ([`DoorbellPump`]). See [`crate::ahci::posted_writes`]
+//! loop collects them when they fire ([`DoorbellPump`]). The VMM moves them with ABAR
+//! ([`BarFollower`]): the PCI root reports the move, the device code never sees KVM. See [`crate::ahci::posted_writes`]
 //! for why that keeps the guest's order.
 
 use std::io;
@@ -21,6 +22,7 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::bus::BarFollower;
 use crate::ahci::posted_writes::{PostedBatch, PostedRegister, PostedWriteSource};
 use crate::ahci::AhciFunction;
 
@@ -94,7 +96,7 @@ impl Doorbells {
     /// Unregister the doorbells for good (every write exits to satavm again).
     pub fn disable(&self) {
         self.disabled.store(true, Ordering::Relaxed);
-        self.abar_moved(None);
+        self.bar_moved(None);
     }
 
     /// The epoll descriptor that is readable while a doorbell has rung.
@@ -154,8 +156,10 @@ impl PostedWriteSource for Doorbells {
             }
         }
     }
+}
 
-    fn abar_moved(&self, base: Option<u64>) {
+impl BarFollower for Doorbells {
+    fn bar_moved(&self, base: Option<u64>) {
         let mut registered = self.registered.lock().unwrap_or_else(|e| e.into_inner());
         if *registered == base {
             return;

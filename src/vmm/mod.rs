@@ -250,6 +250,8 @@ pub struct DeviceContext<'a> {
     pub events: &'a mut EventManager<Box<dyn MutEventSubscriber + Send>>,
     /// (PCI device number, INTx pin) pairs for the MP table.
     pub pci_intx: &'a mut Vec<(u8, u8)>,
+    /// KVM resources kept at BAR addresses, moved with their BAR (see [`bus::BarFollower`]).
+    pub bar_followers: &'a mut Vec<bus::BarFollowerEntry>,
     /// Stops the VM (a device that must end the run raises it, e.g. under --strict).
     pub exit: &'a Arc<ExitSignal>,
     /// The vCPUs' exit counters (keep a clone to read them after the VM stops).
@@ -331,6 +333,7 @@ pub fn run(
 
     let mut pci = PciRoot::new();
     let mut pci_intx = Vec::new();
+    let mut bar_followers = Vec::new();
     let exit_counters = Arc::new(ExitCounters::default());
     plug(&mut DeviceContext {
         vm: &vm,
@@ -338,6 +341,7 @@ pub fn run(
         pci: &mut pci,
         events: &mut events,
         pci_intx: &mut pci_intx,
+        bar_followers: &mut bar_followers,
         exit: &exit,
         exit_counters: &exit_counters,
     })?;
@@ -346,13 +350,13 @@ pub fn run(
     vm_memory::Bytes::write_slice(&*mem, &table, GuestAddress(layout::EBDA_START))
         .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
 
-    let bus = Arc::new(IoBus {
+    let bus = Arc::new(IoBus::new(
         serial,
-        i8042: Mutex::new(i8042::I8042::new(EventFdTrigger(reset))),
-        cmos: Mutex::new(cmos::Cmos::default()),
-        pci: Mutex::new(pci),
-        exit: exit.clone(),
-    });
+        i8042::I8042::new(EventFdTrigger(reset)),
+        pci,
+        bar_followers,
+        exit.clone(),
+    ));
 
     let mut vcpu_fds = Vec::new();
     for id in 0..config.cpus {

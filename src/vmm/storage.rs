@@ -15,13 +15,14 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use thiserror::Error;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::bus::BarFollowerEntry;
 use super::doorbells::{DoorbellPump, Doorbells};
 use super::interrupts::KvmInterrupts;
 use super::layout::{PCI_INTX_GSI, PCI_MMIO_START};
 use super::{DeviceContext, VmExit};
 use crate::ahci::checks::{SpecChecks, Violation, ViolationHook};
 use crate::ahci::sdb_aggregation::AggregationMode;
-use crate::ahci::{AhciFunction, Observers, PortStats};
+use crate::ahci::{AhciFunction, Observers, PortStats, ABAR};
 use crate::ata::inject::{InjectingDevice, Rule};
 use crate::ata::names::opcode_name;
 use crate::ata::passthrough::{check_host_node, lock_host_nodes, HostLocks, PassthroughStats};
@@ -335,7 +336,12 @@ impl Storage {
 
 /// KVM ioeventfds for single-bit PxSACT/PxCI writes of the first ports (see
 /// [`super::doorbells`]); without KVM's support, every write exits as before.
-fn add_doorbells(ctx: &mut DeviceContext, ahci: &Arc<Mutex<AhciFunction>>, ports: usize) {
+fn add_doorbells(
+    ctx: &mut DeviceContext,
+    ahci: &Arc<Mutex<AhciFunction>>,
+    device: u8,
+    ports: usize,
+) {
     if !ctx.vm.check_extension(kvm_ioctls::Cap::Ioeventfd) {
         log::info!("KVM has no ioeventfds: AHCI doorbells off");
         return;
@@ -355,7 +361,13 @@ fn add_doorbells(ctx: &mut DeviceContext, ahci: &Arc<Mutex<AhciFunction>>, ports
     }));
     ahci.lock()
         .unwrap_or_else(|e| e.into_inner())
-        .set_posted_writes(doorbells);
+        .set_posted_writes(doorbells.clone());
+    // The bus registers them where ABAR decodes, now and after every move.
+    ctx.bar_followers.push(BarFollowerEntry {
+        device,
+        bar: ABAR,
+        follower: doorbells,
+    });
 }
 
 type OpenedDrive = (Box<dyn SataDevice>, Option<HostStatsReader>);
@@ -685,7 +697,7 @@ pub fn attach_prepared(
     ctx.events
         .add_subscriber(Box::new(CompletionPump::new(ahci.clone(), notifier)?));
     if options.doorbells {
-        add_doorbells(ctx, &ahci, ports);
+        add_doorbells(ctx, &ahci, device_number, ports);
     }
     let storage = Storage {
         ahci,

@@ -358,6 +358,9 @@ mod tests {
 
     #[test]
     fn a_panicking_vcpu_thread_ends_the_vm_with_its_message() {
+        // stop() kicks the thread if it has not said it is done yet: without the handler the
+        // kick signal's default action would end the whole test process.
+        install_kick_handler().unwrap();
         let exit = Arc::new(ExitSignal::new().unwrap());
         let mut vcpus = Vcpus::new();
         vcpus
