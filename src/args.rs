@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use satavm::ahci::sdb_aggregation::AggregationMode;
 use satavm::vmm;
+use satavm::vmm::storage::RegisterMode;
 
 /// `--cpus`: 1 to 32, one message for every number out of range.
 pub fn parse_cpus(s: &str) -> Result<u8, String> {
@@ -80,6 +81,15 @@ pub fn parse_on_off(s: &str) -> Result<bool, String> {
         "on" => Ok(true),
         "off" => Ok(false),
         _ => Err(format!("expected on or off, got {s:?}")),
+    }
+}
+
+/// `--registers mapped|trap`.
+pub fn parse_registers(s: &str) -> Result<RegisterMode, String> {
+    match s {
+        "mapped" => Ok(RegisterMode::Mapped),
+        "trap" => Ok(RegisterMode::Trap),
+        _ => Err(format!("expected mapped or trap, got {s:?}")),
     }
 }
 

@@ -13,11 +13,13 @@ use satavm::hostfile::FileId;
 use satavm::trace::file::{check_path, LateFile};
 use satavm::trace::{Format, Sink, Tracer};
 use satavm::vmm::boot::BootError;
-use satavm::vmm::storage::{self, PreparedDisk, StorageError, StorageOptions};
+use satavm::vmm::storage::{self, PreparedDisk, RegisterMode, StorageError, StorageOptions};
 use satavm::vmm::{self, boot::DEFAULT_CMDLINE, signals, Boot, VmConfig, VmExit, VmmError};
 
 mod args;
-use args::{parse_aggregation, parse_cpus, parse_memory, parse_on_off, trace_human_hint};
+use args::{
+    parse_aggregation, parse_cpus, parse_memory, parse_on_off, parse_registers, trace_human_hint,
+};
 
 /// Exit statuses (besides 0, and 1 to 63 for a failure code the guest reported on the
 /// exit-code port; the self-test firmware reports FAIL as 1). From sysexits.h; the table is
@@ -108,6 +110,12 @@ struct Cli {
     /// in satavm as it happens.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     doorbells: bool,
+    /// How the guest's reads of the AHCI registers are answered: `mapped` keeps the register
+    /// file in a read-only memslot the guest reads without an exit (writes still exit;
+    /// doorbells are off, and register reads are not traced); `trap` makes every read an exit
+    /// to satavm.
+    #[arg(long, value_name = "mapped|trap", default_value = "mapped", value_parser = parse_registers)]
+    registers: RegisterMode,
     /// A fault injection rule (repeatable); see below.
     #[arg(long = "inject", value_name = "RULE")]
     inject: Vec<Rule>,
@@ -440,6 +448,7 @@ fn plan(cli: &Cli) -> Result<Plan, Failure> {
         inject,
         aggregation: cli.ncq_aggregation,
         doorbells: cli.doorbells,
+        registers: cli.registers,
     };
     Ok(Plan {
         guest,
@@ -580,6 +589,16 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(["satavm", "--kernel", "bzImage"].iter().chain(args))
+    }
+
+    #[test]
+    fn registers_are_mapped_unless_trapped() {
+        assert_eq!(parse(&[]).unwrap().registers, RegisterMode::Mapped);
+        assert_eq!(
+            parse(&["--registers", "trap"]).unwrap().registers,
+            RegisterMode::Trap
+        );
+        assert!(parse(&["--registers", "maybe"]).is_err());
     }
 
     #[test]

@@ -56,8 +56,21 @@ fn scratch_dir(name: &str) -> PathBuf {
 }
 
 fn satavm(dir: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
     let mut c = Command::new(SATAVM);
     c.current_dir(dir).env("TMPDIR", dir).env_remove("RUST_LOG");
+    // satavm keeps a signal it was started with ignored (as `nohup` or a background job of a
+    // non-interactive shell start it), so a test run from such a shell would see SIGHUP or
+    // SIGINT do nothing. Start it with the default dispositions a terminal gives.
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed; signal() is one.
+    unsafe {
+        c.pre_exec(|| {
+            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
     c
 }
 
@@ -246,6 +259,43 @@ fn usage_errors_exit_64_with_a_clear_message() {
         assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(message), "{args:?}: {}", stderr(&o));
     }
+}
+
+#[test]
+fn mapped_registers_answer_reads_without_an_exit_and_trap_mode_with_one() {
+    let dir = scratch_dir("registers");
+    let mut caps = Vec::new();
+    for (mode, reads) in [("mapped", 0), ("trap", 1)] {
+        let o = firmware_cmd(&dir, "c", &["--registers", mode])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{mode}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        let cap = out
+            .lines()
+            .find_map(|l| l.strip_prefix("cap "))
+            .unwrap_or_else(|| panic!("{mode}: no CAP printed: {out}"))
+            .to_string();
+        caps.push(cap);
+        assert!(
+            stderr(&o).contains(&format!("(MMIO {reads} reads,")),
+            "{mode}: {}",
+            stderr(&o)
+        );
+        assert_eq!(
+            stderr(&o).contains("registers: mapped"),
+            mode == "mapped",
+            "{}",
+            stderr(&o)
+        );
+    }
+    // The page holds what a trapped read returns: 1 port (CAP.NP 0), 32 slots (NCS 31),
+    // NCQ and 64-bit addressing.
+    assert_eq!(caps[0], caps[1]);
+    let cap = u32::from_str_radix(&caps[0], 16).unwrap();
+    assert_eq!((cap & 0x1f, (cap >> 8) & 0x1f), (0, 31), "{cap:#x}");
+    assert_ne!(cap & 1 << 30, 0, "CAP.SNCQ");
+    assert_ne!(cap & 1 << 31, 0, "CAP.S64A");
 }
 
 #[test]
@@ -643,7 +693,12 @@ fn satavm_and_qemu_refuse_each_other_on_one_image() {
 fn sigterm_sigint_and_sighup_stop_the_vm_through_the_exit_path() {
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         let dir = scratch_dir(&format!("signal-{}", sig.as_str()));
-        let mut r = Running::start(firmware_cmd(&dir, "m", &["--trace", "t.json"]));
+        let mut r = Running::start(firmware_cmd(
+            &dir,
+            "m",
+            // Trapped registers: the trace shows each read.
+            &["--trace", "t.json", "--registers", "trap"],
+        ));
         r.wait_stdout("testfw: ready");
         assert_eq!(
             files_like(&dir, "satavm-selftest-").len(),
@@ -683,7 +738,7 @@ fn a_second_signal_ends_satavm_at_once() {
     // The guest reads CAP forever with the text trace on stderr, which this test does not
     // read until the end: once the pipe is full, the vCPU blocks in the tracer and the exit
     // path after a first signal cannot finish. A second signal must end satavm anyway.
-    let mut cmd = firmware_cmd(&dir, "M", &["--trace", "-"]);
+    let mut cmd = firmware_cmd(&dir, "M", &["--trace", "-", "--registers", "trap"]);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

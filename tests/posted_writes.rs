@@ -11,7 +11,6 @@ use common::*;
 use satavm::ahci::posted_writes::{PostedRegister, QueuedPostedWrites};
 use satavm::ahci::regs::{port as px, pxcmd, pxis};
 use satavm::pci::config::{command, offset};
-use satavm::pci::PciFunction;
 
 /// A started port 0 whose issue writes can be posted.
 fn hba_with_posted() -> (TestHba, Arc<QueuedPostedWrites>) {
@@ -97,23 +96,6 @@ fn a_posted_issue_is_applied_before_a_later_engine_stop() {
     assert_eq!(t.px_read(0, px::SACT), 0);
     assert_eq!(t.f.port_stats()[0].commands, 1);
     assert_eq!(t.px_read(0, px::CMD) & pxcmd::CR, 0);
-}
-
-#[test]
-fn the_source_follows_abar() {
-    let (mut t, posted) = hba_with_posted();
-    let abar = |p: &QueuedPostedWrites| *p.abar.lock().unwrap();
-    assert_eq!(abar(&posted), Some(u64::from(ABAR_ADDR)));
-    // Memory decoding off: ABAR decodes nowhere.
-    t.cfg_write(offset::COMMAND, u32::from(command::BUS_MASTER), 2);
-    assert_eq!(abar(&posted), None);
-    // The guest moves BAR5 and turns decoding back on.
-    t.cfg_write(offset::BAR0 + 4 * 5, 0xe000_0000, 4);
-    assert_eq!(abar(&posted), None);
-    let on = command::MEMORY_SPACE | command::BUS_MASTER;
-    t.cfg_write(offset::COMMAND, u32::from(on), 2);
-    assert_eq!(abar(&posted), Some(0xe000_0000));
-    assert_eq!(t.f.config().bar_range(5), Some((0xe000_0000, 0x2000)));
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub(crate) mod mock;
 pub mod pci_function;
 pub mod port;
 pub mod posted_writes;
+pub mod register_page;
 pub mod regs;
 pub mod rfis;
 pub mod sdb_aggregation;

@@ -7,6 +7,7 @@ use super::checks::SpecChecks;
 use super::hba::{Hba, InterruptState};
 use super::port::Port;
 use super::posted_writes::{PostedBatch, PostedWriteSource};
+use super::register_page::{Publisher, RegisterPage};
 use super::PortStats;
 use crate::irq::InterruptSink;
 use crate::mem::GuestMemory;
@@ -46,6 +47,9 @@ pub struct AhciFunction {
     posted: Option<Arc<dyn PostedWriteSource>>,
     /// Posted writes applied so far.
     posted_writes: u64,
+    /// Mapped registers: the page the guest reads the register file from (none: trap mode,
+    /// every read is an exit).
+    page: Option<Publisher>,
 }
 
 /// How an [`AhciFunction`] reports what happens: a tracer (off by default) and the spec
@@ -116,6 +120,7 @@ impl AhciFunction {
             checks,
             posted: None,
             posted_writes: 0,
+            page: None,
         }
     }
 
@@ -140,6 +145,40 @@ impl AhciFunction {
             self.abar_write_dword(at, bits, u32::MAX, "reg_write_posted");
         }
         self.update_interrupts();
+    }
+
+    /// Mapped registers: keep `page` equal to the register file from now on (see
+    /// [`super::register_page`]: published before every interrupt). Not with posted writes.
+    pub fn set_register_page(&mut self, page: Arc<dyn RegisterPage>) {
+        debug_assert!(
+            self.posted.is_none(),
+            "mapped registers exclude posted writes"
+        );
+        self.page = Some(Publisher::new(page));
+        self.publish();
+    }
+
+    /// The dword register at ABAR offset `at` as the HBA holds it, with no side effect (no
+    /// posted writes applied, no trace): what the mapped page must show.
+    pub fn register(&self, at: u64) -> u32 {
+        if at >= ABAR_SIZE {
+            return 0;
+        }
+        self.hba.read(at & !3, self.mrsm())
+    }
+
+    /// Register dwords stored into the mapped page so far (0 in trap mode).
+    pub fn register_page_stores(&self) -> u64 {
+        self.page.as_ref().map_or(0, Publisher::stores)
+    }
+
+    /// Bring the mapped page up to date (nothing in trap mode).
+    fn publish(&mut self) {
+        let mrsm = self.mrsm();
+        let hba = &self.hba;
+        if let Some(page) = &mut self.page {
+            page.publish(hba.port_count(), |at| hba.read(at, mrsm));
+        }
     }
 
     /// Posted writes applied so far.
@@ -226,8 +265,12 @@ impl AhciFunction {
 
     /// Signal what the HBA's interrupt state asks for: an MSI per port event (vector = port,
     /// or 0 under MRSM), or the INTx level when MSI is off and INTx is not disabled.
+    ///
+    /// Every change to the register file ends here, so this is where the mapped page is
+    /// published: after IS is updated, before any interrupt is signalled.
     fn update_interrupts(&mut self) {
         let InterruptState { level, edges } = self.hba.interrupt_state();
+        self.publish();
         let msi_on = self.msi.enabled(&self.config);
         if msi_on {
             let mrsm = self.mrsm();
@@ -416,6 +459,66 @@ mod tests {
         f.bar_write(ABAR, hba::IS, &1u32.to_le_bytes());
         assert!(!sink.intx.load(Ordering::SeqCst));
         assert!(sink.msis.lock().unwrap().is_empty());
+    }
+
+    /// An interrupt sink that records, at each MSI, what the mapped page shows.
+    struct PageAtMsi {
+        page: Arc<crate::ahci::register_page::HeapRegisterPage>,
+        seen: std::sync::Mutex<Vec<(u32, u32)>>,
+    }
+
+    impl InterruptSink for PageAtMsi {
+        fn signal_msi(&self, _: crate::irq::MsiMessage) -> std::io::Result<()> {
+            use crate::ahci::register_page::RegisterPage;
+            let is = self.page.load(hba::IS);
+            let pxis = self.page.load(hba::PORTS_BASE + px::IS);
+            self.seen.lock().unwrap().push((is, pxis));
+            Ok(())
+        }
+        fn set_intx(&self, _: bool) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn mapped_registers_are_published_before_the_interrupt_that_reports_them() {
+        let page = Arc::new(crate::ahci::register_page::HeapRegisterPage::default());
+        let sink = Arc::new(PageAtMsi {
+            page: page.clone(),
+            seen: Default::default(),
+        });
+        let mem = Arc::new(VecMemory::new(layout::MEM_SIZE));
+        let mut f = AhciFunction::new(vec![mock().0], mem, sink.clone(), 0xfebf_0000, 10);
+        f.set_register_page(page.clone());
+        use crate::ahci::register_page::RegisterPage;
+        assert_eq!(
+            page.load(hba::CAP),
+            r32(&mut f, hba::CAP),
+            "published at once"
+        );
+        assert_eq!(page.load(hba::PI), 1);
+        f.config_write(offset::COMMAND, &command::MEMORY_SPACE.to_le_bytes());
+        let at = f.config().u8_at(offset::CAPABILITIES_POINTER) as usize;
+        f.config_write(at + 4, &0xfee0_0000u32.to_le_bytes());
+        f.config_write(at + 2, &1u16.to_le_bytes());
+        let p0 = hba::PORTS_BASE;
+        f.bar_write(ABAR, p0 + px::IE, &pxis::ALL.to_le_bytes());
+        f.bar_write(ABAR, hba::GHC, &ghc::IE.to_le_bytes());
+        assert_eq!(
+            page.load(hba::GHC) & ghc::IE,
+            ghc::IE,
+            "a write is published"
+        );
+        f.hba.ports[0].raise(pxis::DHRS);
+        f.update_interrupts();
+        assert_eq!(*sink.seen.lock().unwrap(), [(1, pxis::DHRS)]);
+        // The guest's write-one-to-clear, then the page shows them clear.
+        f.bar_write(ABAR, p0 + px::IS, &pxis::DHRS.to_le_bytes());
+        f.bar_write(ABAR, hba::IS, &1u32.to_le_bytes());
+        assert_eq!((page.load(hba::IS), page.load(p0 + px::IS)), (0, 0));
+        for at in (0..0x180).step_by(4) {
+            assert_eq!(page.load(at), f.register(at), "ABAR {at:#x}");
+        }
     }
 
     #[test]

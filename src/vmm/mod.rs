@@ -11,6 +11,7 @@ pub mod i8042;
 pub mod interrupts;
 pub mod layout;
 pub mod mptable;
+pub mod register_slot;
 pub mod serial;
 pub mod signals;
 pub mod storage;

@@ -19,6 +19,7 @@ use super::bus::BarFollowerEntry;
 use super::doorbells::{DoorbellPump, Doorbells};
 use super::interrupts::KvmInterrupts;
 use super::layout::{PCI_INTX_GSI, PCI_MMIO_START};
+use super::register_slot::RegisterSlot;
 use super::{DeviceContext, VmExit};
 use crate::ahci::checks::{SpecChecks, Violation, ViolationHook};
 use crate::ahci::sdb_aggregation::AggregationMode;
@@ -92,8 +93,31 @@ pub struct StorageOptions {
     pub inject: Vec<Rule>,
     /// How ports hold queued completions back to report several in one SDB FIS.
     pub aggregation: AggregationMode,
-    /// Take single-bit PxSACT/PxCI writes without an exit (KVM ioeventfd doorbells).
+    /// Take single-bit PxSACT/PxCI writes without an exit (KVM ioeventfd doorbells; trap
+    /// mode only).
     pub doorbells: bool,
+    /// How guest reads of the HBA registers are answered.
+    pub registers: RegisterMode,
+}
+
+/// How guest reads of the HBA registers are answered (`--registers`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RegisterMode {
+    /// Every read exits to satavm (and is traced); doorbells may take PxSACT/PxCI writes.
+    Trap,
+    /// Reads come from a read-only memslot satavm keeps up to date: no exit (see
+    /// [`crate::ahci::register_page`]); every write exits.
+    #[default]
+    Mapped,
+}
+
+impl RegisterMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            RegisterMode::Trap => "trap",
+            RegisterMode::Mapped => "mapped",
+        }
+    }
 }
 
 /// Runs `process_completions` whenever a drive signals that commands finished (the shared
@@ -286,6 +310,16 @@ impl Storage {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .posted_writes();
+        let stores = self
+            .ahci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register_page_stores();
+        let mapped = (stores > 0).then(|| {
+            format!(
+                "registers: mapped, {stores} register stores into the read-only memslot (guest reads of ABAR never exit)"
+            )
+        });
         let doorbells = (posted > 0).then(|| {
             format!(
                 "doorbells: {posted} PxSACT/PxCI writes taken by KVM ioeventfds (no exit to satavm)"
@@ -324,6 +358,7 @@ impl Storage {
                 }
                 line
             })
+            .chain(mapped)
             .chain(doorbells)
             .collect()
     }
@@ -368,6 +403,26 @@ fn add_doorbells(
         bar: ABAR,
         follower: doorbells,
     });
+}
+
+/// Map the register file at ABAR for exit-free reads; false (trap mode) if KVM cannot.
+fn map_registers(ctx: &mut DeviceContext, ahci: &Arc<Mutex<AhciFunction>>, device: u8) -> bool {
+    let slot = match RegisterSlot::new(ctx.vm.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            log::warn!("AHCI mapped registers: {e}; every register read exits to satavm instead");
+            return false;
+        }
+    };
+    ahci.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_register_page(slot.clone());
+    ctx.bar_followers.push(BarFollowerEntry {
+        device,
+        bar: ABAR,
+        follower: slot,
+    });
+    true
 }
 
 type OpenedDrive = (Box<dyn SataDevice>, Option<HostStatsReader>);
@@ -696,7 +751,10 @@ pub fn attach_prepared(
         .set_aggregation(options.aggregation);
     ctx.events
         .add_subscriber(Box::new(CompletionPump::new(ahci.clone(), notifier)?));
-    if options.doorbells {
+    let mapped =
+        options.registers == RegisterMode::Mapped && map_registers(ctx, &ahci, device_number);
+    // Doorbells cannot be combined with mapped registers (see crate::ahci::register_page).
+    if options.doorbells && !mapped {
         add_doorbells(ctx, &ahci, device_number, ports);
     }
     let storage = Storage {

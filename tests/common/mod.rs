@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use satavm::ahci::register_page::{HeapRegisterPage, RegisterPage};
 use satavm::ahci::regs::{ghc, hba, port as px, pxcmd, pxis, pxtfd};
 use satavm::ahci::{AhciFunction, Observers};
 use satavm::ata::inject::{InjectingDevice, Rule};
@@ -68,6 +69,26 @@ pub struct TestHba {
     pub sink: Arc<RecordingSink>,
     pub notifier: Arc<EventFd>,
     pub images: Vec<Image>,
+    /// Mapped registers: the page reads come from (see [`registers_mode`]).
+    pub page: Option<Arc<HeapRegisterPage>>,
+}
+
+/// The register mode the suite runs in: `SATAVM_TEST_REGISTERS=mapped` reads every register
+/// from the mapped page (as a guest does under `--registers mapped`) and checks that it
+/// always equals the register file; anything else (the default) traps every read.
+pub fn registers_mode() -> &'static str {
+    match std::env::var("SATAVM_TEST_REGISTERS").as_deref() {
+        Ok("mapped") => "mapped",
+        _ => "trap",
+    }
+}
+
+fn map_registers(f: &mut AhciFunction) -> Option<Arc<HeapRegisterPage>> {
+    (registers_mode() == "mapped").then(|| {
+        let page = Arc::new(HeapRegisterPage::default());
+        f.set_register_page(page.clone());
+        page
+    })
 }
 
 pub fn serial(port: usize) -> String {
@@ -121,7 +142,7 @@ impl TestHba {
             });
             images.push(img);
         }
-        let f = AhciFunction::with_observers(
+        let mut f = AhciFunction::with_observers(
             devices,
             mem.clone(),
             sink.clone(),
@@ -129,12 +150,14 @@ impl TestHba {
             IRQ_LINE,
             observers,
         );
+        let page = map_registers(&mut f);
         TestHba {
             f,
             mem,
             sink,
             notifier,
             images,
+            page,
         }
     }
 
@@ -143,13 +166,15 @@ impl TestHba {
     pub fn with_devices(devices: Vec<Box<dyn SataDevice>>, notifier: Arc<EventFd>) -> Self {
         let mem = Arc::new(VecMemory::new(MEM_SIZE));
         let sink = Arc::new(RecordingSink::default());
-        let f = AhciFunction::new(devices, mem.clone(), sink.clone(), ABAR_ADDR, IRQ_LINE);
+        let mut f = AhciFunction::new(devices, mem.clone(), sink.clone(), ABAR_ADDR, IRQ_LINE);
+        let page = map_registers(&mut f);
         let mut t = TestHba {
             f,
             mem,
             sink,
             notifier,
             images: Vec::new(),
+            page,
         };
         let cmd = command::MEMORY_SPACE | command::BUS_MASTER;
         t.f.config_write(offset::COMMAND, &cmd.to_le_bytes());
@@ -171,6 +196,16 @@ impl TestHba {
     // ---- ABAR registers ----
 
     pub fn read(&mut self, at: u64) -> u32 {
+        if let Some(page) = &self.page {
+            // What a guest load sees, which must be what the HBA holds, at every read.
+            let seen = page.load(at);
+            assert_eq!(
+                seen,
+                self.f.register(at),
+                "mapped page out of date at ABAR {at:#x}"
+            );
+            return seen;
+        }
         let mut b = [0u8; 4];
         self.f.bar_read(5, at, &mut b);
         u32::from_le_bytes(b)
