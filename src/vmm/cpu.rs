@@ -81,6 +81,13 @@ fn setup_cpuid(kvm: &Kvm, vcpu: &VcpuFd, id: u8, count: u8) -> Result<(), CpuErr
                 // Initial APIC ID (31:24) and logical processor count (23:16); hypervisor bit.
                 e.ebx = (e.ebx & 0x0000_ffff) | (u32::from(id) << 24) | (u32::from(count) << 16);
                 e.ecx |= 1 << 31;
+                // TSC-deadline mode of the LAPIC timer (ECX bit 24), which KVM emulates but
+                // KVM_GET_SUPPORTED_CPUID leaves for userspace to set (api.rst,
+                // KVM_CAP_TSC_DEADLINE_TIMER), as QEMU does: without it Linux calibrates the
+                // LAPIC timer against the PIT at boot and reprograms TMICT on every tick.
+                if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+                    e.ecx |= 1 << 24;
+                }
             }
             0xb | 0x1f => e.edx = u32::from(id), // x2APIC ID
             _ => {}

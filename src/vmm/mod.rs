@@ -7,6 +7,7 @@ pub mod cmos;
 pub mod cpu;
 pub mod doorbells;
 pub mod exit;
+pub mod guest_ram;
 pub mod i8042;
 pub mod interrupts;
 pub mod layout;
@@ -176,9 +177,8 @@ pub fn load(config: &VmConfig) -> Result<LoadedGuest, VmmError> {
         .into_iter()
         .map(|(s, l)| (GuestAddress(s), l as usize))
         .collect();
-    let mem = Arc::new(
-        GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::GuestMemory(e.to_string()))?,
-    );
+    let mem =
+        Arc::new(guest_ram::guest_ram(&ranges).map_err(|e| VmmError::GuestMemory(e.to_string()))?);
     let entry = match &config.boot {
         Boot::Linux {
             kernel,
