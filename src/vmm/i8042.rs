@@ -329,6 +329,11 @@ mod tests {
         for _ in 0..100 {
             d.write(COMMAND_OFFSET, cmd::SELF_TEST).unwrap();
         }
+        assert_eq!(d.output.len(), 1, "each answer replaces the unread one");
+        for _ in 0..100 {
+            d.write(COMMAND_OFFSET, cmd::WRITE_KBD_OUTPUT).unwrap();
+            d.write(DATA_OFFSET, 0x1c).unwrap();
+        }
         assert_eq!(
             d.output.len(),
             OUTPUT_DEPTH,
