@@ -260,6 +260,16 @@ fn ahci_two_disks() {
     let log = passed("ahci-two-disks");
     assert_log_line("ahci-two-disks", log, "ok: a.img holds what L2 wrote");
     assert_log_line("ahci-two-disks", log, "ok: b.img holds what L2 wrote");
+    assert_log_line(
+        "ahci-two-disks",
+        log,
+        "ok: PxSACT/PxCI writes were taken by the doorbells",
+    );
+    assert_log_line(
+        "ahci-two-disks",
+        log,
+        "ok: register reads exited to satavm (trap mode)",
+    );
 }
 
 #[test]
@@ -362,7 +372,8 @@ fn integrity_verify_two_disks_concurrent_ncq() {
         "ok: b.img holds every region L2 verified",
         "ok: port 0 ran queued commands concurrently, without errors",
         "ok: port 1 ran queued commands concurrently, without errors",
-        "ok: PxSACT/PxCI writes were taken by the doorbells",
+        "ok: registers mapped into the guest",
+        "ok: no register read exited to satavm",
     ] {
         assert_log_line("integrity-verify", log, needle);
     }
