@@ -8,8 +8,8 @@
 #               worker threads, guest pages mapped without a copy);
 #   image       satavm with an emulated drive over an image file on L1's tmpfs (io_uring);
 #   image-threads   the same with engine=threads;
-#   image-trap, pt-trap   image and pt with --registers trap (every register read an exit,
-#               doorbells on) against the default mapped registers;
+#   image-mapped, pt-mapped   image and pt with --registers mapped (register reads from a
+#               read-only memslot, no exit; no doorbells) against the default trapped registers;
 #   qemu        QEMU (-accel kvm) in L1 with its own AHCI over the same image file;
 #   qemu-vblk   QEMU virtio-blk over the same image file;
 #   qemu-ahci-pt    QEMU's AHCI over L1's /dev/sda (cache=none, aio=native);
@@ -31,7 +31,7 @@
 . "$RIG_LIB"
 
 secs=8
-targets=l1,pt,pt-trap,pt-threads,image,image-trap,image-threads,qemu,qemu-vblk,qemu-ahci-pt,qemu-scsi-block
+targets=l1,pt,pt-mapped,pt-threads,image,image-mapped,image-threads,qemu,qemu-vblk,qemu-ahci-pt,qemu-scsi-block
 jobs=randread-qd1,randread-qd32,randwrite-qd32,seqread-1m,seqwrite-1m
 for arg in $RIG_L2_APPEND; do
     case "$arg" in
@@ -204,8 +204,8 @@ qemu_l1() {
 # (b) satavm passing the drive through: the sg engine, and /dev/sda with engine=threads.
 wanted pt && run_vmm pt pt.out "$SATAVM" --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" \
     --cpus 1 --memory "$MEM" --cmdline "$cmdline" --disk "passthrough=$RIG_SG"
-wanted pt-trap && run_vmm pt-trap pt-trap.out "$SATAVM" --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" \
-    --cpus 1 --memory "$MEM" --cmdline "$cmdline" --disk "passthrough=$RIG_SG" --registers trap
+wanted pt-mapped && run_vmm pt-mapped pt-mapped.out "$SATAVM" --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" \
+    --cpus 1 --memory "$MEM" --cmdline "$cmdline" --disk "passthrough=$RIG_SG" --registers mapped
 wanted pt-threads && run_vmm pt-threads pt-threads.out "$SATAVM" --kernel "$L2_KERNEL" \
     --initramfs "$L2_INITRD" --cpus 1 --memory "$MEM" --cmdline "$cmdline" \
     --disk "passthrough=$RIG_DRIVE,engine=threads"
@@ -214,9 +214,9 @@ wanted pt-threads && run_vmm pt-threads pt-threads.out "$SATAVM" --kernel "$L2_K
 dd if=/dev/zero of="$img" bs=1M count=256 2>/dev/null || rig_fail "cannot write $img"
 wanted image && run_vmm image image.out "$SATAVM" --kernel "$L2_KERNEL" --initramfs "$L2_INITRD" \
     --cpus 1 --memory "$MEM" --cmdline "$cmdline" --disk "path=$img"
-wanted image-trap && run_vmm image-trap image-trap.out "$SATAVM" --kernel "$L2_KERNEL" \
+wanted image-mapped && run_vmm image-mapped image-mapped.out "$SATAVM" --kernel "$L2_KERNEL" \
     --initramfs "$L2_INITRD" --cpus 1 --memory "$MEM" --cmdline "$cmdline" --disk "path=$img" \
-    --registers trap
+    --registers mapped
 wanted image-threads && run_vmm image-threads image-threads.out "$SATAVM" --kernel "$L2_KERNEL" \
     --initramfs "$L2_INITRD" --cpus 1 --memory "$MEM" --cmdline "$cmdline" \
     --disk "path=$img,engine=threads"

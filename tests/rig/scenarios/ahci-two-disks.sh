@@ -1,6 +1,6 @@
 # Two --disk options give two AHCI ports; L2 writes both at once and reads them back, and
 # L1 finds each pattern in its own image. With trapped registers and the doorbells (the
-# other register mode): libahci's issue writes go through KVM's ioeventfds.
+# default, given explicitly): libahci's issue writes go through KVM's ioeventfds.
 . "$RIG_LIB"
 [ -x "$SATAVM" ] || rig_fail "no satavm in this L1"
 truncate -s 64M a.img b.img

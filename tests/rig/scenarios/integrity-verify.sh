@@ -2,7 +2,7 @@
 # requests in flight (NCQ), mixes reads and writes, reads everything back and compares
 # (tests/rig/l2/integrity-verify.sh); zero mismatches. L1 then checks each region of both
 # images against the checksums L2 verified, so the data is on the images, not just in L2.
-# Mapped registers (the default); ahci-two-disks covers trapped registers with doorbells.
+# With --registers mapped; ahci-two-disks covers trapped registers (the default) with doorbells.
 . "$RIG_LIB"
 [ -x "$SATAVM" ] || rig_fail "no satavm in this L1"
 reg=${RIG_INTEGRITY_REGION_MB:-32}
@@ -10,7 +10,7 @@ regions=${RIG_INTEGRITY_REGIONS:-4}
 truncate -s $((reg * regions))M a.img b.img
 rig_run_l2 l2.out --memory 512 \
     --cmdline "$(rig_l2_cmdline integrity-verify) rig.region_mb=$reg rig.regions=$regions" \
-    --disk path=a.img,model=INTEGRITY-A --disk path=b.img,model=INTEGRITY-B
+    --disk path=a.img,model=INTEGRITY-A --disk path=b.img,model=INTEGRITY-B --registers mapped
 rc=$?
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc"
 rig_expect l2.out '^@@L2 sd[ab] model=INTEGRITY-A' "L2 sees disk A"
@@ -38,7 +38,7 @@ for p in 0 1; do
     rig_expect l2.out "port $p: [0-9]+ commands.*NCQ peak depth ([2-9]|[1-9][0-9]), 0 errors" \
         "port $p ran queued commands concurrently, without errors"
 done
-# Under load, with the default mapped registers: every one of libahci's register reads came
+# Under load, with mapped registers: every one of libahci's register reads came
 # from the read-only memslot (no MMIO read reached satavm), and the data above is intact, so
 # its interrupt handler saw each completion's PxSACT/PxIS (a stale read would have completed a
 # command early or timed one out).
