@@ -398,11 +398,15 @@ fn add_doorbells(
     ahci.lock()
         .unwrap_or_else(|e| e.into_inner())
         .set_posted_writes(doorbells.clone());
-    // The bus registers them where ABAR decodes, now and after every move.
+    follow_abar(ctx, device, doorbells);
+}
+
+/// Have the bus keep `follower` where ABAR decodes, now and after every move.
+fn follow_abar(ctx: &mut DeviceContext, device: u8, follower: Arc<dyn super::bus::BarFollower>) {
     ctx.bar_followers.push(BarFollowerEntry {
         device,
         bar: ABAR,
-        follower: doorbells,
+        follower,
     });
 }
 
@@ -418,11 +422,7 @@ fn map_registers(ctx: &mut DeviceContext, ahci: &Arc<Mutex<AhciFunction>>, devic
     ahci.lock()
         .unwrap_or_else(|e| e.into_inner())
         .set_register_page(slot.clone());
-    ctx.bar_followers.push(BarFollowerEntry {
-        device,
-        bar: ABAR,
-        follower: slot,
-    });
+    follow_abar(ctx, device, slot);
     true
 }
 
