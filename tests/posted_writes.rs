@@ -137,3 +137,80 @@ fn posted_writes_appear_in_the_trace_as_such() {
         (&"P0CI".into(), &4.into())
     );
 }
+
+/// libahci's issue pattern (PxSACT then PxCI, one bit each) posted through the doorbells with
+/// the batches cut at every point between two writes, as the event loop takes them under load:
+/// no batch boundary makes a correct guest break 3.3.13 (the --strict flake of issue 16), and
+/// every command runs.
+#[test]
+fn libahci_issue_writes_cut_into_batches_anywhere_break_no_rule() {
+    use satavm::ahci::checks::SpecChecks;
+    use satavm::ahci::Observers;
+    use satavm::trace::Tracer;
+    for cut in 1..16usize {
+        let checks = Arc::new(SpecChecks::new(Tracer::default(), None));
+        let observers = Observers {
+            checks: checks.clone(),
+            ..Default::default()
+        };
+        let mut t = TestHba::new_observed(1, observers, &[]);
+        t.cfg_write(
+            offset::COMMAND,
+            u32::from(command::MEMORY_SPACE | command::BUS_MASTER),
+            2,
+        );
+        let posted = Arc::new(QueuedPostedWrites::default());
+        t.f.set_posted_writes(posted.clone());
+        t.start_port(0);
+        prepare_ncq(&mut t, 0x61, true);
+        let writes: Vec<(PostedRegister, u32)> = (0..8u8)
+            .flat_map(|slot| {
+                [
+                    (PostedRegister::PxSact, 1 << slot),
+                    (PostedRegister::PxCi, 1 << slot),
+                ]
+            })
+            .collect();
+        // Batches of `cut` writes, each applied by the event loop before the next is posted.
+        for chunk in writes.chunks(cut) {
+            for &(register, bits) in chunk {
+                posted.post(0, register, bits);
+            }
+            t.f.apply_posted_writes();
+        }
+        assert_eq!(checks.broken(), [], "batches of {cut} writes");
+        t.wait_until(|t| t.px_read(0, px::SACT) == 0);
+        assert_eq!(t.f.port_stats()[0].commands, 8, "batches of {cut}");
+        assert_eq!(t.px_read(0, px::IS) & pxis::FATAL, 0);
+    }
+}
+
+/// A guest that really sets a PxSACT bit and never issues it is still caught, one batch later.
+#[test]
+fn a_posted_sact_bit_that_is_never_issued_is_still_reported() {
+    use satavm::ahci::checks::{Rule, SpecChecks};
+    use satavm::ahci::Observers;
+    use satavm::trace::Tracer;
+    let checks = Arc::new(SpecChecks::new(Tracer::default(), None));
+    let observers = Observers {
+        checks: checks.clone(),
+        ..Default::default()
+    };
+    let mut t = TestHba::new_observed(1, observers, &[]);
+    t.cfg_write(
+        offset::COMMAND,
+        u32::from(command::MEMORY_SPACE | command::BUS_MASTER),
+        2,
+    );
+    let posted = Arc::new(QueuedPostedWrites::default());
+    t.f.set_posted_writes(posted.clone());
+    t.start_port(0);
+    prepare_ncq(&mut t, 0x61, true);
+    posted.post(0, PostedRegister::PxSact, 1 << 1);
+    t.f.apply_posted_writes();
+    assert_eq!(checks.broken(), [], "its PxCI write may still come");
+    posted.post(0, PostedRegister::PxSact, 1 << 2);
+    posted.post(0, PostedRegister::PxCi, 1 << 2);
+    t.f.apply_posted_writes();
+    assert_eq!(checks.broken(), [Rule::SactWithoutCi]);
+}

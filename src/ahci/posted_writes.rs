@@ -9,9 +9,15 @@
 //! register state that misses one of its earlier writes, and the VMM applies them when they
 //! arrive ([`crate::ahci::AhciFunction::apply_posted_writes`]).
 //!
-//! Within a batch, setting bits commutes, and every PxSACT bit is applied before every PxCI
-//! bit: a queued command's PxSACT write precedes its PxCI write (3.3.13), and applying another
-//! command's PxSACT bit early is what a guest writing PxSACT for several tags first would do.
+//! A batch holds every write posted since the last one was applied, but not their order: the
+//! register state after it is the same in any order (setting bits commutes), while the spec
+//! checks judge the order (3.3.13: a PxSACT bit must be followed by the PxCI write that
+//! issues it). A batch is applied in the order a guest that issues each queued command with
+//! PxSACT then PxCI must have written it: the PxSACT bits whose PxCI bit is in the batch, then
+//! the PxCI bits, then the PxSACT bits whose PxCI write has not been posted yet (the batch was
+//! taken between a command's two writes; its PxCI write comes in a later batch). Applying those
+//! last before the PxCI bits would make a correct guest look as if it had set PxSACT without
+//! issuing the command.
 
 /// A register a [`PostedWriteSource`] can post writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,19 +82,15 @@ impl PostedBatch {
         self.writes
     }
 
-    /// The writes to apply, in order: (port, register, bits), every PxSACT before every PxCI.
+    /// The writes to apply, in order (see the module documentation): (port, register, bits),
+    /// the PxSACT bits the batch also issues, the PxCI bits, then the PxSACT bits still waiting
+    /// for their PxCI write.
     pub fn in_order(&self) -> impl Iterator<Item = (u8, PostedRegister, u32)> + '_ {
-        let sact = self
-            .sact
-            .iter()
-            .enumerate()
-            .map(|(p, &b)| (p as u8, PostedRegister::PxSact, b));
-        let ci = self
-            .ci
-            .iter()
-            .enumerate()
-            .map(|(p, &b)| (p as u8, PostedRegister::PxCi, b));
-        sact.chain(ci).filter(|&(_, _, b)| b != 0)
+        let ports = || (0..32u8).map(|p| (p, self.sact[usize::from(p)], self.ci[usize::from(p)]));
+        let issued = ports().map(|(p, sact, ci)| (p, PostedRegister::PxSact, sact & ci));
+        let ci = ports().map(|(p, _, ci)| (p, PostedRegister::PxCi, ci));
+        let waiting = ports().map(|(p, sact, ci)| (p, PostedRegister::PxSact, sact & !ci));
+        issued.chain(ci).chain(waiting).filter(|&(_, _, b)| b != 0)
     }
 }
 
@@ -128,14 +130,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_applies_every_sact_bit_before_any_ci_bit() {
+    fn a_batch_applies_issued_sact_bits_then_ci_then_sact_bits_still_waiting() {
         let mut b = PostedBatch::default();
         b.add(1, PostedRegister::PxCi, 1 << 3, 1);
         b.add(0, PostedRegister::PxSact, 1 << 4, 1);
         b.add(1, PostedRegister::PxSact, 1 << 3, 1);
         b.add(0, PostedRegister::PxCi, 1 << 4, 1);
         b.add(1, PostedRegister::PxCi, 1 << 5, 2);
-        assert_eq!(b.writes(), 6);
+        // Taken between tag 6's PxSACT and PxCI writes on port 0.
+        b.add(0, PostedRegister::PxSact, 1 << 6, 1);
+        assert_eq!(b.writes(), 7);
         let order: Vec<_> = b.in_order().collect();
         assert_eq!(
             order,
@@ -144,6 +148,7 @@ mod tests {
                 (1, PostedRegister::PxSact, 1 << 3),
                 (0, PostedRegister::PxCi, 1 << 4),
                 (1, PostedRegister::PxCi, 1 << 3 | 1 << 5),
+                (0, PostedRegister::PxSact, 1 << 6),
             ]
         );
     }
