@@ -50,6 +50,9 @@ pub struct AhciFunction {
     /// Mapped registers: the page the guest reads the register file from (none: trap mode,
     /// every read is an exit).
     page: Option<Publisher>,
+    /// Deferred issue: signalled when a register write left issued commands for the next
+    /// completion pass (see [`Port::set_deferred_issue`]).
+    issue_kick: Option<crate::sata::CompletionNotifier>,
 }
 
 /// How an [`AhciFunction`] reports what happens: a tracer (off by default) and the spec
@@ -121,6 +124,7 @@ impl AhciFunction {
             posted: None,
             posted_writes: 0,
             page: None,
+            issue_kick: None,
         }
     }
 
@@ -165,6 +169,16 @@ impl AhciFunction {
             return 0;
         }
         self.hba.read(at & !3, self.mrsm())
+    }
+
+    /// Under load, leave commands issued by a register write for the next completion pass and
+    /// signal `kick` (the completion notifier the VMM's event loop watches) so that it runs
+    /// soon: see [`Port::set_deferred_issue`].
+    pub fn set_deferred_issue(&mut self, kick: crate::sata::CompletionNotifier) {
+        for p in &mut self.hba.ports {
+            p.set_deferred_issue(true);
+        }
+        self.issue_kick = Some(kick);
     }
 
     /// Register dwords stored into the mapped page so far (0 in trap mode).
@@ -344,6 +358,13 @@ impl AhciFunction {
             self.abar_write_dword(dword_at, value, mask, "reg_write");
         }
         self.update_interrupts();
+        if let Some(kick) = &self.issue_kick {
+            if self.hba.ports.iter().any(Port::issue_waiting) {
+                if let Err(e) = kick.write(1) {
+                    log::warn!("AHCI: deferred issue: cannot wake the event loop: {e}");
+                }
+            }
+        }
     }
 
     /// One write to the dword at ABAR offset `dword_at` (bytes selected by `mask`), traced as

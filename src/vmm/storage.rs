@@ -750,10 +750,19 @@ pub fn attach_prepared(
     ahci.lock()
         .unwrap_or_else(|e| e.into_inner())
         .set_aggregation(options.aggregation);
-    ctx.events
-        .add_subscriber(Box::new(CompletionPump::new(ahci.clone(), notifier)?));
+    ctx.events.add_subscriber(Box::new(CompletionPump::new(
+        ahci.clone(),
+        notifier.clone(),
+    )?));
     let mapped =
         options.registers == RegisterMode::Mapped && map_registers(ctx, &ahci, device_number);
+    if mapped {
+        // Without doorbells every issue write exits; under load the event loop, not the
+        // vCPU, then fetches and submits the command (see Port::set_deferred_issue).
+        ahci.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_deferred_issue(notifier);
+    }
     // Doorbells cannot be combined with mapped registers (see crate::ahci::register_page).
     if options.doorbells && !mapped {
         add_doorbells(ctx, &ahci, device_number, ports);

@@ -83,10 +83,13 @@ pub fn registers_mode() -> &'static str {
     }
 }
 
-fn map_registers(f: &mut AhciFunction) -> Option<Arc<HeapRegisterPage>> {
+/// In mapped mode, set the function up as the VMM does: the page, and issue deferred under
+/// load to the completion pass (which the suite's waits run).
+fn map_registers(f: &mut AhciFunction, notifier: &Arc<EventFd>) -> Option<Arc<HeapRegisterPage>> {
     (registers_mode() == "mapped").then(|| {
         let page = Arc::new(HeapRegisterPage::default());
         f.set_register_page(page.clone());
+        f.set_deferred_issue(notifier.clone());
         page
     })
 }
@@ -150,7 +153,7 @@ impl TestHba {
             IRQ_LINE,
             observers,
         );
-        let page = map_registers(&mut f);
+        let page = map_registers(&mut f, &notifier);
         TestHba {
             f,
             mem,
@@ -167,7 +170,7 @@ impl TestHba {
         let mem = Arc::new(VecMemory::new(MEM_SIZE));
         let sink = Arc::new(RecordingSink::default());
         let mut f = AhciFunction::new(devices, mem.clone(), sink.clone(), ABAR_ADDR, IRQ_LINE);
-        let page = map_registers(&mut f);
+        let page = map_registers(&mut f, &notifier);
         let mut t = TestHba {
             f,
             mem,

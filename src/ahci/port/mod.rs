@@ -74,6 +74,9 @@ pub struct Port {
     checks: Arc<SpecChecks>,
     /// Successful queued completions held back to share one SDB FIS.
     aggregation: SdbAggregation,
+    /// Leave commands issued while others are in flight for the next completion pass (see
+    /// [`Port::set_deferred_issue`]).
+    defer_busy_issue: bool,
 }
 
 impl std::fmt::Debug for Port {
@@ -148,6 +151,7 @@ impl Port {
             tracer,
             checks,
             aggregation: SdbAggregation::default(),
+            defer_busy_issue: false,
         };
         p.power_on_reset();
         p
@@ -183,6 +187,22 @@ impl Port {
     fn drop_in_flight(&mut self) {
         self.in_flight = Default::default();
         self.aggregation.clear();
+    }
+
+    /// With `on`, a PxCI write made while the device holds other commands only records the
+    /// issue (PxCI reads the new bits at once, as software expects); the command is fetched
+    /// and sent at the next completion pass ([`Port::process_completions`]), on whichever
+    /// thread runs it. AHCI lets the HBA fetch issued commands when it likes (5.3.2); the VMM
+    /// uses this so that, under load, a vCPU's PxCI exit returns to the guest at once and the
+    /// event loop does the fetch, PRDT walk and submission beside it. A write to an idle port
+    /// still sends the command at once (lowest latency at queue depth 1).
+    pub fn set_deferred_issue(&mut self, on: bool) {
+        self.defer_busy_issue = on;
+    }
+
+    /// True if issued commands wait for the next completion pass.
+    pub fn issue_waiting(&self) -> bool {
+        self.issued != 0 && self.started()
     }
 
     /// How this port aggregates queued completions (see [`crate::ahci::sdb_aggregation`]).
@@ -494,6 +514,9 @@ impl Port {
         self.issued |= new;
         if new != 0 {
             self.aggregation.note_issue(Instant::now());
+        }
+        if self.defer_busy_issue && self.in_flight.iter().any(Option::is_some) {
+            return;
         }
         self.issue_pending();
     }

@@ -112,6 +112,41 @@ fn non_queued_read_completes_with_prdbc_and_dhrs() {
 }
 
 #[test]
+fn deferred_issue_sends_at_once_when_idle_and_at_the_next_pass_when_busy() {
+    let (mut p, h, mem) = started();
+    p.set_deferred_issue(true);
+    for tag in 0..2u8 {
+        let fis = fpdma(opcode::READ_FPDMA_QUEUED, tag, u64::from(tag) * 8, 8);
+        put_command(
+            &*mem,
+            tag,
+            &fis,
+            &[(DATA + u64::from(tag) * 0x1000, 4096, false)],
+            0,
+        );
+    }
+    // Idle port: tag 0 goes to the device during the PxCI write itself.
+    p.write(reg::SACT, 1, ALL);
+    p.write(reg::CI, 1, ALL);
+    assert_eq!(h.state().held.len(), 1);
+    assert!(!p.issue_waiting());
+    // Busy: tag 1 is issued (PxSACT/PxCI read it at once) but waits for the completion pass.
+    p.write(reg::SACT, 2, ALL);
+    p.write(reg::CI, 2, ALL);
+    assert_eq!(p.read(reg::SACT), 0b11);
+    assert_eq!(p.read(reg::CI), 0b10);
+    assert_eq!(h.state().held.len(), 1, "not sent yet");
+    assert!(p.issue_waiting());
+    p.process_completions();
+    assert_eq!(h.state().held.len(), 2);
+    assert_eq!(p.read(reg::CI), 0, "the D2H FIS released slot 1");
+    assert!(!p.issue_waiting());
+    h.finish(&[0, 1]);
+    p.process_completions();
+    assert_eq!(p.read(reg::SACT), 0);
+}
+
+#[test]
 fn queued_commands_complete_with_one_coalesced_sdb() {
     let (mut p, h, mem) = started();
     for tag in 0..3u8 {
