@@ -42,6 +42,21 @@ fn prepare_ncq(t: &mut TestHba, op: u8, write: bool) {
     }
 }
 
+/// A started port 0 reporting to `observers`, its issue writes posted, 8 NCQ writes prepared.
+fn observed_with_posted(observers: satavm::ahci::Observers) -> (TestHba, Arc<QueuedPostedWrites>) {
+    let mut t = TestHba::new_observed(1, observers, &[]);
+    t.cfg_write(
+        offset::COMMAND,
+        u32::from(command::MEMORY_SPACE | command::BUS_MASTER),
+        2,
+    );
+    let posted = Arc::new(QueuedPostedWrites::default());
+    t.f.set_posted_writes(posted.clone());
+    t.start_port(0);
+    prepare_ncq(&mut t, 0x61, true);
+    (t, posted)
+}
+
 #[test]
 fn posted_issue_writes_run_the_commands_and_the_next_access_sees_them() {
     let (mut t, posted) = hba_with_posted();
@@ -108,16 +123,7 @@ fn posted_writes_appear_in_the_trace_as_such() {
         tracer: tracer.clone(),
         ..Default::default()
     };
-    let mut t = TestHba::new_observed(1, observers, &[]);
-    t.cfg_write(
-        offset::COMMAND,
-        u32::from(command::MEMORY_SPACE | command::BUS_MASTER),
-        2,
-    );
-    let posted = Arc::new(QueuedPostedWrites::default());
-    t.f.set_posted_writes(posted.clone());
-    t.start_port(0);
-    prepare_ncq(&mut t, 0x61, true);
+    let (mut t, posted) = observed_with_posted(observers);
     posted.post(0, PostedRegister::PxSact, 1 << 2);
     posted.post(0, PostedRegister::PxCi, 1 << 2);
     t.wait_idle(0);
@@ -138,31 +144,32 @@ fn posted_writes_appear_in_the_trace_as_such() {
     );
 }
 
+/// As [`hba_with_posted`], with the spec checks in hand and 8 NCQ writes prepared.
+fn hba_with_posted_and_checks() -> (
+    TestHba,
+    Arc<QueuedPostedWrites>,
+    Arc<satavm::ahci::checks::SpecChecks>,
+) {
+    use satavm::ahci::checks::SpecChecks;
+    use satavm::ahci::Observers;
+    use satavm::trace::Tracer;
+    let checks = Arc::new(SpecChecks::new(Tracer::default(), None));
+    let observers = Observers {
+        checks: checks.clone(),
+        ..Default::default()
+    };
+    let (t, posted) = observed_with_posted(observers);
+    (t, posted, checks)
+}
+
 /// libahci's issue pattern (PxSACT then PxCI, one bit each) posted through the doorbells with
 /// the batches cut at every point between two writes, as the event loop takes them under load:
 /// no batch boundary makes a correct guest break 3.3.13 (the --strict flake of issue 16), and
 /// every command runs.
 #[test]
 fn libahci_issue_writes_cut_into_batches_anywhere_break_no_rule() {
-    use satavm::ahci::checks::SpecChecks;
-    use satavm::ahci::Observers;
-    use satavm::trace::Tracer;
     for cut in 1..16usize {
-        let checks = Arc::new(SpecChecks::new(Tracer::default(), None));
-        let observers = Observers {
-            checks: checks.clone(),
-            ..Default::default()
-        };
-        let mut t = TestHba::new_observed(1, observers, &[]);
-        t.cfg_write(
-            offset::COMMAND,
-            u32::from(command::MEMORY_SPACE | command::BUS_MASTER),
-            2,
-        );
-        let posted = Arc::new(QueuedPostedWrites::default());
-        t.f.set_posted_writes(posted.clone());
-        t.start_port(0);
-        prepare_ncq(&mut t, 0x61, true);
+        let (mut t, posted, checks) = hba_with_posted_and_checks();
         let writes: Vec<(PostedRegister, u32)> = (0..8u8)
             .flat_map(|slot| {
                 [
@@ -188,24 +195,8 @@ fn libahci_issue_writes_cut_into_batches_anywhere_break_no_rule() {
 /// A guest that really sets a PxSACT bit and never issues it is still caught, one batch later.
 #[test]
 fn a_posted_sact_bit_that_is_never_issued_is_still_reported() {
-    use satavm::ahci::checks::{Rule, SpecChecks};
-    use satavm::ahci::Observers;
-    use satavm::trace::Tracer;
-    let checks = Arc::new(SpecChecks::new(Tracer::default(), None));
-    let observers = Observers {
-        checks: checks.clone(),
-        ..Default::default()
-    };
-    let mut t = TestHba::new_observed(1, observers, &[]);
-    t.cfg_write(
-        offset::COMMAND,
-        u32::from(command::MEMORY_SPACE | command::BUS_MASTER),
-        2,
-    );
-    let posted = Arc::new(QueuedPostedWrites::default());
-    t.f.set_posted_writes(posted.clone());
-    t.start_port(0);
-    prepare_ncq(&mut t, 0x61, true);
+    use satavm::ahci::checks::Rule;
+    let (mut t, posted, checks) = hba_with_posted_and_checks();
     posted.post(0, PostedRegister::PxSact, 1 << 1);
     t.f.apply_posted_writes();
     assert_eq!(checks.broken(), [], "its PxCI write may still come");

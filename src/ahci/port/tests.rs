@@ -111,20 +111,26 @@ fn non_queued_read_completes_with_prdbc_and_dhrs() {
     assert_eq!(p.read(reg::IS), pxis::DPS);
 }
 
-#[test]
-fn deferred_issue_sends_at_once_when_idle_and_at_the_next_pass_when_busy() {
-    let (mut p, h, mem) = started();
-    p.set_deferred_issue(true);
-    for tag in 0..2u8 {
+/// READ FPDMA QUEUED of 8 sectors in slots (and tags) 0..n, at LBA 8 * tag, 4 KiB each at
+/// DATA + 4 KiB * tag.
+fn queued_reads(mem: &VecMemory, n: u8) {
+    for tag in 0..n {
         let fis = fpdma(opcode::READ_FPDMA_QUEUED, tag, u64::from(tag) * 8, 8);
         put_command(
-            &*mem,
+            mem,
             tag,
             &fis,
             &[(DATA + u64::from(tag) * 0x1000, 4096, false)],
             0,
         );
     }
+}
+
+#[test]
+fn deferred_issue_sends_at_once_when_idle_and_at_the_next_pass_when_busy() {
+    let (mut p, h, mem) = started();
+    p.set_deferred_issue(true);
+    queued_reads(&mem, 2);
     // Idle port: tag 0 goes to the device during the PxCI write itself.
     p.write(reg::SACT, 1, ALL);
     p.write(reg::CI, 1, ALL);
@@ -149,16 +155,7 @@ fn deferred_issue_sends_at_once_when_idle_and_at_the_next_pass_when_busy() {
 #[test]
 fn queued_commands_complete_with_one_coalesced_sdb() {
     let (mut p, h, mem) = started();
-    for tag in 0..3u8 {
-        let fis = fpdma(opcode::READ_FPDMA_QUEUED, tag, u64::from(tag) * 8, 8);
-        put_command(
-            &*mem,
-            tag,
-            &fis,
-            &[(DATA + u64::from(tag) * 0x1000, 4096, false)],
-            0,
-        );
-    }
+    queued_reads(&mem, 3);
     p.write(reg::SACT, 0b111, ALL);
     p.write(reg::CI, 0b111, ALL);
     assert_eq!(
