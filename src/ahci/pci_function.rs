@@ -359,7 +359,12 @@ impl AhciFunction {
         }
         self.update_interrupts();
         if let Some(kick) = &self.issue_kick {
-            if self.hba.ports.iter().any(Port::issue_waiting) {
+            let deferred = self
+                .hba
+                .ports
+                .iter_mut()
+                .fold(false, |any, p| p.take_deferred_issue() | any);
+            if deferred {
                 if let Err(e) = kick.write(1) {
                     log::warn!("AHCI: deferred issue: cannot wake the event loop: {e}");
                 }

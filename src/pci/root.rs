@@ -117,7 +117,8 @@ impl PciRoot {
         std::mem::take(&mut self.bar_changes)
     }
 
-    fn selected(&self) -> Option<(&SharedFunction, usize)> {
+    /// The function CONFIG_ADDRESS selects: (device number, function, register offset).
+    fn selected(&self) -> Option<(u8, &SharedFunction, usize)> {
         let a = self.config_address;
         if a & ENABLE == 0 {
             return None;
@@ -129,7 +130,9 @@ impl PciRoot {
         if bus != 0 || function != 0 {
             return None;
         }
-        self.devices.get(device).map(|f| (f, register))
+        self.devices
+            .get(device)
+            .map(|f| (device as u8, f, register))
     }
 
     /// A port read in the configuration mechanism's range. Returns false if `port` is not ours.
@@ -145,7 +148,7 @@ impl PciRoot {
             }
             CONFIG_DATA_PORT..=0xcff => {
                 match self.selected() {
-                    Some((f, register)) => {
+                    Some((_, f, register)) => {
                         let at = register + usize::from(port - CONFIG_DATA_PORT);
                         lock(f).config().read(at, data);
                     }
@@ -170,14 +173,14 @@ impl PciRoot {
             }
             0xcf9..=0xcfb => true,
             CONFIG_DATA_PORT..=0xcff => {
-                let device = ((self.config_address >> 11) & 0x1f) as u8;
-                if let Some((f, register)) = self.selected().map(|(f, r)| (f.clone(), r)) {
+                if let Some((device, f, register)) = self.selected() {
                     let at = register + usize::from(port - CONFIG_DATA_PORT);
+                    let f = f.clone();
                     let mut f = lock(&f);
-                    let bars: Vec<usize> = f.config().bar_indices().collect();
-                    let before: Vec<_> = bars.iter().map(|&b| f.config().bar_range(b)).collect();
+                    // Absent BARs decode nowhere before and after.
+                    let before: [_; 6] = std::array::from_fn(|b| f.config().bar_range(b));
                     f.config_write(at, data);
-                    for (&bar, old) in bars.iter().zip(before) {
+                    for (bar, old) in before.into_iter().enumerate() {
                         let new = f.config().bar_range(bar);
                         if new != old {
                             self.bar_changes.push(BarChange {

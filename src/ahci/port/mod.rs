@@ -77,6 +77,9 @@ pub struct Port {
     /// Leave commands issued while others are in flight for the next completion pass (see
     /// [`Port::set_deferred_issue`]).
     defer_busy_issue: bool,
+    /// A PxCI write left its commands for the next completion pass since
+    /// [`Port::take_deferred_issue`] last looked.
+    deferred_issue: bool,
 }
 
 impl std::fmt::Debug for Port {
@@ -152,6 +155,7 @@ impl Port {
             checks,
             aggregation: SdbAggregation::default(),
             defer_busy_issue: false,
+            deferred_issue: false,
         };
         p.power_on_reset();
         p
@@ -200,9 +204,10 @@ impl Port {
         self.defer_busy_issue = on;
     }
 
-    /// True if issued commands wait for the next completion pass.
-    pub fn issue_waiting(&self) -> bool {
-        self.issued != 0 && self.started()
+    /// True once after a PxCI write left its commands for the next completion pass (the
+    /// caller makes that pass happen soon).
+    pub fn take_deferred_issue(&mut self) -> bool {
+        std::mem::take(&mut self.deferred_issue)
     }
 
     /// How this port aggregates queued completions (see [`crate::ahci::sdb_aggregation`]).
@@ -516,6 +521,7 @@ impl Port {
             self.aggregation.note_issue(Instant::now());
         }
         if self.defer_busy_issue && self.in_flight.iter().any(Option::is_some) {
+            self.deferred_issue |= new != 0;
             return;
         }
         self.issue_pending();

@@ -135,18 +135,18 @@ fn deferred_issue_sends_at_once_when_idle_and_at_the_next_pass_when_busy() {
     p.write(reg::SACT, 1, ALL);
     p.write(reg::CI, 1, ALL);
     assert_eq!(h.state().held.len(), 1);
-    assert!(!p.issue_waiting());
+    assert!(!p.take_deferred_issue());
     // Busy: tag 1 is issued (PxSACT/PxCI read it at once) but waits for the completion pass.
     p.write(reg::SACT, 2, ALL);
     p.write(reg::CI, 2, ALL);
     assert_eq!(p.read(reg::SACT), 0b11);
     assert_eq!(p.read(reg::CI), 0b10);
     assert_eq!(h.state().held.len(), 1, "not sent yet");
-    assert!(p.issue_waiting());
+    assert!(p.take_deferred_issue());
+    assert!(!p.take_deferred_issue(), "reported once");
     p.process_completions();
     assert_eq!(h.state().held.len(), 2);
     assert_eq!(p.read(reg::CI), 0, "the D2H FIS released slot 1");
-    assert!(!p.issue_waiting());
     h.finish(&[0, 1]);
     p.process_completions();
     assert_eq!(p.read(reg::SACT), 0);
