@@ -1,4 +1,5 @@
-//! Port I/O and MMIO dispatch for vCPU exits: COM1, i8042, CMOS, PCI; everything else reads
+//! Port I/O and MMIO dispatch for vCPU exits: COM1, i8042, CMOS, the ACPI sleep/reset
+//! registers, PCI; everything else reads
 //! as all-ones and ignores writes, so probing drivers move on instead of spinning.
 //!
 //! Each device has its own lock and an exit takes only the one it reaches. MMIO goes through
@@ -10,6 +11,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use super::acpi::registers::{self as acpi_registers, PowerRequest};
 use super::cmos::{self, Cmos};
 use super::exit::{ExitSignal, VmExit};
 use super::i8042::I8042;
@@ -117,6 +119,7 @@ impl IoBus {
                 let v = lock(&self.cmos).read(port);
                 data.fill(v);
             }
+            p if acpi_registers::claims(p) => data.fill(acpi_registers::read(p)),
             _ => {
                 if !lock(&self.pci).pio_read(port, data) {
                     data.fill(0xff);
@@ -141,6 +144,11 @@ impl IoBus {
             }
             cmos::INDEX_PORT | cmos::DATA_PORT => lock(&self.cmos).write(port, first),
             POST_PORT => {}
+            p if acpi_registers::claims(p) => match acpi_registers::write(p, first) {
+                Some(PowerRequest::PowerOff) => self.exit.raise(VmExit::PowerOff),
+                Some(PowerRequest::Reset) => self.exit.raise(VmExit::Reset),
+                None => {}
+            },
             EXIT_CODE_PORT => {
                 let mut b = [0u8; 4];
                 let n = data.len().min(4);
@@ -177,5 +185,56 @@ impl IoBus {
 
     fn routes(&self) -> std::sync::RwLockReadGuard<'_, BarRoutes> {
         self.mmio.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_superio::Serial;
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::*;
+
+    fn bus() -> (IoBus, Arc<ExitSignal>) {
+        let fd = || EventFdTrigger(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let serial = Serial::new(
+            fd(),
+            Box::new(std::io::sink()) as Box<dyn std::io::Write + Send>,
+        );
+        let exit = Arc::new(ExitSignal::new().unwrap());
+        let bus = IoBus::new(
+            Arc::new(Mutex::new(serial)),
+            I8042::new(fd()),
+            PciRoot::new(),
+            Vec::new(),
+            exit.clone(),
+        );
+        (bus, exit)
+    }
+
+    #[test]
+    fn the_s5_write_to_the_sleep_control_register_powers_the_vm_off() {
+        let (bus, exit) = bus();
+        // Linux first clears WAK_STS in the sleep status register, then writes SLP_TYP|SLP_EN.
+        bus.pio_write(acpi_registers::SLEEP_STATUS_PORT, &[0x80]);
+        assert_eq!(exit.reason(), None);
+        let mut status = [0xffu8];
+        bus.pio_read(acpi_registers::SLEEP_STATUS_PORT, &mut status);
+        assert_eq!(status, [0]);
+        bus.pio_write(
+            acpi_registers::SLEEP_CONTROL_PORT,
+            &[acpi_registers::S5_SLEEP_TYPE << 2 | 1 << 5],
+        );
+        assert_eq!(exit.reason(), Some(VmExit::PowerOff));
+        assert_eq!(exit.evt.read().unwrap(), 1, "the main loop is woken");
+    }
+
+    #[test]
+    fn the_reset_register_resets_the_vm() {
+        let (bus, exit) = bus();
+        bus.pio_write(acpi_registers::RESET_PORT, &[0x06]);
+        assert_eq!(exit.reason(), None, "not RESET_VALUE");
+        bus.pio_write(acpi_registers::RESET_PORT, &[acpi_registers::RESET_VALUE]);
+        assert_eq!(exit.reason(), Some(VmExit::Reset));
     }
 }

@@ -4,6 +4,7 @@
 //! 0x0000_0500  GDT                 0x0000_7000  zero page (boot_params)
 //! 0x0000_8ff0  boot stack top      0x0000_9000  PML4, PDPTE, 4 x PDE (identity map of 4 GiB)
 //! 0x0002_0000  kernel command line 0x0009_fc00  MP floating pointer + configuration table
+//! 0x000e_0000  ACPI tables (RSDP first), in the BIOS area below 1 MiB
 //! 0x0010_0000  kernel (bzImage protected-mode part or ELF segments), then the initramfs near
 //!              the top of low RAM
 //! 0xc000_0000  PCI MMIO hole (BARs) .. 0xfec0_0000 IOAPIC, 0xfee0_0000 local APIC
@@ -32,6 +33,11 @@ pub const CMDLINE_MAX: usize = 0x10000;
 pub const EBDA_START: u64 = 0x9fc00;
 /// End of conventional memory.
 pub const LOW_MEMORY_END: u64 = 0xa0000;
+/// ACPI tables, RSDP first: the start of the BIOS area an OS scans for the RSDP (ACPI 6.5
+/// §5.2.5.1). Not RAM in the E820 map (nothing there is), so the guest leaves it alone.
+pub const ACPI_START: u64 = 0xe_0000;
+/// End of the area for the ACPI tables.
+pub const ACPI_END: u64 = 0x10_0000;
 /// Where the kernel goes.
 pub const HIMEM_START: u64 = 0x10_0000;
 /// Start of the 32-bit MMIO hole; RAM beyond this moves above 4 GiB.

@@ -1,6 +1,7 @@
 //! The KVM layer: the only code that touches KVM. It builds the VM (memory, irqchip, PIT,
 //! vCPUs, MP table, boot), plugs the devices onto the buses, and runs the event loop.
 
+pub mod acpi;
 pub mod boot;
 pub mod bus;
 pub mod cmos;
@@ -91,6 +92,8 @@ pub enum VmmError {
     GuestMemory(String),
     #[error(transparent)]
     Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
     #[error(transparent)]
     Cpu(#[from] cpu::CpuError),
     #[error(transparent)]
@@ -347,9 +350,12 @@ pub fn run(
         exit_counters: &exit_counters,
     })?;
 
+    // Both descriptions of the machine: ACPI for Linux, the MP table for `acpi=off` and for
+    // firmware that reads no ACPI.
     let table = mptable::build(config.cpus, layout::EBDA_START, &pci_intx);
     vm_memory::Bytes::write_slice(&*mem, &table, GuestAddress(layout::EBDA_START))
         .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
+    acpi::write(&mem, config.cpus, &pci_intx)?;
 
     let bus = Arc::new(IoBus::new(
         serial,
