@@ -34,6 +34,10 @@ mod exit_status {
     pub const GUEST_CRASHED: u8 = 70;
     /// satavm could not set the VM up (a file that cannot be used, a disk in use, KVM set-up).
     pub const SETUP_FAILED: u8 = 71;
+    /// The guest rebooted (ACPI reset register, keyboard-controller reset, triple fault): satavm
+    /// does not restart it. Not 0, so that a guest that panics and reboots (the default
+    /// command line's panic=1) is not taken for one that shut down.
+    pub const REBOOTED: u8 = 80;
     /// Stopped by signal N: 128 + N, as a shell reports a process killed by N.
     pub const SIGNAL_BASE: u8 = 128;
 }
@@ -156,8 +160,8 @@ stopped, trace flushed, statistics printed, the scratch image removed); a second
 satavm at once. SIGUSR1 prints the statistics.
 
 Exit status:
-  0        the guest rebooted or powered off, the firmware reported PASS, Ctrl-A x,
-           or --check found nothing wrong
+  0        the guest powered off (ACPI S5: poweroff, shutdown), the firmware reported
+           PASS, Ctrl-A x, or --check found nothing wrong
   1-63     a failure code the guest reported (the self-test's FAIL is 1; larger codes: 63)
   64       usage error: a bad option or value, options that contradict each other
   69       KVM cannot be used on this host (no /dev/kvm, no permission)
@@ -165,6 +169,8 @@ Exit status:
            stopped without a result, a --strict violation, a vCPU thread panicked)
   71       set-up failed: a file that cannot be used (kernel, initramfs, firmware, disk,
            trace file), a disk in use by another program, KVM set-up
+  80       the guest rebooted (reboot; a kernel panic with panic=N, the default, reboots
+           too; a triple fault); satavm does not restart it
   128+N    stopped by signal N (SIGHUP 129, SIGINT 130, SIGTERM 143)
 
 Environment: RUST_LOG sets what is logged to stderr (default warn; e.g. RUST_LOG=info,
@@ -547,7 +553,11 @@ fn main() -> ExitCode {
             eprintln!("satavm: firmware stopped ({exit:?}) without reporting a result");
             ExitCode::from(exit_status::GUEST_CRASHED)
         }
-        Ok(VmExit::Reset) | Ok(VmExit::PowerOff) | Ok(VmExit::GuestCode(0)) => ExitCode::SUCCESS,
+        Ok(VmExit::PowerOff) | Ok(VmExit::GuestCode(0)) => ExitCode::SUCCESS,
+        Ok(VmExit::Reset) => {
+            eprintln!("satavm: the guest rebooted");
+            ExitCode::from(exit_status::REBOOTED)
+        }
         Ok(VmExit::GuestCode(code)) => {
             eprintln!("satavm: guest reported failure code {code}");
             ExitCode::from(u8::try_from(code).unwrap_or(63).clamp(1, 63))

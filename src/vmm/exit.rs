@@ -9,9 +9,9 @@ use vmm_sys_util::eventfd::EventFd;
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmExit {
-    /// The guest reset the machine (reboot, i8042 reset, triple fault).
+    /// The guest reset the machine (ACPI reset register, i8042 reset, triple fault).
     Reset,
-    /// The guest powered off.
+    /// The guest powered off (ACPI S5 through the sleep control register).
     PowerOff,
     /// The guest wrote an exit code to the exit-code port (0 = success).
     GuestCode(u32),
