@@ -38,6 +38,12 @@ mod exit_status {
     /// does not restart it. Not 0, so that a guest that panics and reboots (the default
     /// command line's panic=1) is not taken for one that shut down.
     pub const REBOOTED: u8 = 80;
+    /// The guest kernel panicked and said so through the pvpanic port (Linux's pvpanic-mmio
+    /// driver loaded; without it, a panic reboots: REBOOTED).
+    pub const GUEST_PANICKED: u8 = 81;
+    /// The guest halted: every vCPU stopped with interrupts off (Linux's `halt`, or
+    /// `poweroff` where Linux cannot power off, e.g. with acpi=off).
+    pub const HALTED: u8 = 82;
     /// Stopped by signal N: 128 + N, as a shell reports a process killed by N.
     pub const SIGNAL_BASE: u8 = 128;
 }
@@ -169,8 +175,12 @@ Exit status:
            stopped without a result, a --strict violation, a vCPU thread panicked)
   71       set-up failed: a file that cannot be used (kernel, initramfs, firmware, disk,
            trace file), a disk in use by another program, KVM set-up
-  80       the guest rebooted (reboot; a kernel panic with panic=N, the default, reboots
-           too; a triple fault); satavm does not restart it
+  80       the guest rebooted (reboot, a triple fault; a kernel panic too when the guest
+           has no pvpanic driver, as panic=N on the command line reboots); satavm does
+           not restart it
+  81       the guest kernel panicked (reported through pvpanic, ACPI device QEMU0001)
+  82       the guest halted: every vCPU stopped with interrupts off (halt; poweroff
+           with acpi=off, where Linux halts instead)
   128+N    stopped by signal N (SIGHUP 129, SIGINT 130, SIGTERM 143)
 
 Environment: RUST_LOG sets what is logged to stderr (default warn; e.g. RUST_LOG=info,
@@ -549,7 +559,9 @@ fn main() -> ExitCode {
     match result {
         // Firmware reports its verdict through the exit-code port; stopping any other way
         // (a triple fault shows up as a reset) is a failure.
-        Ok(exit @ (VmExit::Reset | VmExit::PowerOff)) if firmware => {
+        Ok(exit @ (VmExit::Reset | VmExit::PowerOff | VmExit::Halted | VmExit::GuestPanic))
+            if firmware =>
+        {
             eprintln!("satavm: firmware stopped ({exit:?}) without reporting a result");
             ExitCode::from(exit_status::GUEST_CRASHED)
         }
@@ -557,6 +569,14 @@ fn main() -> ExitCode {
         Ok(VmExit::Reset) => {
             eprintln!("satavm: the guest rebooted");
             ExitCode::from(exit_status::REBOOTED)
+        }
+        Ok(VmExit::GuestPanic) => {
+            eprintln!("satavm: the guest kernel panicked (pvpanic)");
+            ExitCode::from(exit_status::GUEST_PANICKED)
+        }
+        Ok(VmExit::Halted) => {
+            eprintln!("satavm: the guest halted (every vCPU stopped with interrupts off)");
+            ExitCode::from(exit_status::HALTED)
         }
         Ok(VmExit::GuestCode(code)) => {
             eprintln!("satavm: guest reported failure code {code}");

@@ -1,5 +1,5 @@
 //! Port I/O and MMIO dispatch for vCPU exits: COM1, i8042, CMOS, the ACPI sleep/reset
-//! registers, PCI; everything else reads
+//! registers, pvpanic, PCI; everything else reads
 //! as all-ones and ignores writes, so probing drivers move on instead of spinning.
 //!
 //! Each device has its own lock and an exit takes only the one it reaches. MMIO goes through
@@ -15,6 +15,7 @@ use super::acpi::registers::{self as acpi_registers, PowerRequest};
 use super::cmos::{self, Cmos};
 use super::exit::{ExitSignal, VmExit};
 use super::i8042::I8042;
+use super::pvpanic::{self, PanicEvent};
 use super::serial::{EventFdTrigger, SerialDevice, COM1_BASE, COM1_PORTS};
 use crate::pci::{BarChange, BarRoutes, PciRoot};
 
@@ -120,6 +121,7 @@ impl IoBus {
                 data.fill(v);
             }
             p if acpi_registers::claims(p) => data.fill(acpi_registers::read(p)),
+            pvpanic::PORT => data.fill(pvpanic::SUPPORTED),
             _ => {
                 if !lock(&self.pci).pio_read(port, data) {
                     data.fill(0xff);
@@ -147,6 +149,13 @@ impl IoBus {
             p if acpi_registers::claims(p) => match acpi_registers::write(p, first) {
                 Some(PowerRequest::PowerOff) => self.exit.raise(VmExit::PowerOff),
                 Some(PowerRequest::Reset) => self.exit.raise(VmExit::Reset),
+                None => {}
+            },
+            pvpanic::PORT => match pvpanic::write(first) {
+                Some(PanicEvent::Panicked) => self.exit.raise(VmExit::GuestPanic),
+                Some(PanicEvent::CrashLoaded) => {
+                    log::warn!("pvpanic: the guest kernel crashed; its crash kernel takes over")
+                }
                 None => {}
             },
             EXIT_CODE_PORT => {
@@ -227,6 +236,18 @@ mod tests {
         );
         assert_eq!(exit.reason(), Some(VmExit::PowerOff));
         assert_eq!(exit.evt.read().unwrap(), 1, "the main loop is woken");
+    }
+
+    #[test]
+    fn a_pvpanic_write_ends_the_vm_as_a_guest_panic() {
+        let (bus, exit) = bus();
+        let mut caps = [0u8];
+        bus.pio_read(pvpanic::PORT, &mut caps);
+        assert_eq!(caps, [pvpanic::PANICKED | pvpanic::CRASH_LOADED]);
+        bus.pio_write(pvpanic::PORT, &[pvpanic::CRASH_LOADED]);
+        assert_eq!(exit.reason(), None, "a crash kernel runs on");
+        bus.pio_write(pvpanic::PORT, &[pvpanic::PANICKED]);
+        assert_eq!(exit.reason(), Some(VmExit::GuestPanic));
     }
 
     #[test]

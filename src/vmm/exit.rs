@@ -13,6 +13,10 @@ pub enum VmExit {
     Reset,
     /// The guest powered off (ACPI S5 through the sleep control register).
     PowerOff,
+    /// The guest kernel panicked (it said so through the pvpanic port).
+    GuestPanic,
+    /// Every vCPU halted with interrupts off: the guest stopped for good (`halt`).
+    Halted,
     /// The guest wrote an exit code to the exit-code port (0 = success).
     GuestCode(u32),
     /// KVM or the guest failed.

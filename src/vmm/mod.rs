@@ -9,10 +9,12 @@ pub mod cpu;
 pub mod doorbells;
 pub mod exit;
 pub mod guest_ram;
+pub mod halt;
 pub mod i8042;
 pub mod interrupts;
 pub mod layout;
 pub mod mptable;
+pub mod pvpanic;
 pub mod register_slot;
 pub mod serial;
 pub mod signals;
@@ -42,6 +44,8 @@ pub use vcpu::ExitCounters;
 pub const MAX_CPUS: u8 = 32;
 /// Least guest RAM.
 pub const MIN_MEMORY: u64 = 64 << 20;
+/// How often the main loop looks whether the guest has halted for good ([`halt`]).
+const HALT_LOOK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// TSS address KVM needs on Intel hosts (three pages just below the BIOS area).
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
@@ -378,19 +382,30 @@ pub fn run(
     let _terminal = terminal::RawModeGuard::new();
     // Declared after the terminal guard: dropped (stopped and joined) before it.
     let mut vcpus = vcpu::Vcpus::new();
+    let halt_watch = Arc::new(halt::HaltWatch::new(config.cpus));
     for (id, vcpu) in (0..config.cpus).zip(vcpu_fds) {
         let (bus, exit_for_run, counters) = (bus.clone(), exit.clone(), exit_counters.clone());
+        let halt_watch = halt_watch.clone();
         vcpus.spawn(id, exit.clone(), move |stop| {
-            vcpu::run(id, vcpu, bus, exit_for_run, counters, stop)
+            vcpu::run(id, vcpu, bus, exit_for_run, counters, halt_watch, stop)
         })?;
     }
 
+    let mut last_look = std::time::Instant::now();
     let reason = loop {
         if let Err(e) = events.run_with_timeout(1000) {
             break Err(VmmError::EventLoop(format!("{e:?}")));
         }
         if let Some(reason) = exit.reason() {
             break Ok(reason);
+        }
+        if last_look.elapsed() >= HALT_LOOK_INTERVAL {
+            if halt_watch.look() {
+                exit.raise(VmExit::Halted);
+                continue;
+            }
+            vcpus.kick_all();
+            last_look = std::time::Instant::now();
         }
     };
     let stuck = vcpus.stop(vcpu::STOP_DEADLINE);

@@ -23,6 +23,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::bus::IoBus;
 use super::exit::{ExitSignal, VmExit};
+use super::halt::{HaltWatch, RFLAGS_IF};
 
 /// How many exits the vCPUs brought to satavm (userspace exits only: KVM handles HLT, the
 /// LAPIC timer, ioeventfd writes and the like without returning from KVM_RUN), by kind.
@@ -91,6 +92,8 @@ impl ExitCounters {
 // KVM_SYSTEM_EVENT types (Documentation/virt/kvm/api.rst).
 const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+/// KVM_MP_STATE_HALTED (Documentation/virt/kvm/api.rst, KVM_GET_MP_STATE).
+const KVM_MP_STATE_HALTED: u32 = 3;
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
 fn kick_signal() -> libc::c_int {
@@ -193,6 +196,14 @@ impl Vcpus {
         Ok(())
     }
 
+    /// Kick every thread out of KVM_RUN once (it runs on): each then reports to the
+    /// [`HaltWatch`] whether its vCPU is halted with interrupts off.
+    pub fn kick_all(&self) {
+        for (_, t) in &self.threads {
+            let _ = t.kill(kick_signal());
+        }
+    }
+
     /// Stop and join every thread, waiting at most `deadline`; the ids of those that did not
     /// stop in time (left running: the process is about to end).
     pub fn stop(&mut self, deadline: Duration) -> Vec<u8> {
@@ -260,6 +271,7 @@ pub fn run(
     bus: Arc<IoBus>,
     exit: Arc<ExitSignal>,
     counters: Arc<ExitCounters>,
+    halt: Arc<HaltWatch>,
     stop: &StopFlag,
 ) {
     let flag: *mut u8 = &mut vcpu.get_kvm_run().immediate_exit;
@@ -309,7 +321,14 @@ pub fn run(
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 ExitCounters::count(&counters.other);
                 if !stop.is_set() {
-                    // Kicked for nothing (or another signal): run on.
+                    // Kicked to look (or by another signal): say whether the vCPU is halted
+                    // with interrupts off, and run on.
+                    let halted = vcpu
+                        .get_mp_state()
+                        .is_ok_and(|m| m.mp_state == KVM_MP_STATE_HALTED);
+                    if halted && vcpu.get_regs().is_ok_and(|r| r.rflags & RFLAGS_IF == 0) {
+                        halt.report_halted(id);
+                    }
                     vcpu.set_kvm_immediate_exit(0);
                 }
                 None

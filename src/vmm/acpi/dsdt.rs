@@ -10,6 +10,7 @@
 //! \_SB.COM1       16550 UART (PNP0501) at 0x3f8, IRQ 4
 //! \_SB.PWRC       motherboard resources (PNP0C02): the sleep/reset registers and the
 //!                 exit-code port, so that the OS hands them to nothing else
+//! \_SB.PEVT       pvpanic (QEMU0001) at its port (src/vmm/pvpanic.rs)
 //! ```
 
 use acpi_tables::aml::{
@@ -23,6 +24,7 @@ use super::registers;
 use super::{OEM_ID, OEM_REVISION};
 use crate::vmm::bus::EXIT_CODE_PORT;
 use crate::vmm::layout::{IOAPIC_ADDR, PCI_INTX_GSI, PCI_MMIO_START};
+use crate::vmm::pvpanic;
 use crate::vmm::serial::{COM1_BASE, COM1_PORTS};
 
 /// DSDT revision 2: integers are 64 bits wide (§5.2.11.1).
@@ -41,7 +43,12 @@ pub fn build(pci_intx: &[(u8, u8)]) -> Sdt {
     let pci0 = pci_root(pci_intx);
     let com1 = com1();
     let pwrc = motherboard_resources();
-    Scope::new("\\_SB_".into(), vec![&pci0 as &dyn Aml, &com1, &pwrc]).to_aml_bytes(&mut aml);
+    let pevt = pvpanic_device();
+    Scope::new(
+        "\\_SB_".into(),
+        vec![&pci0 as &dyn Aml, &com1, &pwrc, &pevt],
+    )
+    .to_aml_bytes(&mut aml);
 
     let mut dsdt = Sdt::new(
         *b"DSDT",
@@ -182,4 +189,20 @@ fn motherboard_resources() -> impl Aml {
         }
     }
     Pwrc
+}
+
+/// `\_SB.PEVT`: the pvpanic port. `_STA` 0x0B: present, enabled, functioning, not shown in
+/// the UI (QEMU's value).
+fn pvpanic_device() -> impl Aml {
+    struct Pevt;
+    impl Aml for Pevt {
+        fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+            let hid = Name::new("_HID".into(), &"QEMU0001");
+            let io = IO::new(pvpanic::PORT, pvpanic::PORT, 1, 1);
+            let crs = Name::new("_CRS".into(), &ResourceTemplate::new(vec![&io]));
+            let sta = Name::new("_STA".into(), &0x0bu8);
+            Device::new("PEVT".into(), vec![&hid, &crs, &sta]).to_aml_bytes(sink);
+        }
+    }
+    Pevt
 }

@@ -458,3 +458,21 @@ fn eisa_id(id: &str) -> u64 {
     let hex = u32::from_str_radix(&id[3..], 16).unwrap();
     u64::from((c(b[0]) << 26 | c(b[1]) << 21 | c(b[2]) << 16 | hex).swap_bytes())
 }
+
+#[test]
+fn pvpanic_is_described_at_its_port() {
+    let aml = dsdt_aml(&[]);
+    let pevt = device(&aml, "PEVT");
+    // _HID is the string "QEMU0001" (StringPrefix 0x0d).
+    let hid = b"\x08_HID\x0dQEMU0001\x00";
+    assert!(pevt.windows(hid.len()).any(|w| w == hid));
+    assert_eq!(
+        resources(&name(pevt, "_CRS")),
+        vec![Res::Io(
+            crate::vmm::pvpanic::PORT,
+            crate::vmm::pvpanic::PORT,
+            1
+        )]
+    );
+    assert_eq!(int(&name(pevt, "_STA")), 0x0b);
+}
