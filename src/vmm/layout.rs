@@ -5,6 +5,7 @@
 //! 0x0000_8ff0  boot stack top      0x0000_9000  PML4, PDPTE, 4 x PDE (identity map of 4 GiB)
 //! 0x0002_0000  kernel command line 0x0009_fc00  MP floating pointer + configuration table
 //! 0x000e_0000  ACPI tables (RSDP first), in the BIOS area below 1 MiB
+//! 0x000f_fff0  real-mode reset vector: a stub that writes the ACPI reset register
 //! 0x0010_0000  kernel (bzImage protected-mode part or ELF segments), then the initramfs near
 //!              the top of low RAM
 //! 0xc000_0000  PCI MMIO hole (BARs) .. 0xfec0_0000 IOAPIC, 0xfee0_0000 local APIC

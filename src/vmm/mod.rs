@@ -16,6 +16,7 @@ pub mod layout;
 pub mod mptable;
 pub mod pvpanic;
 pub mod register_slot;
+pub mod reset_vector;
 pub mod serial;
 pub mod signals;
 pub mod storage;
@@ -360,6 +361,12 @@ pub fn run(
     vm_memory::Bytes::write_slice(&*mem, &table, GuestAddress(layout::EBDA_START))
         .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
     acpi::write(&mem, config.cpus, &pci_intx)?;
+    vm_memory::Bytes::write_slice(
+        &*mem,
+        &reset_vector::stub(),
+        GuestAddress(reset_vector::RESET_VECTOR),
+    )
+    .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
 
     let bus = Arc::new(IoBus::new(
         serial,
