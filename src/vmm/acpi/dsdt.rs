@@ -40,13 +40,10 @@ pub fn build(pci_intx: &[(u8, u8)]) -> Sdt {
     let mut aml = Vec::new();
     s5().to_aml_bytes(&mut aml);
 
-    let pci0 = pci_root(pci_intx);
-    let com1 = com1();
-    let pwrc = motherboard_resources();
-    let pevt = pvpanic_device();
+    let pci0 = PciRoot { intx: pci_intx };
     Scope::new(
         "\\_SB_".into(),
-        vec![&pci0 as &dyn Aml, &com1, &pwrc, &pevt],
+        vec![&pci0 as &dyn Aml, &Com1, &Pwrc, &Pevt],
     )
     .to_aml_bytes(&mut aml);
 
@@ -84,18 +81,12 @@ impl Aml for PrtEntry {
     }
 }
 
-fn pci_root(pci_intx: &[(u8, u8)]) -> PciRoot {
-    PciRoot {
-        intx: pci_intx.to_vec(),
-    }
+/// `\_SB.PCI0`, with the functions whose INTx are `intx`: (device number, pin 1-4).
+struct PciRoot<'a> {
+    intx: &'a [(u8, u8)],
 }
 
-/// `\_SB.PCI0`.
-struct PciRoot {
-    intx: Vec<(u8, u8)>,
-}
-
-impl Aml for PciRoot {
+impl Aml for PciRoot<'_> {
     fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
         let hid = Name::new("_HID".into(), &EISAName::new("PNP0A03"));
         let seg = Name::new("_SEG".into(), &0u8);
@@ -154,55 +145,49 @@ impl Aml for PciRoot {
 }
 
 /// `\_SB.COM1`: the 8250 that satavm's console is.
-fn com1() -> impl Aml {
-    struct Com1;
-    impl Aml for Com1 {
-        fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
-            let hid = Name::new("_HID".into(), &EISAName::new("PNP0501"));
-            let uid = Name::new("_UID".into(), &1u8);
-            let io = IO::new(COM1_BASE, COM1_BASE, 1, COM1_PORTS as u8);
-            // Edge-triggered, active-high, exclusive: an ISA interrupt.
-            let irq = Interrupt::new(true, true, false, false, COM1_IRQ);
-            let crs = Name::new("_CRS".into(), &ResourceTemplate::new(vec![&io, &irq]));
-            Device::new("COM1".into(), vec![&hid, &uid, &crs]).to_aml_bytes(sink);
-        }
+struct Com1;
+
+impl Aml for Com1 {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        let hid = Name::new("_HID".into(), &EISAName::new("PNP0501"));
+        let uid = Name::new("_UID".into(), &1u8);
+        let io = IO::new(COM1_BASE, COM1_BASE, 1, COM1_PORTS as u8);
+        // Edge-triggered, active-high, exclusive: an ISA interrupt.
+        let irq = Interrupt::new(true, true, false, false, COM1_IRQ);
+        let crs = Name::new("_CRS".into(), &ResourceTemplate::new(vec![&io, &irq]));
+        Device::new("COM1".into(), vec![&hid, &uid, &crs]).to_aml_bytes(sink);
     }
-    Com1
 }
 
 /// `\_SB.PWRC`: ports satavm decodes that no PCI BAR may get.
-fn motherboard_resources() -> impl Aml {
-    struct Pwrc;
-    impl Aml for Pwrc {
-        fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
-            let hid = Name::new("_HID".into(), &EISAName::new("PNP0C02"));
-            let uid = Name::new("_UID".into(), &2u8);
-            let power = IO::new(
-                registers::FIRST_PORT,
-                registers::FIRST_PORT,
-                1,
-                registers::PORT_COUNT as u8,
-            );
-            let exit = IO::new(EXIT_CODE_PORT, EXIT_CODE_PORT, 1, 4);
-            let crs = Name::new("_CRS".into(), &ResourceTemplate::new(vec![&power, &exit]));
-            Device::new("PWRC".into(), vec![&hid, &uid, &crs]).to_aml_bytes(sink);
-        }
+struct Pwrc;
+
+impl Aml for Pwrc {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        let hid = Name::new("_HID".into(), &EISAName::new("PNP0C02"));
+        let uid = Name::new("_UID".into(), &2u8);
+        let power = IO::new(
+            registers::FIRST_PORT,
+            registers::FIRST_PORT,
+            1,
+            registers::PORT_COUNT as u8,
+        );
+        let exit = IO::new(EXIT_CODE_PORT, EXIT_CODE_PORT, 1, 4);
+        let crs = Name::new("_CRS".into(), &ResourceTemplate::new(vec![&power, &exit]));
+        Device::new("PWRC".into(), vec![&hid, &uid, &crs]).to_aml_bytes(sink);
     }
-    Pwrc
 }
 
 /// `\_SB.PEVT`: the pvpanic port. `_STA` 0x0B: present, enabled, functioning, not shown in
 /// the UI (QEMU's value).
-fn pvpanic_device() -> impl Aml {
-    struct Pevt;
-    impl Aml for Pevt {
-        fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
-            let hid = Name::new("_HID".into(), &"QEMU0001");
-            let io = IO::new(pvpanic::PORT, pvpanic::PORT, 1, 1);
-            let crs = Name::new("_CRS".into(), &ResourceTemplate::new(vec![&io]));
-            let sta = Name::new("_STA".into(), &0x0bu8);
-            Device::new("PEVT".into(), vec![&hid, &crs, &sta]).to_aml_bytes(sink);
-        }
+struct Pevt;
+
+impl Aml for Pevt {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        let hid = Name::new("_HID".into(), &"QEMU0001");
+        let io = IO::new(pvpanic::PORT, pvpanic::PORT, 1, 1);
+        let crs = Name::new("_CRS".into(), &ResourceTemplate::new(vec![&io]));
+        let sta = Name::new("_STA".into(), &0x0bu8);
+        Device::new("PEVT".into(), vec![&hid, &crs, &sta]).to_aml_bytes(sink);
     }
-    Pevt
 }
