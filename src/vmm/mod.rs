@@ -407,11 +407,11 @@ pub fn run(
             break Ok(reason);
         }
         if last_look.elapsed() >= HALT_LOOK_INTERVAL {
-            if halt_watch.look() {
-                exit.raise(VmExit::Halted);
-                continue;
+            match halt_watch.look(exit_counters.io_exits()) {
+                halt::Look::Halted => exit.raise(VmExit::Halted),
+                halt::Look::Kick => vcpus.kick_all(),
+                halt::Look::Busy => {}
             }
-            vcpus.kick_all();
             last_look = std::time::Instant::now();
         }
     };

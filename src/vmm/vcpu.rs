@@ -67,6 +67,12 @@ impl ExitCounters {
             .join(", ")
     }
 
+    /// Port and MMIO exits so far (what a guest that runs makes, and a halted one never).
+    pub fn io_exits(&self) -> u64 {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        get(&self.mmio_reads) + get(&self.mmio_writes) + get(&self.pio_in) + get(&self.pio_out)
+    }
+
     /// One line for the user: `vCPU exits: N (MMIO R reads, W writes; PIO I in, O out; X other)`.
     pub fn summary(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
