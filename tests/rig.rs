@@ -19,6 +19,11 @@ const SCENARIOS: &[&str] = &[
     "l2-boot",
     "l2-boot-elf",
     "l2-serial-input",
+    "acpi-poweroff",
+    "acpi-reboot",
+    "acpi-panic",
+    "acpi-halt",
+    "acpi-off",
     "ahci-linux",
     "ahci-two-disks",
     "pt-drive",
@@ -235,8 +240,63 @@ fn l2_serial_input() {
     assert_log_line(
         "l2-serial-input",
         log,
-        "ok: satavm exited 0 when L2 rebooted",
+        "ok: satavm exited 0 when L2 powered off",
     );
+}
+
+#[test]
+fn acpi_poweroff_ends_satavm_with_0_and_linux_reports_no_acpi_errors() {
+    let log = passed("acpi-poweroff");
+    for needle in [
+        "ok: satavm exited 0",
+        "ok: L2 found the RSDP table in the BIOS area",
+        "ok: L2 found the DSDT table in the BIOS area",
+        "ok: L2 found the APIC table in the BIOS area",
+        "ok: ACPI interpreter enabled",
+        "ok: no ACPI errors or warnings in L2's dmesg",
+        "ok: L2 took its 2 CPUs from the MADT",
+        "ok: COM1 is an ACPI device",
+        "ok: through the sleep control register",
+    ] {
+        assert_log_line("acpi-poweroff", log, needle);
+    }
+}
+
+#[test]
+fn acpi_reboot_ends_satavm_with_the_reboot_status() {
+    let log = passed("acpi-reboot");
+    assert_log_line("acpi-reboot", log, "ok: satavm exited 80 when L2 rebooted");
+    assert_log_line("acpi-reboot", log, "ok: through the ACPI reset register");
+}
+
+#[test]
+fn acpi_panic_ends_satavm_with_the_panic_status() {
+    let log = passed("acpi-panic");
+    assert_log_line(
+        "acpi-panic",
+        log,
+        "ok: L2's pvpanic driver bound to the ACPI device",
+    );
+    assert_log_line("acpi-panic", log, "ok: satavm exited 81 when L2 panicked");
+}
+
+#[test]
+fn acpi_halt_ends_satavm_with_the_halt_status() {
+    let log = passed("acpi-halt");
+    assert_log_line("acpi-halt", log, "ok: satavm exited 82 when L2 halted");
+}
+
+#[test]
+fn acpi_off_boots_on_the_mp_table() {
+    let log = passed("acpi-off");
+    assert_log_line("acpi-off", log, "ok: acpi=off: L2 read the MP table");
+    assert_log_line("acpi-off", log, "ok: acpi=off: L2 has both CPUs");
+    assert_log_line(
+        "acpi-off",
+        log,
+        "ok: acpi=off: satavm exited 80 after L2's reboot",
+    );
+    assert_log_line("acpi-off", log, "figure: L2 boot to userspace (L2 uptime, s): with ACPI");
 }
 
 #[test]
@@ -308,7 +368,7 @@ fn passthrough_command_timeout() {
         "ok: L2's read failed instead of hanging",
         "ok: L2's kernel reports an I/O error",
         "ok: small reads work again after the throttle drained",
-        "ok: satavm kept running and exited 0 when L2 rebooted",
+        "ok: satavm kept running and exited 0 when L2 powered off",
         "ok: L1 reads",
     ] {
         assert_log_line("pt-timeout", log, needle);
@@ -323,7 +383,7 @@ fn passthrough_drive_vanishes() {
         "ok: satavm said the drive vanished",
         "ok: L2's reads failed after the unplug (no hang)",
         "ok: L2 kept running",
-        "ok: satavm kept running and exited 0 on L2's reboot",
+        "ok: satavm kept running and exited 0 on L2's poweroff",
     ] {
         assert_log_line("pt-vanish", log, needle);
     }

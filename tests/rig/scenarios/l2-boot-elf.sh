@@ -1,5 +1,5 @@
 # satavm boots the same kernel as an ELF vmlinux (not a bzImage) with 4 vCPUs; L2 sees all 4
-# and reboots, and satavm exits 0.
+# and powers off, and satavm exits 0.
 . "$RIG_LIB"
 [ -x "$SATAVM" ] || rig_fail "no satavm in this L1"
 [ -f "$L2_VMLINUX" ] || rig_fail "no ELF vmlinux in this L1"

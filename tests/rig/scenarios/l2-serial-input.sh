@@ -1,6 +1,6 @@
 # Input on satavm's stdin reaches L2's serial console: boot L2 to its interactive
 # shell (no rig.scenario), type a command once the prompt is up, check its output,
-# then `exit` the shell, which reboots L2 and ends satavm with status 0.
+# then `exit` the shell, which powers L2 off and ends satavm with status 0.
 # This is the path `scripts/rig shell` gives people.
 . "$RIG_LIB"
 
@@ -38,5 +38,5 @@ rc=$?
 exec 8>&-
 rig_show l2.out
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc after the L2 shell exited, expected 0"
-rig_ok "satavm exited 0 when L2 rebooted"
+rig_ok "satavm exited 0 when L2 powered off"
 echo "PASS"

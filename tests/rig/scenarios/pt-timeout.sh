@@ -4,7 +4,7 @@
 # command (libata's error handler resets the slow drive's link); satavm says the command timed
 # out and answers ABRT; L2's retries meet the same fate and its read ends with an I/O error
 # instead of hanging. L2 keeps running, small reads work again once the throttle has drained,
-# L2 reboots and satavm exits 0; L1 reads the drive afterwards.
+# L2 powers off and satavm exits 0; L1 reads the drive afterwards.
 # rig: fault-drives
 . "$RIG_LIB"
 [ -x "$SATAVM" ] || rig_fail "no satavm in this L1"
@@ -29,7 +29,7 @@ rc=$?
 dmesg | tail -n +$((before + 1)) | grep -E "$port|sd [0-9:]+|clocksource" >l1-dmesg.txt
 rig_show l1-dmesg.txt
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc"
-rig_ok "satavm kept running and exited 0 when L2 rebooted"
+rig_ok "satavm kept running and exited 0 when L2 powered off"
 
 rig_expect l2.out "$RIG_SLOW_SG: command 0x[0-9a-f]{2} at LBA [0-9]+ timed out on the host after ${timeout}s; the guest gets ABRT" \
     "satavm says a command timed out on the host"

@@ -1,7 +1,7 @@
 # The pass-through drive vanishes from the host while L2 uses it: its whole AHCI controller is
 # hot-unplugged from QEMU's monitor (device_del; L1's ACPI PCI hotplug removes the controller,
 # its port and the SCSI disk), as a pulled drive or a dead HBA would. satavm reports the drive
-# gone, L2's reads fail with I/O errors instead of hanging, L2 keeps running and reboots, and
+# gone, L2's reads fail with I/O errors instead of hanging, L2 keeps running and powers off, and
 # satavm exits 0.
 # rig: fault-drives
 . "$RIG_LIB"
@@ -67,7 +67,7 @@ rig_show l2.out
 dmesg | tail -n +$((before + 1)) >l1-dmesg.txt
 rig_show l1-dmesg.txt
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc"
-rig_ok "satavm kept running and exited 0 on L2's reboot"
+rig_ok "satavm kept running and exited 0 on L2's poweroff"
 [ ! -e "$RIG_VANISH_SG" ] || rig_fail "$RIG_VANISH_SG is still there"
 rig_ok "$RIG_VANISH_SG is gone from L1"
 rig_expect l2.out '^@@L2 io-before=ok' "I/O worked before the unplug"
