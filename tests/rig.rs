@@ -284,6 +284,11 @@ fn acpi_panic_ends_satavm_with_the_panic_status() {
 fn acpi_halt_ends_satavm_with_the_halt_status() {
     let log = passed("acpi-halt");
     assert_log_line("acpi-halt", log, "ok: satavm exited 82 when L2 halted");
+    assert_log_line(
+        "acpi-halt",
+        log,
+        "ok: acpi=off: satavm exited 82 when L2's poweroff halted it",
+    );
 }
 
 #[test]
@@ -296,7 +301,11 @@ fn acpi_off_boots_on_the_mp_table() {
         log,
         "ok: acpi=off: satavm exited 80 after L2's reboot",
     );
-    assert_log_line("acpi-off", log, "figure: L2 boot to userspace (L2 uptime, s): with ACPI");
+    assert_log_line(
+        "acpi-off",
+        log,
+        "figure: L2 boot to userspace (L2 uptime, s): with ACPI",
+    );
 }
 
 #[test]
