@@ -12,12 +12,16 @@
 
 [ -x "$SATAVM" ] || rig_fail "no satavm in this L1"
 uuid=5a7a0000-0019-4d65-8000-000000000019 # build-image.sh's
-dev= sg=
-for d in /sys/block/sd*; do
-    if grep -q SATAVM-RIG-DEBIAN "$d/device/model" 2>/dev/null; then
-        dev=${d##*/}
-        sg=$(ls "$d/device/scsi_generic" 2>/dev/null | head -1)
-    fi
+# The drive probes beside the others; sysfs has the SCSI model, 16 characters of IDENTIFY's.
+dev= sg= i=0
+while [ -z "$sg" ] && [ "$i" -lt 200 ]; do
+    for d in /sys/block/sd*; do
+        if grep -q SATAVM-RIG-DEB "$d/device/model" 2>/dev/null; then
+            dev=${d##*/}
+            sg=$(ls "$d/device/scsi_generic" 2>/dev/null | head -1)
+        fi
+    done
+    [ -n "$sg" ] || { i=$((i + 1)); sleep 0.1; }
 done
 [ -n "$dev" ] && [ -n "$sg" ] || rig_fail "no SATAVM-RIG-DEBIAN drive in L1 (run through tests/rig/debian/run)"
 rig_ok "the Debian drive is /dev/$dev, /dev/$sg"
@@ -47,17 +51,30 @@ t1=$(cut -d' ' -f1 /proc/uptime)
 echo "figure: satavm start to the root shell on ttyS0 $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s (L1 wall)"
 rig_ok "systemd reached the autologin shell on ttyS0"
 
-echo 'echo "@@DEB state=$(systemctl is-system-running --wait)"; systemctl --failed --no-legend --plain | sed "s/^/@@DEB failed: /"' >&8
-rig_wait_for l2.out '^@@DEB state=' 300 "$pid" || rig_fail "no answer from systemctl"
+# give_up WHAT: stop satavm, show what L2 said, fail.
+give_up() {
+    kill -KILL "$pid" 2>/dev/null
+    rig_show l2.out
+    rig_fail "$1"
+}
+# The shell reads what is typed once it is ready: say hello until it answers.
+i=0
+until rig_wait_for l2.out '^@@DEB hello-42' 5 "$pid"; do
+    i=$((i + 1))
+    [ "$i" -le 12 ] || give_up "the root shell does not answer on ttyS0"
+    echo 'echo "@@DEB hello-$((6*7))"' >&8
+done
+echo 'for i in $(seq 150); do s=$(systemctl is-system-running); [ "$s" = starting ] || break; sleep 2; done; echo "@@DEB state=$s"; systemctl --failed --no-legend --plain | sed "s/^/@@DEB failed: /"; systemctl list-jobs --no-legend | sed "s/^/@@DEB job: /"' >&8
+rig_wait_for l2.out '^@@DEB state=' 360 "$pid" || give_up "no answer from systemctl"
 echo 'echo satavm-was-here >/root/satavm-file && sync && echo "@@DEB wrote=$(cat /root/satavm-file)"' >&8
-rig_wait_for l2.out '^@@DEB wrote=satavm-was-here' 60 "$pid" || rig_fail "could not write the file"
+rig_wait_for l2.out '^@@DEB wrote=satavm-was-here' 60 "$pid" || give_up "could not write the file"
 echo 'hdparm -I /dev/sda | sed -n "s/^[[:space:]]*Model Number:[[:space:]]*/@@DEB model=/p"; systemd-analyze 2>/dev/null | sed "s/^/@@DEB /"' >&8
-rig_wait_for l2.out '^@@DEB model=' 60 "$pid" || rig_fail "no answer from hdparm"
+rig_wait_for l2.out '^@@DEB model=' 60 "$pid" || give_up "no answer from hdparm"
 echo 'systemctl poweroff' >&8
 i=0
 while kill -0 "$pid" 2>/dev/null; do
     i=$((i + 1))
-    [ "$i" -le 1200 ] || { kill -KILL "$pid"; rig_show l2.out; rig_fail "satavm still running 120 s after systemctl poweroff"; }
+    [ "$i" -le 1200 ] || give_up "satavm still running 120 s after systemctl poweroff"
     sleep 0.1
 done
 wait "$pid"
