@@ -83,7 +83,7 @@ wait "$pid"
 rc=$?
 exec 8>&-
 rig_show l2.out
-tr -d '\r' <l2.out | grep -o '@@DEB [a-z].*'
+tr -d '\r' <l2.out | grep -o '@@DEB [A-Za-z].*'
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc after systemctl poweroff, expected 0"
 rig_ok "satavm exited 0 after systemctl poweroff"
 rig_expect l2.out '@@DEB state=(running|degraded)' "systemd is running (or degraded, failed units listed)"
