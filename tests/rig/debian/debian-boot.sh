@@ -51,6 +51,15 @@ t1=$(cut -d' ' -f1 /proc/uptime)
 echo "figure: satavm start to the root shell on ttyS0 $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s (L1 wall)"
 rig_ok "systemd reached the autologin shell on ttyS0"
 
+# type_line LINE: type LINE on L2's console a few characters at a time (the UART's input
+# FIFO holds 64 bytes; a long line written at once loses its tail).
+type_line() {
+    printf '%s\n' "$1" | fold -w 8 | while IFS= read -r chunk; do
+        printf '%s' "$chunk" >&8
+        sleep 0.2
+    done
+    printf '\n' >&8
+}
 # give_up WHAT: stop satavm, show what L2 said, fail.
 give_up() {
     kill -KILL "$pid" 2>/dev/null
@@ -66,13 +75,13 @@ until rig_wait_for l2.out '@@DEB hello-42' 5 "$pid"; do
     [ "$i" -le 12 ] || give_up "the root shell does not answer on ttyS0"
     echo 'echo "@@DEB hello-$((6*7))"' >&8
 done
-echo 'for i in $(seq 150); do s=$(systemctl is-system-running); [ "$s" = starting ] || break; sleep 2; done; echo "@@DEB state=$s"; systemctl --failed --no-legend --plain | sed "s/^/@@DEB failed: /"; systemctl list-jobs --no-legend | sed "s/^/@@DEB job: /"' >&8
+type_line 'for i in $(seq 150); do s=$(systemctl is-system-running); [ "$s" = starting ] || break; sleep 2; done; echo "@@DEB state=$s"; systemctl --failed --no-legend --plain | sed "s/^/@@DEB failed: /"; systemctl list-jobs --no-legend | sed "s/^/@@DEB job: /"'
 rig_wait_for l2.out '@@DEB state=[a-z]' 360 "$pid" || give_up "no answer from systemctl"
-echo 'echo satavm-was-here >/root/satavm-file && sync && echo "@@DEB wrote=$(cat /root/satavm-file)"' >&8
+type_line 'echo satavm-was-here >/root/satavm-file && sync && echo "@@DEB wrote=$(cat /root/satavm-file)"'
 rig_wait_for l2.out '@@DEB wrote=satavm-was-here' 60 "$pid" || give_up "could not write the file"
-echo 'hdparm -I /dev/sda | sed -n "s/^[[:space:]]*Model Number:[[:space:]]*/@@DEB model=/p"; systemd-analyze 2>/dev/null | sed "s/^/@@DEB /"' >&8
+type_line 'hdparm -I /dev/sda | sed -n "s/^[[:space:]]*Model Number:[[:space:]]*/@@DEB model=/p"; systemd-analyze 2>/dev/null | sed "s/^/@@DEB /"'
 rig_wait_for l2.out '@@DEB model=[A-Z]' 60 "$pid" || give_up "no answer from hdparm"
-echo 'systemctl poweroff' >&8
+type_line 'systemctl poweroff'
 i=0
 while kill -0 "$pid" 2>/dev/null; do
     i=$((i + 1))
