@@ -6,12 +6,17 @@
 //! scenarios in one L1 boot; each `#[test]` then checks one scenario's result and log.
 //! Needs root (apt-get, for the first `scripts/rig prepare`) and a few minutes.
 //! There is no skip: if the rig cannot run, every test fails and says why.
+//!
+//! Two generations of Linux: every scenario runs with Debian's 6.1 kernel in L1 and L2 (the
+//! tests at the top level), and the Linux-facing ones ([`ON_LINUX_6_12`]) once more with
+//! 6.12 from bookworm-backports in both (module `linux_6_12`: L2's libahci is the driver
+//! under test, L1's libata the SATL pass-through talks to).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Every scenario in tests/rig/scenarios/, each with its `#[test]` below.
 const SCENARIOS: &[&str] = &[
@@ -41,6 +46,51 @@ const SCENARIOS: &[&str] = &[
     "pt-vanish",
 ];
 
+/// The scenarios that run on Linux 6.12 too: every one where a Linux driver (L2's libahci,
+/// or L1's libata under pass-through) meets satavm, the sense paths of pass-through included.
+const ON_LINUX_6_12: &[&str] = &[
+    "l2-boot",
+    "ahci-linux",
+    "ahci-two-disks",
+    "pt-drive",
+    "pt-error",
+    "inject-linux",
+    "integrity-fio",
+];
+
+/// A Debian kernel generation, in L1 and L2 (scripts/rig's `RIG_KERNEL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// bookworm's linux-image-amd64.
+    Linux6_1,
+    /// bookworm-backports' linux-image-amd64.
+    Linux6_12,
+}
+
+impl Kernel {
+    fn rig_kernel(self) -> &'static str {
+        match self {
+            Kernel::Linux6_1 => "6.1",
+            Kernel::Linux6_12 => "6.12",
+        }
+    }
+
+    /// Where its runs keep their logs, under RIG_DIR.
+    fn logs(self) -> &'static str {
+        match self {
+            Kernel::Linux6_1 => "logs",
+            Kernel::Linux6_12 => "logs-6.12",
+        }
+    }
+
+    fn scenarios(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Linux6_1 => SCENARIOS,
+            Kernel::Linux6_12 => ON_LINUX_6_12,
+        }
+    }
+}
+
 /// One scenario's line in target/rig/logs/summary.tsv, plus its log.
 struct Outcome {
     passed: bool,
@@ -60,23 +110,40 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn rig() -> &'static RigRun {
-    static RUN: OnceLock<RigRun> = OnceLock::new();
-    RUN.get_or_init(run_rig)
+/// The rig run of `kernel`'s scenarios, started by the first test that asks for it. One
+/// rig at a time: the machine's cores are QEMU's, and both runs share the cache.
+fn rig(kernel: Kernel) -> &'static RigRun {
+    static LINUX_6_1: OnceLock<RigRun> = OnceLock::new();
+    static LINUX_6_12: OnceLock<RigRun> = OnceLock::new();
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let run = match kernel {
+        Kernel::Linux6_1 => &LINUX_6_1,
+        Kernel::Linux6_12 => &LINUX_6_12,
+    };
+    run.get_or_init(|| {
+        let _only = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        run_rig(kernel)
+    })
 }
 
-fn run_rig() -> RigRun {
+fn run_rig(kernel: Kernel) -> RigRun {
     let rig_dir = std::env::var_os("RIG_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target").join("rig"));
+    let rig = Rig {
+        dir: &rig_dir,
+        kernel,
+    };
     // Scenarios that need the fault drives (slow, vanishing) get an L1 boot of their own, so
     // that the others run on the machine without them: with even one more drive in L1, QEMU's
     // stall (below) came after 8 to 11 L2 boots in each of 6 runs of 15; without, in none of 4.
-    let (faults, plain): (Vec<&str>, Vec<&str>) =
-        SCENARIOS.iter().partition(|n| needs_fault_drives(n));
-    let (mut outcomes, mut output) = rig_boot_retrying(&rig_dir, &plain);
+    let (faults, plain): (Vec<&str>, Vec<&str>) = kernel
+        .scenarios()
+        .iter()
+        .partition(|n| needs_fault_drives(n));
+    let (mut outcomes, mut output) = rig_boot_retrying(&rig, &plain);
     if !faults.is_empty() {
-        let (more, said) = rig_boot_retrying(&rig_dir, &faults);
+        let (more, said) = rig_boot_retrying(&rig, &faults);
         outcomes.extend(more);
         output += &format!("\n--- the fault-drive scenarios, in an L1 boot of their own\n{said}");
     }
@@ -96,9 +163,15 @@ fn needs_fault_drives(name: &str) -> bool {
         .any(|l| l.trim() == "# rig: fault-drives")
 }
 
+/// Where and on which kernel generation the rig runs.
+struct Rig<'a> {
+    dir: &'a Path,
+    kernel: Kernel,
+}
+
 /// [`rig_boot`], then once more for the scenarios that never finished if L1 stalled.
-fn rig_boot_retrying(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
-    let (mut outcomes, mut output) = rig_boot(rig_dir, names);
+fn rig_boot_retrying(rig: &Rig<'_>, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
+    let (mut outcomes, mut output) = rig_boot(rig, names);
     // Now and then QEMU's vCPU stops for good (below satavm: L1's own watchdogs and heartbeats
     // stop too); scripts/rig then says "L1 stalled". Under integrity-fio's long I/O load that
     // came in 8 of 25 L1 boots. Scenarios that never finished get up to two more, fresh L1
@@ -116,7 +189,7 @@ fn rig_boot_retrying(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcom
         if unfinished.is_empty() {
             break;
         }
-        let (again, more) = rig_boot(rig_dir, &unfinished);
+        let (again, more) = rig_boot(rig, &unfinished);
         output += &format!("\n--- L1 stalled; re-ran {unfinished:?} in a new L1 boot\n{more}");
         stalled = more.contains("L1 stalled");
         outcomes.extend(again);
@@ -128,24 +201,30 @@ fn rig_boot_retrying(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcom
 const STALL_RETRIES: usize = 2;
 
 /// One `scripts/rig run` of `names`: its outcomes and what it printed.
-fn rig_boot(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
+fn rig_boot(rig: &Rig<'_>, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
+    let logs = rig.dir.join(rig.kernel.logs());
     let result = Command::new(repo().join("scripts").join("rig"))
         .arg("run")
         .arg("--satavm")
         .arg(env!("CARGO_BIN_EXE_satavm"))
         .args(names)
-        .env("RIG_DIR", rig_dir)
+        .env("RIG_DIR", rig.dir)
+        .env("RIG_LOGS", &logs)
+        .env("RIG_KERNEL", rig.kernel.rig_kernel())
+        .env_remove("RIG_L1_KERNEL")
+        .env_remove("RIG_L2_KERNEL")
         .output()
         .expect("cannot start scripts/rig");
     let output = format!(
-        "scripts/rig run exited with {}\n--- stdout\n{}--- stderr\n{}",
+        "RIG_KERNEL={} scripts/rig run exited with {}\n--- stdout\n{}--- stderr\n{}",
+        rig.kernel.rig_kernel(),
         result.status,
         String::from_utf8_lossy(&result.stdout),
         String::from_utf8_lossy(&result.stderr)
     );
     // Shown with --nocapture, and kept in the failure messages below.
     println!("{output}");
-    (parse_summary(&rig_dir.join("logs")), output)
+    (parse_summary(&logs), output)
 }
 
 /// Reads summary.tsv (`NAME<TAB>PASS|FAIL<TAB>RC<TAB>SECS`) and each NAME.log.
@@ -165,16 +244,23 @@ fn parse_summary(logs: &Path) -> BTreeMap<String, Outcome> {
         .collect()
 }
 
-/// Asserts that scenario `name` passed and returns its log.
-fn passed(name: &str) -> &'static str {
-    let run = rig();
+/// Asserts that scenario `name` passed on `kernel` and returns its log.
+fn passed_on(kernel: Kernel, name: &str) -> &'static str {
+    let run = rig(kernel);
     let Some(outcome) = run.outcomes.get(name) else {
-        panic!("the rig reported no result for {name}\n{}", run.output);
+        panic!(
+            "the rig on Linux {} reported no result for {name}\n{}",
+            kernel.rig_kernel(),
+            run.output
+        );
     };
     assert!(
         outcome.passed,
-        "rig scenario {name} failed (rc={})\n--- its log\n{}\n--- the rig\n{}",
-        outcome.rc, outcome.log, run.output
+        "rig scenario {name} failed on Linux {} (rc={})\n--- its log\n{}\n--- the rig\n{}",
+        kernel.rig_kernel(),
+        outcome.rc,
+        outcome.log,
+        run.output
     );
     &outcome.log
 }
@@ -208,7 +294,7 @@ fn every_scenario_file_has_a_test() {
 
 #[test]
 fn l1_environment() {
-    let log = passed("l1-environment");
+    let log = passed_on(Kernel::Linux6_1, "l1-environment");
     assert_log_line("l1-environment", log, "ok: nested paging is enabled");
     assert_log_line("l1-environment", log, "ok: model matches");
     assert_log_line("l1-environment", log, "is a libata device");
@@ -216,7 +302,11 @@ fn l1_environment() {
 
 #[test]
 fn l2_boot() {
-    let log = passed("l2-boot");
+    check_l2_boot(Kernel::Linux6_1);
+}
+
+fn check_l2_boot(kernel: Kernel) {
+    let log = passed_on(kernel, "l2-boot");
     assert_log_line("l2-boot", log, "@@L2 nproc=2");
     assert_log_line("l2-boot", log, "@@L2 cpuinfo-processors=2");
     assert_log_line("l2-boot", log, "satavm exit status: 0");
@@ -224,13 +314,13 @@ fn l2_boot() {
 
 #[test]
 fn l2_boot_from_elf_vmlinux_with_4_cpus() {
-    let log = passed("l2-boot-elf");
+    let log = passed_on(Kernel::Linux6_1, "l2-boot-elf");
     assert_log_line("l2-boot-elf", log, "@@L2 nproc=4");
 }
 
 #[test]
 fn l2_serial_input() {
-    let log = passed("l2-serial-input");
+    let log = passed_on(Kernel::Linux6_1, "l2-serial-input");
     assert_log_line("l2-serial-input", log, "typed-42");
     assert_log_line(
         "l2-serial-input",
@@ -241,7 +331,11 @@ fn l2_serial_input() {
 
 #[test]
 fn ahci_linux() {
-    let log = passed("ahci-linux");
+    check_ahci_linux(Kernel::Linux6_1);
+}
+
+fn check_ahci_linux(kernel: Kernel) {
+    let log = passed_on(kernel, "ahci-linux");
     for needle in [
         "ok: ahci bound: AHCI 1.3.1, 32 slots",
         "ok: libata enabled NCQ with depth 32",
@@ -257,7 +351,11 @@ fn ahci_linux() {
 
 #[test]
 fn ahci_two_disks() {
-    let log = passed("ahci-two-disks");
+    check_ahci_two_disks(Kernel::Linux6_1);
+}
+
+fn check_ahci_two_disks(kernel: Kernel) {
+    let log = passed_on(kernel, "ahci-two-disks");
     assert_log_line("ahci-two-disks", log, "ok: a.img holds what L2 wrote");
     assert_log_line("ahci-two-disks", log, "ok: b.img holds what L2 wrote");
     assert_log_line(
@@ -274,7 +372,11 @@ fn ahci_two_disks() {
 
 #[test]
 fn passthrough_drive() {
-    let log = passed("pt-drive");
+    check_passthrough_drive(Kernel::Linux6_1);
+}
+
+fn check_passthrough_drive(kernel: Kernel) {
+    let log = passed_on(kernel, "pt-drive");
     for needle in [
         "ok: L2 sees the drive's model",
         "ok: L2 sees the drive's serial",
@@ -289,7 +391,11 @@ fn passthrough_drive() {
 
 #[test]
 fn passthrough_drive_error() {
-    let log = passed("pt-error");
+    check_passthrough_drive_error(Kernel::Linux6_1);
+}
+
+fn check_passthrough_drive_error(kernel: Kernel) {
+    let log = passed_on(kernel, "pt-error");
     assert_log_line(
         "pt-error",
         log,
@@ -300,7 +406,7 @@ fn passthrough_drive_error() {
 
 #[test]
 fn passthrough_command_timeout() {
-    let log = passed("pt-timeout");
+    let log = passed_on(Kernel::Linux6_1, "pt-timeout");
     for needle in [
         "ok: satavm says a command timed out on the host",
         "ok: satavm's summary counts",
@@ -317,7 +423,7 @@ fn passthrough_command_timeout() {
 
 #[test]
 fn passthrough_drive_vanishes() {
-    let log = passed("pt-vanish");
+    let log = passed_on(Kernel::Linux6_1, "pt-vanish");
     for needle in [
         "ok: L1 removed the controller",
         "ok: satavm said the drive vanished",
@@ -331,7 +437,7 @@ fn passthrough_drive_vanishes() {
 
 #[test]
 fn selftest_firmware_on_an_image() {
-    let log = passed("selftest-image");
+    let log = passed_on(Kernel::Linux6_1, "selftest-image");
     assert_log_line(
         "selftest-image",
         log,
@@ -341,13 +447,17 @@ fn selftest_firmware_on_an_image() {
 
 #[test]
 fn selftest_firmware_through_passthrough() {
-    let log = passed("selftest-passthrough");
+    let log = passed_on(Kernel::Linux6_1, "selftest-passthrough");
     assert_log_line("selftest-passthrough", log, "satavm-selftest: RESULT PASS");
 }
 
 #[test]
 fn fault_injection_under_linux() {
-    let log = passed("inject-linux");
+    check_fault_injection_under_linux(Kernel::Linux6_1);
+}
+
+fn check_fault_injection_under_linux(kernel: Kernel) {
+    let log = passed_on(kernel, "inject-linux");
     for needle in [
         "ok: the read of the bad LBA failed in L2",
         "ok: libata's error handling saw UNC",
@@ -364,7 +474,7 @@ fn fault_injection_under_linux() {
 
 #[test]
 fn integrity_verify_two_disks_concurrent_ncq() {
-    let log = passed("integrity-verify");
+    let log = passed_on(Kernel::Linux6_1, "integrity-verify");
     for needle in [
         "ok: NCQ on (queue depth > 1)",
         "ok: L2 read back every region intact",
@@ -381,7 +491,11 @@ fn integrity_verify_two_disks_concurrent_ncq() {
 
 #[test]
 fn integrity_fio_verify_two_disks_ncq() {
-    let log = passed("integrity-fio");
+    check_integrity_fio_verify_two_disks_ncq(Kernel::Linux6_1);
+}
+
+fn check_integrity_fio_verify_two_disks_ncq(kernel: Kernel) {
+    let log = passed_on(kernel, "integrity-fio");
     for needle in [
         "ok: satavm exited 0",
         "ok: L2 sees disk FIO-A with NCQ on (queue depth > 1)",
@@ -400,7 +514,54 @@ fn integrity_fio_verify_two_disks_ncq() {
 
 #[test]
 fn integrity_kill_loses_nothing_flushed() {
-    let log = passed("integrity-kill");
+    let log = passed_on(Kernel::Linux6_1, "integrity-kill");
     assert_log_line("integrity-kill", log, "ok: satavm killed with SIGKILL");
     assert_log_line("integrity-kill", log, "flushed blocks are intact");
+}
+
+#[test]
+fn the_linux_6_12_scenarios_exist() {
+    for name in ON_LINUX_6_12 {
+        assert!(SCENARIOS.contains(name), "{name} is not in SCENARIOS");
+    }
+}
+
+/// The Linux-facing scenarios with Debian's 6.12 kernel in L1 and L2.
+mod linux_6_12 {
+    use super::*;
+
+    #[test]
+    fn l2_boot() {
+        check_l2_boot(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn ahci_linux() {
+        check_ahci_linux(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn ahci_two_disks() {
+        check_ahci_two_disks(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn passthrough_drive() {
+        check_passthrough_drive(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn passthrough_drive_error() {
+        check_passthrough_drive_error(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn fault_injection_under_linux() {
+        check_fault_injection_under_linux(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn integrity_fio_verify_two_disks_ncq() {
+        check_integrity_fio_verify_two_disks_ncq(Kernel::Linux6_12);
+    }
 }
