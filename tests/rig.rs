@@ -1,9 +1,11 @@
 //! The nested test rig as cargo tests.
 //!
-//! `scripts/rig run` boots QEMU (TCG, emulated AMD SVM) with the Debian kernel as L1,
-//! which has a real KVM and QEMU's AHCI disk as a real SATA drive; inside it, the
-//! satavm binary built by cargo boots L2. The rig runs once per test binary, for all
-//! scenarios in one L1 boot; each `#[test]` then checks one scenario's result and log.
+//! `scripts/rig payload` prepares an L1 boot (the Debian kernel, an initramfs with the
+//! satavm binary cargo built and the scenarios) and the rig's harness (tests/rig/harness,
+//! used here as a library) boots it: QEMU (TCG, emulated AMD SVM) runs L1, which has a real
+//! KVM and QEMU's AHCI disk as a real SATA drive; inside it, satavm boots L2. The rig runs
+//! once per test binary and kernel generation, all scenarios in one L1 boot (those needing
+//! the fault drives in a second); each `#[test]` then checks one scenario's result and log.
 //! Needs root (apt-get, for the first `scripts/rig prepare`) and a few minutes.
 //! There is no skip: if the rig cannot run, every test fails and says why.
 //!
@@ -17,6 +19,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use satavm_rig::prepared::Prepared;
+use satavm_rig::run;
 
 /// Every scenario in tests/rig/scenarios/, each with its `#[test]` below.
 const SCENARIOS: &[&str] = &[
@@ -91,7 +97,7 @@ impl Kernel {
     }
 }
 
-/// One scenario's line in target/rig/logs/summary.tsv, plus its log.
+/// One scenario's result and log.
 struct Outcome {
     passed: bool,
     /// Its exit status in L1, or "none" if it never finished.
@@ -99,7 +105,7 @@ struct Outcome {
     log: String,
 }
 
-/// The result of the one `scripts/rig run` of this test binary.
+/// The result of one kernel generation's rig boots in this test binary.
 struct RigRun {
     outcomes: BTreeMap<String, Outcome>,
     /// What scripts/rig printed (stdout, then stderr), for failure messages.
@@ -200,11 +206,12 @@ fn rig_boot_retrying(rig: &Rig<'_>, names: &[&str]) -> (BTreeMap<String, Outcome
 /// Fresh L1 boots for scenarios an L1 stall left unfinished.
 const STALL_RETRIES: usize = 2;
 
-/// One `scripts/rig run` of `names`: its outcomes and what it printed.
+/// One L1 boot for `names`: `scripts/rig payload` prepares it, the harness boots it.
+/// Returns the outcomes and what both printed.
 fn rig_boot(rig: &Rig<'_>, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
     let logs = rig.dir.join(rig.kernel.logs());
     let result = Command::new(repo().join("scripts").join("rig"))
-        .arg("run")
+        .arg("payload")
         .arg("--satavm")
         .arg(env!("CARGO_BIN_EXE_satavm"))
         .args(names)
@@ -215,33 +222,60 @@ fn rig_boot(rig: &Rig<'_>, names: &[&str]) -> (BTreeMap<String, Outcome>, String
         .env_remove("RIG_L2_KERNEL")
         .output()
         .expect("cannot start scripts/rig");
-    let output = format!(
-        "RIG_KERNEL={} scripts/rig run exited with {}\n--- stdout\n{}--- stderr\n{}",
+    let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
+    let mut output = format!(
+        "RIG_KERNEL={} scripts/rig payload exited with {}\n--- stdout\n{stdout}--- stderr\n{}",
         rig.kernel.rig_kernel(),
         result.status,
-        String::from_utf8_lossy(&result.stdout),
         String::from_utf8_lossy(&result.stderr)
     );
-    // Shown with --nocapture, and kept in the failure messages below.
     println!("{output}");
-    (parse_summary(&logs), output)
-}
-
-/// Reads summary.tsv (`NAME<TAB>PASS|FAIL<TAB>RC<TAB>SECS`) and each NAME.log.
-fn parse_summary(logs: &Path) -> BTreeMap<String, Outcome> {
-    let summary = fs::read_to_string(logs.join("summary.tsv")).unwrap_or_default();
-    summary
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split('\t');
-            let name = fields.next()?.to_string();
-            let passed = fields.next()? == "PASS";
-            let rc = fields.next().unwrap_or("?").to_string();
-            let log = fs::read_to_string(logs.join(format!("{name}.log")))
-                .unwrap_or_else(|e| format!("(no log: {e})"));
-            Some((name, Outcome { passed, rc, log }))
-        })
-        .collect()
+    let payload = stdout.lines().rev().find_map(|l| {
+        let rest = l.strip_prefix("prepared=")?;
+        let (file, overall) = rest.split_once(" overall=")?;
+        Some((PathBuf::from(file), overall.trim().parse::<u64>().ok()?))
+    });
+    let Some((file, overall)) = payload.filter(|_| result.status.success()) else {
+        return (BTreeMap::new(), output);
+    };
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let boot = Prepared::load(&file).and_then(|prepared| {
+        run::run(
+            &prepared,
+            &names,
+            Duration::from_secs(overall),
+            &mut |line| {
+                // Shown with --nocapture, and kept in the failure messages below.
+                println!("{line}");
+                output.push_str(&line);
+                output.push('\n');
+            },
+        )
+    });
+    match boot {
+        Ok(report) => {
+            if report.stalled {
+                output.push_str("L1 stalled\n");
+            }
+            let outcomes = report
+                .outcomes
+                .into_iter()
+                .map(|o| {
+                    let outcome = Outcome {
+                        passed: o.passed(),
+                        rc: o.rc.map_or("none".to_string(), |rc| rc.to_string()),
+                        log: o.log,
+                    };
+                    (o.name, outcome)
+                })
+                .collect();
+            (outcomes, output)
+        }
+        Err(e) => {
+            output += &format!("the harness could not boot L1: {e}\n");
+            (BTreeMap::new(), output)
+        }
+    }
 }
 
 /// Asserts that scenario `name` passed on `kernel` and returns its log.
