@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::ahci::checks::{Rule, SpecChecks};
 use crate::ahci::command::{self, FetchError};
 use crate::ahci::completion::{self, InFlight};
+use crate::ahci::events::{AhciEvent, EventHook};
 use crate::ahci::regs::{port as reg, pxcmd, pxis, pxserr, pxtfd, scr, COMMAND_SLOTS, SIG_RESET};
 use crate::ahci::rfis;
 use crate::ahci::sdb_aggregation::{AggregationMode, SdbAggregation};
@@ -80,6 +81,8 @@ pub struct Port {
     /// A PxCI write left its commands for the next completion pass since
     /// [`Port::take_deferred_issue`] last looked.
     deferred_issue: bool,
+    /// Where link changes, errors and resets are reported (see [`crate::ahci::events`]).
+    events: Option<EventHook>,
 }
 
 impl std::fmt::Debug for Port {
@@ -156,6 +159,7 @@ impl Port {
             aggregation: SdbAggregation::default(),
             defer_busy_issue: false,
             deferred_issue: false,
+            events: None,
         };
         p.power_on_reset();
         p
@@ -208,6 +212,18 @@ impl Port {
     /// caller makes that pass happen soon).
     pub fn take_deferred_issue(&mut self) -> bool {
         std::mem::take(&mut self.deferred_issue)
+    }
+
+    /// Report link changes, command errors and COMRESETs to `hook`.
+    pub fn set_event_hook(&mut self, hook: EventHook) {
+        self.events = Some(hook);
+    }
+
+    /// Tell the event hook, if there is one.
+    pub(crate) fn report(&self, event: AhciEvent) {
+        if let Some(hook) = &self.events {
+            hook(event);
+        }
     }
 
     /// How this port aggregates queued completions (see [`crate::ahci::sdb_aggregation`]).
@@ -452,6 +468,7 @@ impl Port {
                         .port(self.index)
                         .str("state", "comreset")
                 });
+                self.report(AhciEvent::PortReset { port: self.index });
                 // The device is reset now; its signature is sent once the link comes back.
                 let sig = self.device.comreset();
                 self.signature_pending = Some(sig);
