@@ -31,4 +31,22 @@ pub enum AhciEvent {
 }
 
 /// Where the HBA reports [`AhciEvent`]s.
-pub type EventHook = Arc<dyn Fn(AhciEvent) + Send + Sync>;
+#[derive(Clone)]
+pub struct EventHook(Arc<dyn Fn(AhciEvent) + Send + Sync>);
+
+impl EventHook {
+    pub fn new(f: impl Fn(AhciEvent) + Send + Sync + 'static) -> Self {
+        EventHook(Arc::new(f))
+    }
+
+    /// Report `event`.
+    pub fn report(&self, event: AhciEvent) {
+        (self.0)(event)
+    }
+}
+
+impl std::fmt::Debug for EventHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventHook")
+    }
+}

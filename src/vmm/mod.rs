@@ -1,6 +1,7 @@
 //! The KVM layer: the only code that touches KVM. It builds the VM (memory, irqchip, PIT,
 //! vCPUs, MP table, boot), plugs the devices onto the buses, and runs the event loop.
 
+pub mod api;
 pub mod boot;
 pub mod bus;
 pub mod cmos;

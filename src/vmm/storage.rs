@@ -98,6 +98,12 @@ pub struct StorageOptions {
     pub doorbells: bool,
     /// How guest reads of the HBA registers are answered.
     pub registers: RegisterMode,
+    /// Injection rules and link requests that change while the VM runs (the control
+    /// socket): every drive is wrapped for injection and takes its rules from here (`inject`
+    /// is then ignored: the control holds those rules too).
+    pub inject_control: Option<crate::ata::inject::InjectControl>,
+    /// Where link changes, command errors and resets are reported (the control socket).
+    pub events: Option<crate::ahci::events::EventHook>,
 }
 
 /// How guest reads of the HBA registers are answered (`--registers`).
@@ -239,6 +245,37 @@ pub struct Storage {
     ahci: Arc<Mutex<AhciFunction>>,
     host_stats: Arc<Vec<Option<HostStatsReader>>>,
     tracer: Tracer,
+    /// The `--disk` of each port.
+    specs: Arc<Vec<DiskSpec>>,
+}
+
+/// Every counter the statistics report, read at one time: the text at exit and on SIGUSR1
+/// ([`Storage::summary`]) and the control socket's `query-stats` are both made from it.
+#[derive(Debug, Clone)]
+pub struct StatsSnapshot {
+    /// Per port: what the guest did.
+    pub ports: Vec<PortStats>,
+    /// Per port: a pass-through drive's host-side counters.
+    pub host: Vec<Option<PassthroughStats>>,
+    /// Per port: the drive's I/O engine and its counters.
+    pub engines: Vec<Option<(&'static str, crate::block::EngineStats)>>,
+    /// PxSACT/PxCI writes taken by KVM ioeventfds.
+    pub posted_writes: u64,
+    /// Register dwords stored into the mapped register page.
+    pub register_page_stores: u64,
+}
+
+/// A port's registers as the guest would read them now (AHCI 1.3.1 3.3), without side
+/// effects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRegisters {
+    pub cmd: u32,
+    pub tfd: u32,
+    pub ssts: u32,
+    pub serr: u32,
+    pub sact: u32,
+    pub ci: u32,
+    pub is: u32,
 }
 
 /// `n` bytes for people: "0 B", "12.0 KiB", "3.5 MiB".
@@ -303,19 +340,57 @@ impl Storage {
         self.host_stats.get(port)?.as_ref().map(|read| read())
     }
 
+    /// Every counter, read now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let (ports, engines, posted_writes, register_page_stores) = {
+            let ahci = self.ahci.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                ahci.port_stats(),
+                ahci.port_engines(),
+                ahci.posted_writes(),
+                ahci.register_page_stores(),
+            )
+        };
+        StatsSnapshot {
+            host: (0..ports.len()).map(|p| self.host_stats(p)).collect(),
+            ports,
+            engines,
+            posted_writes,
+            register_page_stores,
+        }
+    }
+
+    /// The `--disk` of each port.
+    pub fn specs(&self) -> &[DiskSpec] {
+        &self.specs
+    }
+
+    /// Port `port`'s registers now (None if there is no such port).
+    pub fn port_registers(&self, port: usize) -> Option<PortRegisters> {
+        use crate::ahci::regs::{hba, port as px};
+        if port >= self.specs.len() {
+            return None;
+        }
+        let ahci = self.ahci.lock().unwrap_or_else(|e| e.into_inner());
+        let base = hba::PORTS_BASE + port as u64 * hba::PORT_SIZE;
+        let r = |off| ahci.register(base + off);
+        Some(PortRegisters {
+            cmd: r(px::CMD),
+            tfd: r(px::TFD),
+            ssts: r(px::SSTS),
+            serr: r(px::SERR),
+            sact: r(px::SACT),
+            ci: r(px::CI),
+            is: r(px::IS),
+        })
+    }
+
     /// One line per port for the user: what the guest did, and for pass-through what the
     /// host drive saw.
     pub fn summary(&self) -> Vec<String> {
-        let posted = self
-            .ahci
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .posted_writes();
-        let stores = self
-            .ahci
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .register_page_stores();
+        let snap = self.snapshot();
+        let posted = snap.posted_writes;
+        let stores = snap.register_page_stores;
         let mapped = (stores > 0).then(|| {
             format!(
                 "registers: mapped, {stores} register stores into the read-only memslot (guest reads of ABAR never exit)"
@@ -326,17 +401,13 @@ impl Storage {
                 "doorbells: {posted} PxSACT/PxCI writes taken by KVM ioeventfds (no exit to satavm)"
             )
         });
-        let engines = self
-            .ahci
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .port_engines();
-        self.port_stats()
+        let engines = &snap.engines;
+        snap.ports
             .iter()
             .enumerate()
             .map(|(port, s)| {
                 let mut line = port_summary(port, s);
-                if let Some(h) = self.host_stats(port) {
+                if let Some(h) = snap.host.get(port).copied().flatten() {
                     line += &format!(
                         "; host: {} SG_IO commands, peak {} in flight, {} errors, {} timeouts, \
                          {} direct I/O, {} through the kernel's pages",
@@ -704,9 +775,13 @@ pub fn attach_prepared(
     }
     check_inject_ports(&options.inject, disks.len())?;
     let ports = disks.len();
+    let specs: Vec<DiskSpec> = disks.iter().map(|d| d.spec().clone()).collect();
     // Before the drives start their threads, which inherit the mask.
     let mask = block_sigusr1()?;
     let notifier: CompletionNotifier = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
+    if let Some(control) = &options.inject_control {
+        control.bind_notifier(notifier.clone());
+    }
     let mut devices: Vec<Box<dyn SataDevice>> = Vec::new();
     let mut host_stats = Vec::new();
     for (port, d) in disks.into_iter().enumerate() {
@@ -718,7 +793,9 @@ pub fn attach_prepared(
             notifier.clone(),
             options.tracer.clone(),
         );
-        devices.push(if wrapped.has_rules() {
+        devices.push(if let Some(control) = &options.inject_control {
+            Box::new(wrapped.with_control(control.clone()))
+        } else if wrapped.has_rules() {
             Box::new(wrapped)
         } else {
             wrapped.into_inner()
@@ -745,6 +822,11 @@ pub fn attach_prepared(
         PCI_INTX_GSI as u8,
         observers,
     )));
+    if let Some(hook) = &options.events {
+        ahci.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_event_hook(hook.clone());
+    }
     let device_number = ctx.pci.add(ahci.clone());
     ctx.pci_intx.push((device_number, 1));
     ahci.lock()
@@ -771,6 +853,7 @@ pub fn attach_prepared(
         ahci,
         host_stats: Arc::new(host_stats),
         tracer: options.tracer.clone(),
+        specs: Arc::new(specs),
     };
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     ctx.events.add_subscriber(Box::new(StatsOnSignal {

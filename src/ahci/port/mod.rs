@@ -222,7 +222,7 @@ impl Port {
     /// Tell the event hook, if there is one.
     pub(crate) fn report(&self, event: AhciEvent) {
         if let Some(hook) = &self.events {
-            hook(event);
+            hook.report(event);
         }
     }
 
