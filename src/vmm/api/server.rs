@@ -96,7 +96,8 @@ impl EventQueue {
         let _ = self.wake.write(1);
     }
 
-    fn take(&self) -> (Vec<ApiEvent>, u64) {
+    /// Every queued event, and how many were dropped since the last call.
+    pub fn drain(&self) -> (Vec<ApiEvent>, u64) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         (q.events.drain(..).collect(), std::mem::take(&mut q.lost))
     }
@@ -271,7 +272,7 @@ impl<H: Handler> ApiServer<H> {
     }
 
     fn broadcast(&mut self, ops: &mut EventOps) {
-        let (events, lost) = self.events.take();
+        let (events, lost) = self.events.drain();
         let mut lines: Vec<String> = events
             .into_iter()
             .map(|e| protocol::event_line(e.name, e.data, e.at))
@@ -380,3 +381,7 @@ impl<H: Handler> MutEventSubscriber for ApiServer<H> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
