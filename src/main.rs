@@ -164,7 +164,7 @@ satavm at once. SIGUSR1 prints the statistics.
 
 Exit status:
   0        the guest rebooted or powered off, the firmware reported PASS, Ctrl-A x,
-           or --check found nothing wrong
+           quit on the control socket (--api-socket), or --check found nothing wrong
   1-63     a failure code the guest reported (the self-test's FAIL is 1; larger codes: 63)
   64       usage error: a bad option or value, options that contradict each other
   69       KVM cannot be used on this host (no /dev/kvm, no permission)
