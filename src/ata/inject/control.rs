@@ -6,6 +6,7 @@
 //!
 //! Nothing here blocks for long: the lock is held for a copy of a short list.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,9 +32,17 @@ struct State {
     notifier: Option<CompletionNotifier>,
 }
 
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Bumped by every change (rules or a link request): a device that saw this value has
+    /// nothing to pick up and does not take the lock (one atomic load per submission).
+    changes: AtomicU64,
+}
+
 /// Injection rules and link requests shared by the devices and the control socket.
 #[derive(Clone, Default)]
-pub struct InjectControl(Arc<Mutex<State>>);
+pub struct InjectControl(Arc<Shared>);
 
 impl std::fmt::Debug for InjectControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,7 +63,16 @@ impl InjectControl {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A number that changes whenever rules or link requests do.
+    pub(super) fn changes(&self) -> u64 {
+        self.0.changes.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.0.changes.fetch_add(1, Ordering::Release);
     }
 
     /// The descriptor the devices signal to get their port looked at (the completion
@@ -76,6 +94,7 @@ impl InjectControl {
         let id = s.next_id;
         s.rules.push((id, rule));
         s.generation += 1;
+        self.changed();
         Self::wake(&s);
         id
     }
@@ -86,6 +105,7 @@ impl InjectControl {
         let at = s.rules.iter().position(|(i, _)| *i == id)?;
         let (_, rule) = s.rules.remove(at);
         s.generation += 1;
+        self.changed();
         Self::wake(&s);
         Some(rule)
     }
@@ -101,6 +121,7 @@ impl InjectControl {
         if let Some(slot) = s.link.get_mut(usize::from(port)) {
             *slot = Some(request);
         }
+        self.changed();
         Self::wake(&s);
     }
 
@@ -159,7 +180,9 @@ mod tests {
         let n: CompletionNotifier =
             Arc::new(vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap());
         c.bind_notifier(n.clone());
+        let before = c.changes();
         c.request_link(2, LinkRequest::Down(None));
+        assert_ne!(c.changes(), before, "devices look again");
         c.request_link(2, LinkRequest::Up);
         assert_eq!(n.read().unwrap(), 2);
         assert_eq!(c.take_link(2), Some(LinkRequest::Up));

@@ -84,6 +84,8 @@ pub struct InjectingDevice {
     down_indefinitely: bool,
     /// Rules and link requests changed at run time, and the rules' generation last copied.
     control: Option<(InjectControl, u64)>,
+    /// The control's change count when this device last looked.
+    control_seen: u64,
     link_events: VecDeque<LinkEvent>,
     clock: Arc<dyn Clock>,
 }
@@ -163,6 +165,7 @@ impl InjectingDevice {
             down_until: None,
             down_indefinitely: false,
             control: None,
+            control_seen: u64::MAX,
             link_events: VecDeque::new(),
             clock,
         }
@@ -183,6 +186,12 @@ impl InjectingDevice {
         let Some((control, generation)) = &self.control else {
             return;
         };
+        // Read before looking: a change made meanwhile is seen next time.
+        let changes = control.changes();
+        if changes == self.control_seen {
+            return;
+        }
+        self.control_seen = changes;
         let request = control.take_link(self.port);
         if let Some((g, rules)) = control.rules_since(*generation, self.port) {
             let mut old = std::mem::take(&mut self.rules);
