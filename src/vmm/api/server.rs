@@ -212,9 +212,11 @@ impl<H: Handler> ApiServer<H> {
         c.input.has_line()
     }
 
-    /// Read what `c` sent, unless lines are still waiting; false on EOF or error.
+    /// Read what `c` sent, unless lines are still waiting or it is being closed; false on EOF
+    /// or error.
     fn read(c: &mut Client) -> bool {
-        if c.input.has_line() {
+        // A client being closed gets nothing more read (its input would only grow).
+        if c.input.has_line() || c.closing {
             return true;
         }
         let mut buf = [0u8; READ_CHUNK];
