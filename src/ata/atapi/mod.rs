@@ -1,0 +1,634 @@
+//! An emulated ATAPI CD/DVD drive over an ISO image: a SATA device of the PACKET feature set
+//! (ACS-3 7.18, SATA 3.x 11.10) whose commands are MMC-6/SPC-4 CDBs.
+//!
+//! The AHCI layer knows only the command header's A bit and the ACMD bytes
+//! ([`crate::sata::SataDevice::submit_packet`]); everything ATAPI is here:
+//! - [`packet`]: the PACKET protocol (DMA or PIO with the byte count limit, the interrupt
+//!   reason, CHECK CONDITION in the registers);
+//! - [`cdb`]: operation codes, their names, CDB fields; [`sense`]: sense data;
+//! - [`spc`] (INQUIRY, MODE SENSE) and [`mmc`] (the disc and drive descriptions);
+//! - [`reader`]: READ(10)/READ(12) through the block engine into guest RAM;
+//! - [`medium`]: the disc, the tray and host-side media changes ([`MediaControl`]);
+//! - [`identify`]: IDENTIFY PACKET DEVICE.
+//!
+//! ATA commands: IDENTIFY PACKET DEVICE; IDENTIFY DEVICE aborted with the PACKET signature
+//! in the registers (ACS-3 7.12); DEVICE RESET and EXECUTE DEVICE DIAGNOSTIC answer with the
+//! signature; SET FEATURES, CHECK POWER MODE and the power commands succeed; anything else is
+//! aborted. Signature: status 00h, count 1, LBA EB1401h (PxSIG EB140101h).
+//!
+//! Unit attention (SPC-4 5.14): a disc inserted (by the host, or the tray closed over one) makes
+//! the next command other than INQUIRY, REQUEST SENSE, GET CONFIGURATION and GET EVENT STATUS
+//! NOTIFICATION end with UNIT ATTENTION 28h/00h; the media event (new media, media removal,
+//! eject request) waits for GET EVENT STATUS NOTIFICATION. The sense of the last CHECK
+//! CONDITION stays for REQUEST SENSE until the next command.
+
+pub mod cdb;
+pub mod identify;
+pub mod medium;
+pub mod mmc;
+pub mod packet;
+mod reader;
+pub mod sense;
+pub mod spc;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::ata::command::opcode;
+use crate::ata::identify::TransferMode;
+use crate::ata::registers::{control, error as ata_error, status};
+use crate::ata::taskfile::{d2h_abort, d2h_good, STATUS_GOOD};
+use crate::block::{EngineChoice, EngineStats};
+use crate::sata::{
+    Completion, CompletionNotifier, DataPath, Fis, PioSetup, RegisterD2h, RegisterH2d, SataDevice,
+    Submission,
+};
+
+use cdb::op;
+pub use medium::{Change, MediaControl, MediaError, Medium, Shared};
+use mmc::media_event;
+use packet::PacketCommand;
+use reader::Reads;
+use sense::Sense;
+
+/// Default model (IDENTIFY PACKET DEVICE words 27-46; INQUIRY takes the first 16 characters).
+pub const DEFAULT_MODEL: &str = "SATAVM DVD-ROM";
+/// Firmware revision (IDENTIFY PACKET DEVICE words 23-26).
+pub const FIRMWARE_REVISION: &str = "0.1.0";
+/// LBA low/mid/high of the PACKET device signature (ACS-3 table 206).
+pub const ATAPI_SIGNATURE_LBA: u64 = 0xeb_14_01;
+
+/// A stable serial number for the drive of `path`: "SVMCD" and a 48-bit FNV-1a hash of the
+/// path in hex (an empty tray's drive hashes the empty path).
+fn serial_from_path(path: &std::path::Path) -> String {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let hash = canonical
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("SVMCD{:012X}", hash & 0xffff_ffff_ffff)
+}
+
+/// What the SPC/MMC answers describe.
+#[derive(Debug, Clone)]
+pub struct View<'a> {
+    /// Blocks of the disc, when one is in and the tray closed.
+    pub blocks: Option<u64>,
+    pub dvd: bool,
+    pub tray_open: bool,
+    pub prevent: bool,
+    pub model: &'a str,
+    pub serial: &'a str,
+}
+
+/// How to create a drive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdromConfig {
+    /// The ISO image; `None`: an empty tray.
+    pub path: Option<PathBuf>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub engine: EngineChoice,
+    /// Lock the images (shared, read-only) as [`crate::hostfile`] does.
+    pub lock: bool,
+}
+
+/// How a PACKET command ran.
+enum Run {
+    /// Done, having moved this many bytes to the host.
+    Done(u32),
+    Check(Sense),
+    /// A read in the engine.
+    Pending,
+}
+
+/// The drive; see the module documentation.
+pub struct AtapiDrive {
+    /// The disc in the drive (with the tray open it is in the tray, not readable).
+    medium: Option<Medium>,
+    tray_open: bool,
+    prevent: bool,
+    unit_attention: bool,
+    /// Sense of the last CHECK CONDITION, for REQUEST SENSE.
+    sense: Option<Sense>,
+    media_event: u8,
+    model: String,
+    serial: String,
+    transfer_mode: TransferMode,
+    srst: bool,
+    reads: Reads,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl std::fmt::Debug for AtapiDrive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtapiDrive")
+            .field("model", &self.model)
+            .field("medium", &self.medium)
+            .field("tray_open", &self.tray_open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AtapiDrive {
+    /// Open the image of `config` (if any) and make the drive and its host-side control.
+    pub fn open(
+        config: &CdromConfig,
+        notifier: CompletionNotifier,
+    ) -> Result<(AtapiDrive, MediaControl), MediaError> {
+        let medium = match &config.path {
+            Some(p) => Some(Medium::open(
+                p,
+                config.engine,
+                config.lock,
+                notifier.clone(),
+            )?),
+            None => None,
+        };
+        Ok(Self::with_medium(config, medium, notifier))
+    }
+
+    /// A drive with `medium` (opened already, or a test's) in it.
+    pub fn with_medium(
+        config: &CdromConfig,
+        medium: Option<Medium>,
+        notifier: CompletionNotifier,
+    ) -> (AtapiDrive, MediaControl) {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let serial = config.serial.clone().unwrap_or_else(|| {
+            let path = config.path.clone().unwrap_or_default();
+            serial_from_path(&path)
+        });
+        let drive = AtapiDrive {
+            medium,
+            tray_open: false,
+            prevent: false,
+            unit_attention: false,
+            sense: None,
+            media_event: media_event::NO_CHANGE,
+            model: config
+                .model
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MODEL.to_string()),
+            serial,
+            transfer_mode: TransferMode::UltraDma(5),
+            srst: false,
+            reads: Reads::default(),
+            shared: shared.clone(),
+        };
+        let control = MediaControl::new(
+            shared,
+            notifier,
+            config.engine,
+            config.lock,
+            config.path.clone(),
+        );
+        (drive, control)
+    }
+
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The disc, if one is in and the tray is closed.
+    fn ready_medium(&self) -> Option<&Medium> {
+        self.medium.as_ref().filter(|_| !self.tray_open)
+    }
+
+    fn view(&self) -> View<'_> {
+        let m = self.ready_medium();
+        View {
+            blocks: m.map(|m| m.blocks),
+            dvd: m.is_some_and(Medium::is_dvd),
+            tray_open: self.tray_open,
+            prevent: self.prevent,
+            model: &self.model,
+            serial: &self.serial,
+        }
+    }
+
+    /// Take over a change the host asked for, once no read of the old disc is in its engine.
+    fn take_host_change(&mut self) {
+        let busy = self.reads.busy()
+            || self
+                .medium
+                .as_ref()
+                .is_some_and(|m| m.engine.in_flight() > 0);
+        if busy {
+            return;
+        }
+        let Some(change) = self.shared().pending.take() else {
+            return;
+        };
+        match change {
+            Change::Insert(m) => {
+                log::info!("cdrom: {} inserted", m.path.display());
+                self.medium = Some(m);
+                self.tray_open = false;
+                self.unit_attention = true;
+                self.media_event = media_event::NEW_MEDIA;
+            }
+            Change::Eject => {
+                if self.medium.take().is_some() {
+                    self.media_event = media_event::MEDIA_REMOVAL;
+                }
+                self.tray_open = true;
+            }
+        }
+    }
+
+    /// COMRESET, SRST, DEVICE RESET: commands forgotten, settings back to their defaults; the
+    /// disc, the tray and the medium lock stay.
+    fn reset(&mut self) {
+        self.reads.abort();
+        self.transfer_mode = TransferMode::UltraDma(5);
+        self.sense = None;
+    }
+
+    /// The signature Register D2H FIS of a PACKET device (ACS-3 table 206).
+    fn signature(interrupt: bool) -> RegisterD2h {
+        RegisterD2h {
+            interrupt,
+            status: 0,
+            error: 0x01,
+            lba: ATAPI_SIGNATURE_LBA,
+            count: 1,
+            ..Default::default()
+        }
+    }
+
+    fn done(slot: u8, d2h: RegisterD2h) -> Submission {
+        Submission::Complete(Completion {
+            slot,
+            fises: vec![Fis::RegisterD2h(d2h)],
+            bytes_transferred: 0,
+        })
+    }
+
+    /// IDENTIFY PACKET DEVICE: one PIO data-in block.
+    fn identify_packet(&self, slot: u8, data: &DataPath) -> Submission {
+        let words = identify::identify_packet_device(&identify::PacketIdentity {
+            serial: &self.serial,
+            firmware: FIRMWARE_REVISION,
+            model: &self.model,
+            transfer_mode: self.transfer_mode,
+        });
+        let bytes = crate::ata::identify::to_bytes(&words);
+        if data.write_at(0, &bytes).is_err() {
+            return Self::done(slot, d2h_abort());
+        }
+        Submission::Complete(Completion {
+            slot,
+            fises: vec![Fis::PioSetup(PioSetup {
+                interrupt: true,
+                device_to_host: true,
+                status: status::DRDY | status::DRQ,
+                e_status: STATUS_GOOD,
+                transfer_count: bytes.len() as u16,
+                ..Default::default()
+            })],
+            bytes_transferred: bytes.len() as u32,
+        })
+    }
+
+    /// Copy an answer of `bytes` to the host: at most the allocation length and what the PRDT
+    /// holds (a shorter transfer, not an overflow).
+    fn respond(cdb: &[u8], data: &DataPath, bytes: &[u8]) -> Run {
+        let alloc = cdb::allocation_length(cdb).map_or(usize::MAX, |n| n as usize);
+        let n = bytes.len().min(alloc).min(data.len() as usize);
+        match data.write_at(0, &bytes[..n]) {
+            Ok(()) => Run::Done(n as u32),
+            Err(_) => Run::Check(Sense::DATA_PHASE_ERROR),
+        }
+    }
+
+    fn answer(cdb: &[u8], data: &DataPath, r: Result<Vec<u8>, Sense>) -> Run {
+        match r {
+            Ok(bytes) => Self::respond(cdb, data, &bytes),
+            Err(s) => Run::Check(s),
+        }
+    }
+
+    /// NOT READY with why: the tray is open, or it is closed and empty.
+    fn not_ready(&self) -> Sense {
+        if self.tray_open {
+            Sense::NO_MEDIUM_TRAY_OPEN
+        } else {
+            Sense::NO_MEDIUM_TRAY_CLOSED
+        }
+    }
+
+    /// The commands that a pending unit attention does not stop (SPC-4 5.14, MMC-6 4.1.6.1).
+    fn passes_unit_attention(code: u8) -> bool {
+        matches!(
+            code,
+            op::INQUIRY
+                | op::REQUEST_SENSE
+                | op::GET_CONFIGURATION
+                | op::GET_EVENT_STATUS_NOTIFICATION
+        )
+    }
+
+    /// Commands that need the disc.
+    fn needs_medium(code: u8) -> bool {
+        matches!(
+            code,
+            op::TEST_UNIT_READY
+                | op::READ_CAPACITY
+                | op::READ_10
+                | op::READ_12
+                | op::READ_TOC_PMA_ATIP
+                | op::READ_DISC_INFORMATION
+                | op::READ_TRACK_INFORMATION
+        ) || cdb::writes_medium(code)
+    }
+
+    fn execute(&mut self, slot: u8, packet: PacketCommand, cdb: &[u8], data: &DataPath) -> Run {
+        let code = cdb[0];
+        if code == op::REQUEST_SENSE {
+            // SPC-4 6.29: the sense of the last CHECK CONDITION, or a pending unit attention
+            // (reported once), or NO SENSE; a disc that is not there is NOT READY.
+            let s = match self.sense.take() {
+                Some(s) => s,
+                None if self.unit_attention => {
+                    self.unit_attention = false;
+                    Sense::MEDIUM_MAY_HAVE_CHANGED
+                }
+                None if self.ready_medium().is_none() => self.not_ready(),
+                None => Sense::NONE,
+            };
+            return Self::respond(cdb, data, &s.fixed());
+        }
+        self.sense = None;
+        if self.unit_attention && !Self::passes_unit_attention(code) {
+            self.unit_attention = false;
+            return Run::Check(Sense::MEDIUM_MAY_HAVE_CHANGED);
+        }
+        if Self::needs_medium(code) && self.ready_medium().is_none() {
+            return Run::Check(self.not_ready());
+        }
+        let v = self.view();
+        let blocks = v.blocks.unwrap_or(0);
+        match code {
+            op::TEST_UNIT_READY | op::SET_CD_SPEED | op::SYNCHRONIZE_CACHE => Run::Done(0),
+            op::INQUIRY => Self::answer(cdb, data, spc::inquiry(cdb, &v)),
+            op::MODE_SENSE_10 => Self::answer(cdb, data, spc::mode_sense_10(cdb, &v)),
+            op::READ_CAPACITY => Self::respond(cdb, data, &mmc::read_capacity(blocks)),
+            op::READ_TOC_PMA_ATIP => Self::answer(cdb, data, mmc::read_toc(cdb, blocks)),
+            op::GET_CONFIGURATION => Self::answer(cdb, data, mmc::get_configuration(cdb, &v)),
+            op::GET_EVENT_STATUS_NOTIFICATION => self.event_status(cdb, data),
+            op::READ_DISC_INFORMATION => Self::answer(cdb, data, mmc::read_disc_information(cdb)),
+            op::READ_TRACK_INFORMATION => {
+                Self::answer(cdb, data, mmc::read_track_information(cdb, blocks))
+            }
+            op::MECHANISM_STATUS => Self::respond(cdb, data, &mmc::mechanism_status(&v)),
+            op::GET_PERFORMANCE => Self::answer(cdb, data, mmc::get_performance(cdb, &v)),
+            op::PREVENT_ALLOW_MEDIUM_REMOVAL => {
+                // MMC-6 6.14: bit 0 prevent, bit 1 persistent prevent.
+                self.prevent = cdb::be(cdb, 4, 1) & 0x03 != 0;
+                self.shared().prevent = self.prevent;
+                Run::Done(0)
+            }
+            op::START_STOP_UNIT => self.start_stop(cdb),
+            op::READ_10 | op::READ_12 => self.read(slot, packet, cdb, data),
+            c if cdb::writes_medium(c) => Run::Check(Sense::WRITE_PROTECTED),
+            _ => Run::Check(Sense::INVALID_OPCODE),
+        }
+    }
+
+    fn event_status(&mut self, cdb: &[u8], data: &DataPath) -> Run {
+        let wants_media = cdb::be(cdb, 4, 1) & 0x10 != 0;
+        let eject_request = std::mem::take(&mut self.shared().eject_request);
+        let event = if eject_request {
+            media_event::EJECT_REQUEST
+        } else {
+            self.media_event
+        };
+        let r = mmc::event_status(cdb, &self.view(), event);
+        if r.is_ok() && wants_media {
+            // Reported: the event is consumed (an eject request reported before a pending
+            // media event leaves that one for the next poll).
+            if !eject_request {
+                self.media_event = media_event::NO_CHANGE;
+            }
+        } else if eject_request {
+            self.shared().eject_request = true;
+        }
+        Self::answer(cdb, data, r)
+    }
+
+    /// START STOP UNIT (MMC-6 6.39): LoEj with Start 0 opens the tray (unless the guest
+    /// prevents removal), with Start 1 closes it; a power condition or spin up/down is
+    /// accepted and does nothing.
+    fn start_stop(&mut self, cdb: &[u8]) -> Run {
+        let b4 = cdb::be(cdb, 4, 1) as u8;
+        let (power, loej, start) = (b4 >> 4, b4 & 0x02 != 0, b4 & 0x01 != 0);
+        if power != 0 || !loej {
+            return Run::Done(0);
+        }
+        if !start {
+            if self.prevent {
+                return Run::Check(Sense::REMOVAL_PREVENTED);
+            }
+            if !self.tray_open && self.medium.is_some() {
+                self.media_event = media_event::MEDIA_REMOVAL;
+            }
+            self.tray_open = true;
+        } else if self.tray_open {
+            self.tray_open = false;
+            if self.medium.is_some() {
+                self.unit_attention = true;
+                self.media_event = media_event::NEW_MEDIA;
+            }
+        }
+        Run::Done(0)
+    }
+
+    fn read(&mut self, slot: u8, packet: PacketCommand, cdb: &[u8], data: &DataPath) -> Run {
+        let Some((lba, blocks)) = cdb::read_range(cdb) else {
+            return Run::Check(Sense::INVALID_OPCODE);
+        };
+        let Some(medium) = self.medium.as_mut().filter(|_| !self.tray_open) else {
+            return Run::Check(Sense::NO_MEDIUM_TRAY_OPEN);
+        };
+        if lba
+            .checked_add(blocks)
+            .is_none_or(|end| end > medium.blocks)
+        {
+            return Run::Check(Sense::LBA_OUT_OF_RANGE);
+        }
+        if blocks == 0 {
+            return Run::Done(0);
+        }
+        match self
+            .reads
+            .start(medium.engine.as_mut(), slot, packet, data, lba, blocks)
+        {
+            Ok(()) => Run::Pending,
+            Err(s) => Run::Check(s),
+        }
+    }
+
+    fn check(&mut self, s: Sense) -> Option<Sense> {
+        self.sense = Some(s);
+        Some(s)
+    }
+
+    /// A PACKET command.
+    fn packet(
+        &mut self,
+        slot: u8,
+        fis: &RegisterH2d,
+        acmd: &[u8; 16],
+        data: DataPath,
+    ) -> Submission {
+        self.take_host_change();
+        let packet = PacketCommand::decode(fis);
+        if self.reads.busy() {
+            // Not queued: the port sends one command at a time; a second one is refused.
+            return Self::done(slot, d2h_abort());
+        }
+        let cdb = &acmd[..usize::from(packet::PACKET_BYTES)];
+        match self.execute(slot, packet, cdb, &data) {
+            Run::Done(n) => Submission::Complete(packet::finish(slot, &packet, n, None)),
+            Run::Check(s) => {
+                log::debug!(
+                    "cdrom: {} CHECK CONDITION {:x}/{:02x}/{:02x}",
+                    cdb::name(cdb[0]),
+                    s.key,
+                    s.asc,
+                    s.ascq
+                );
+                let s = self.check(s);
+                Submission::Complete(packet::finish(slot, &packet, 0, s))
+            }
+            Run::Pending => Submission::Pending { accepted: None },
+        }
+    }
+}
+
+impl SataDevice for AtapiDrive {
+    fn comreset(&mut self) -> RegisterD2h {
+        self.reset();
+        self.srst = false;
+        Self::signature(false)
+    }
+
+    fn device_control(&mut self, fis: &RegisterH2d) -> Option<RegisterD2h> {
+        let srst = fis.control & control::SRST != 0;
+        match (self.srst, srst) {
+            (false, true) => {
+                self.reset();
+                self.srst = true;
+                None
+            }
+            (true, false) => {
+                self.srst = false;
+                Some(Self::signature(false))
+            }
+            _ => None,
+        }
+    }
+
+    fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission {
+        if self.reads.busy() {
+            return Self::done(slot, d2h_abort());
+        }
+        match fis.command {
+            opcode::IDENTIFY_PACKET_DEVICE => self.identify_packet(slot, &data),
+            // ACS-3 7.12.4: a PACKET device aborts IDENTIFY DEVICE and puts its signature in
+            // the LBA and Count registers.
+            opcode::IDENTIFY_DEVICE => Self::done(
+                slot,
+                RegisterD2h {
+                    status: STATUS_GOOD | status::ERR,
+                    error: ata_error::ABRT,
+                    ..Self::signature(true)
+                },
+            ),
+            opcode::DEVICE_RESET => {
+                self.reset();
+                Self::done(slot, Self::signature(true))
+            }
+            opcode::EXECUTE_DEVICE_DIAGNOSTIC => Self::done(slot, Self::signature(true)),
+            opcode::SET_FEATURES => {
+                let count = fis.count as u8;
+                if fis.features as u8 == 0x03 {
+                    match TransferMode::from_count(count) {
+                        Some(m) => self.transfer_mode = m,
+                        None => return Self::done(slot, d2h_abort()),
+                    }
+                }
+                Self::done(slot, d2h_good())
+            }
+            opcode::CHECK_POWER_MODE => Self::done(
+                slot,
+                RegisterD2h {
+                    count: 0xff,
+                    ..d2h_good()
+                },
+            ),
+            opcode::IDLE_IMMEDIATE
+            | opcode::STANDBY_IMMEDIATE
+            | opcode::IDLE
+            | opcode::STANDBY
+            | opcode::SLEEP => Self::done(slot, d2h_good()),
+            // PACKET without the A bit: the HBA has no command packet to send.
+            _ => Self::done(slot, d2h_abort()),
+        }
+    }
+
+    fn submit_packet(
+        &mut self,
+        slot: u8,
+        fis: &RegisterH2d,
+        acmd: &[u8; 16],
+        data: DataPath,
+    ) -> Submission {
+        if fis.command != opcode::PACKET {
+            return self.submit(slot, fis, data);
+        }
+        self.packet(slot, fis, acmd, data)
+    }
+
+    fn poll_completions(&mut self) -> Vec<Completion> {
+        let mut out = Vec::new();
+        let done = match self.medium.as_mut() {
+            Some(m) => self.reads.poll(m.engine.as_mut()),
+            None => None,
+        };
+        if let Some(d) = done {
+            let check = match d.result {
+                Ok(()) => None,
+                Err(s) => self.check(s),
+            };
+            out.push(packet::finish(d.slot, &d.packet, d.bytes, check));
+        }
+        self.take_host_change();
+        out
+    }
+
+    fn abort_all(&mut self) {
+        self.reads.abort();
+    }
+
+    fn draining(&self) -> bool {
+        !self.reads.busy()
+            && self
+                .medium
+                .as_ref()
+                .is_some_and(|m| m.engine.in_flight() > 0)
+    }
+
+    fn engine_stats(&self) -> Option<(&'static str, EngineStats)> {
+        self.medium
+            .as_ref()
+            .map(|m| (m.engine.name(), m.engine.stats()))
+    }
+}
