@@ -352,16 +352,18 @@ impl AtapiDrive {
     fn execute(&mut self, slot: u8, packet: PacketCommand, cdb: &[u8], data: &DataPath) -> Run {
         let code = cdb[0];
         if code == op::REQUEST_SENSE {
-            // SPC-4 6.29: the sense of the last CHECK CONDITION, or a pending unit attention
-            // (reported once), or NO SENSE; a disc that is not there is NOT READY.
-            let s = match self.sense.take() {
-                Some(s) => s,
-                None if self.unit_attention => {
-                    self.unit_attention = false;
-                    Sense::MEDIUM_MAY_HAVE_CHANGED
+            // SPC-4 6.29, 5.14: a pending unit attention (reported once, before anything
+            // else), or the sense of the last CHECK CONDITION, or NO SENSE; a disc that is
+            // not there is NOT READY.
+            let s = if std::mem::take(&mut self.unit_attention) {
+                self.sense = None;
+                Sense::MEDIUM_MAY_HAVE_CHANGED
+            } else {
+                match self.sense.take() {
+                    Some(s) => s,
+                    None if self.ready_medium().is_none() => self.not_ready(),
+                    None => Sense::NONE,
                 }
-                None if self.ready_medium().is_none() => self.not_ready(),
-                None => Sense::NONE,
             };
             return Self::respond(cdb, data, &s.fixed());
         }

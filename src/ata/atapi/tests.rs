@@ -345,3 +345,40 @@ fn empty_tray() {
     assert_eq!(&r.read_buf(8)[6..8], &[0, 0], "no current profile");
     assert_eq!(r.drive.engine_stats(), None);
 }
+
+#[test]
+fn reload_rereads_the_configured_path() {
+    let path = std::env::temp_dir().join(format!("satavm-atapi-reload-{}.iso", std::process::id()));
+    std::fs::write(&path, vec![1u8; 2 * 2048]).unwrap();
+    let notifier = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let config = CdromConfig {
+        path: Some(path.clone()),
+        model: None,
+        serial: None,
+        engine: EngineChoice::Threads,
+        lock: true,
+    };
+    let (drive, control) = AtapiDrive::open(&config, notifier).unwrap();
+    let mut r = Rig {
+        drive,
+        control,
+        mem: Arc::new(VecMemory::new(1 << 20)),
+        disc: MemEngine::new(0, Arc::new(EventFd::new(EFD_NONBLOCK).unwrap())).1,
+    };
+    let tur = [op::TEST_UNIT_READY, 0, 0, 0, 0, 0];
+    assert_eq!(sense_key(&r.run(true, 0, &tur, 0)), None);
+    // A new disc under the same name: swapped (the old one stays open until the drive takes
+    // the change, so write a new file and rename it over the path).
+    let next = path.with_extension("next");
+    std::fs::write(&next, vec![2u8; 3 * 2048]).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    r.control.reload().unwrap();
+    assert_eq!(sense_key(&r.run(true, 0, &tur, 0)), Some(6));
+    r.run(true, 0, &[op::READ_CAPACITY, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8);
+    assert_eq!(&r.read_buf(4), &[0, 0, 0, 2]);
+    // No file there: ejected.
+    std::fs::remove_file(&path).unwrap();
+    r.control.reload().unwrap();
+    assert_eq!(sense_key(&r.run(true, 0, &tur, 0)), Some(2));
+    assert_eq!(r.request_sense(), (2, 0x3a, 0x02));
+}
