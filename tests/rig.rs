@@ -26,6 +26,8 @@ const SCENARIOS: &[&str] = &[
     "selftest-image",
     "selftest-passthrough",
     "inject-linux",
+    "cdrom-linux",
+    "selftest-cdrom",
     "integrity-verify",
     "integrity-kill",
     // Its L2 boots the initramfs variant with fio (scripts/rig builds it for the one boot).
@@ -343,6 +345,33 @@ fn selftest_firmware_on_an_image() {
 fn selftest_firmware_through_passthrough() {
     let log = passed("selftest-passthrough");
     assert_log_line("selftest-passthrough", log, "satavm-selftest: RESULT PASS");
+}
+
+#[test]
+fn cdrom_under_linux() {
+    let log = passed("cdrom-linux");
+    for needle in [
+        "ok: sr0 with the configured model",
+        "ok: blkid sees iso9660",
+        "ok: disc 1: ./dir/big.bin has the md5 L1 expects",
+        "ok: after the guest's eject the drive has no medium",
+        "ok: after the guest closes the tray the disc is back",
+        "ok: the guest sees the host's disc swap",
+        "ok: disc 2: ./numbers2.txt has the md5 L1 expects",
+        "ok: no --strict rule raised",
+    ] {
+        assert_log_line("cdrom-linux", log, needle);
+    }
+}
+
+#[test]
+fn selftest_firmware_with_an_atapi_drive() {
+    let log = passed("selftest-cdrom");
+    assert_log_line(
+        "selftest-cdrom",
+        log,
+        "satavm-selftest: RESULT PASS (15 checks)",
+    );
 }
 
 #[test]

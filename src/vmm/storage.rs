@@ -382,12 +382,18 @@ impl Storage {
     /// SIGUSR2: every CD/DVD drive re-reads its image path (see [`MediaControl::reload`]).
     pub fn reload_media(&self) {
         if self.media.is_empty() {
-            log::warn!("SIGUSR2: no CD/DVD drive (--disk cdrom=ISO) to change the disc of");
+            eprintln!("satavm: SIGUSR2: no CD/DVD drive (--disk cdrom=ISO) to change the disc of");
         }
         for (port, control) in self.media.iter() {
+            let path = control
+                .path()
+                .map_or_else(String::new, |p| p.display().to_string());
             match control.reload() {
-                Ok(()) => log::info!("SIGUSR2: port {port}: disc changed"),
-                Err(e) => log::warn!("SIGUSR2: port {port}: {e}"),
+                Ok(()) if std::path::Path::new(&path).exists() => {
+                    eprintln!("satavm: SIGUSR2: port {port}: disc {path} inserted")
+                }
+                Ok(()) => eprintln!("satavm: SIGUSR2: port {port}: no {path}: disc ejected"),
+                Err(e) => eprintln!("satavm: SIGUSR2: port {port}: {e}"),
             }
         }
     }
