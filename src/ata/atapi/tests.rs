@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::cdb::op;
 use super::*;
 use crate::block::testing::{MemEngine, MemEngineHandle};
 use crate::mem::{GuestMemory, VecMemory};
