@@ -23,6 +23,7 @@
 //! eject request) waits for GET EVENT STATUS NOTIFICATION. The sense of the last CHECK
 //! CONDITION stays for REQUEST SENSE until the next command.
 
+mod ata;
 pub mod cdb;
 mod dispatch;
 pub mod identify;
@@ -41,12 +42,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::ata::command::opcode;
 use crate::ata::identify::TransferMode;
-use crate::ata::registers::{control, error as ata_error, status};
-use crate::ata::taskfile::{d2h_abort, d2h_good, STATUS_GOOD};
+use crate::ata::registers::control;
+use crate::ata::taskfile::d2h_abort;
 use crate::block::{EngineChoice, EngineStats};
 use crate::sata::{
-    Completion, CompletionNotifier, DataPath, Fis, PioSetup, RegisterD2h, RegisterH2d, SataDevice,
-    Submission,
+    Completion, CompletionNotifier, DataPath, RegisterD2h, RegisterH2d, SataDevice, Submission,
 };
 
 pub use medium::{Change, MediaControl, MediaError, Medium, Shared};
@@ -252,52 +252,6 @@ impl AtapiDrive {
         self.sense = None;
     }
 
-    /// The signature Register D2H FIS of a PACKET device (ACS-3 table 206).
-    fn signature(interrupt: bool) -> RegisterD2h {
-        RegisterD2h {
-            interrupt,
-            status: 0,
-            error: 0x01,
-            lba: ATAPI_SIGNATURE_LBA,
-            count: 1,
-            ..Default::default()
-        }
-    }
-
-    fn done(slot: u8, d2h: RegisterD2h) -> Submission {
-        Submission::Complete(Completion {
-            slot,
-            fises: vec![Fis::RegisterD2h(d2h)],
-            bytes_transferred: 0,
-        })
-    }
-
-    /// IDENTIFY PACKET DEVICE: one PIO data-in block.
-    fn identify_packet(&self, slot: u8, data: &DataPath) -> Submission {
-        let words = identify::identify_packet_device(&identify::PacketIdentity {
-            serial: &self.serial,
-            firmware: FIRMWARE_REVISION,
-            model: &self.model,
-            transfer_mode: self.transfer_mode,
-        });
-        let bytes = crate::ata::identify::to_bytes(&words);
-        if data.write_at(0, &bytes).is_err() {
-            return Self::done(slot, d2h_abort());
-        }
-        Submission::Complete(Completion {
-            slot,
-            fises: vec![Fis::PioSetup(PioSetup {
-                interrupt: true,
-                device_to_host: true,
-                status: status::DRDY | status::DRQ,
-                e_status: STATUS_GOOD,
-                transfer_count: bytes.len() as u16,
-                ..Default::default()
-            })],
-            bytes_transferred: bytes.len() as u32,
-        })
-    }
-
     fn check(&mut self, s: Sense) -> Option<Sense> {
         self.sense = Some(s);
         Some(s)
@@ -315,7 +269,7 @@ impl AtapiDrive {
         let packet = PacketCommand::decode(fis);
         if self.reads.busy() {
             // Not queued: the port sends one command at a time; a second one is refused.
-            return Self::done(slot, d2h_abort());
+            return ata::done(slot, d2h_abort());
         }
         let cdb = &acmd[..usize::from(packet::PACKET_BYTES)];
         match self.execute(slot, packet, cdb, &data) {
@@ -340,7 +294,7 @@ impl SataDevice for AtapiDrive {
     fn comreset(&mut self) -> RegisterD2h {
         self.reset();
         self.srst = false;
-        Self::signature(false)
+        ata::signature(false)
     }
 
     fn device_control(&mut self, fis: &RegisterH2d) -> Option<RegisterD2h> {
@@ -353,7 +307,7 @@ impl SataDevice for AtapiDrive {
             }
             (true, false) => {
                 self.srst = false;
-                Some(Self::signature(false))
+                Some(ata::signature(false))
             }
             _ => None,
         }
@@ -361,50 +315,21 @@ impl SataDevice for AtapiDrive {
 
     fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission {
         if self.reads.busy() {
-            return Self::done(slot, d2h_abort());
+            return ata::done(slot, d2h_abort());
         }
-        match fis.command {
-            opcode::IDENTIFY_PACKET_DEVICE => self.identify_packet(slot, &data),
-            // ACS-3 7.12.4: a PACKET device aborts IDENTIFY DEVICE and puts its signature in
-            // the LBA and Count registers.
-            opcode::IDENTIFY_DEVICE => Self::done(
-                slot,
-                RegisterD2h {
-                    status: STATUS_GOOD | status::ERR,
-                    error: ata_error::ABRT,
-                    ..Self::signature(true)
-                },
-            ),
-            opcode::DEVICE_RESET => {
-                self.reset();
-                Self::done(slot, Self::signature(true))
-            }
-            opcode::EXECUTE_DEVICE_DIAGNOSTIC => Self::done(slot, Self::signature(true)),
-            opcode::SET_FEATURES => {
-                let count = fis.count as u8;
-                if fis.features as u8 == 0x03 {
-                    match TransferMode::from_count(count) {
-                        Some(m) => self.transfer_mode = m,
-                        None => return Self::done(slot, d2h_abort()),
-                    }
-                }
-                Self::done(slot, d2h_good())
-            }
-            opcode::CHECK_POWER_MODE => Self::done(
-                slot,
-                RegisterD2h {
-                    count: 0xff,
-                    ..d2h_good()
-                },
-            ),
-            opcode::IDLE_IMMEDIATE
-            | opcode::STANDBY_IMMEDIATE
-            | opcode::IDLE
-            | opcode::STANDBY
-            | opcode::SLEEP => Self::done(slot, d2h_good()),
-            // PACKET without the A bit: the HBA has no command packet to send.
-            _ => Self::done(slot, d2h_abort()),
+        let id = identify::PacketIdentity {
+            serial: &self.serial,
+            firmware: FIRMWARE_REVISION,
+            model: &self.model,
+            transfer_mode: self.transfer_mode,
+        };
+        let (s, effect) = ata::command(slot, fis, &data, &id);
+        match effect {
+            ata::Effect::None => {}
+            ata::Effect::Reset => self.reset(),
+            ata::Effect::TransferMode(m) => self.transfer_mode = m,
         }
+        s
     }
 
     fn submit_packet(

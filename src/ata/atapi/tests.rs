@@ -6,8 +6,10 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::cdb::op;
 use super::*;
+use crate::ata::registers::status;
 use crate::block::testing::{MemEngine, MemEngineHandle};
 use crate::mem::{GuestMemory, VecMemory};
+use crate::sata::Fis;
 use crate::sata::PrdEntry;
 
 const BLOCKS: u64 = 64;
