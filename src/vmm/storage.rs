@@ -690,6 +690,28 @@ fn open_drive(
                 },
             locks,
         } => {
+            // A CD/DVD drive (INQUIRY peripheral type 05h) is passed through as ATAPI.
+            let host = crate::ata::atapi::host::HostConfig {
+                path: path.clone(),
+                timeout,
+                // readonly=on refuses every write, whatever allow= says.
+                allow_all: allow_all && !read_only,
+            };
+            let locks = match crate::ata::atapi::host::open_if_atapi(&host, locks, notifier.clone())
+            {
+                Ok(Ok(drive)) => {
+                    log::info!(
+                        "{}: ATAPI pass-through of \"{}\"",
+                        path.display(),
+                        drive.model()
+                    );
+                    return Ok((Box::new(drive), None));
+                }
+                Ok(Err(locks)) => locks,
+                Err(source) => {
+                    return Err(StorageError::Io(source));
+                }
+            };
             let config = PassthroughConfig {
                 path: path.clone(),
                 timeout,

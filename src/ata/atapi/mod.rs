@@ -26,6 +26,7 @@
 mod ata;
 pub mod cdb;
 mod dispatch;
+pub mod host;
 pub mod identify;
 pub mod medium;
 pub mod mmc;
