@@ -28,6 +28,8 @@ const SCENARIOS: &[&str] = &[
     "inject-linux",
     "cdrom-linux",
     "selftest-cdrom",
+    // Needs QEMU's ide-cd in L1: an L1 boot of its own (see `run_rig`).
+    "cdrom-passthrough",
     "integrity-verify",
     "integrity-kill",
     // Its L2 boots the initramfs variant with fio (scripts/rig builds it for the one boot).
@@ -76,17 +78,54 @@ fn run_rig() -> RigRun {
     // stall (below) came after 8 to 11 L2 boots in each of 6 runs of 15; without, in none of 4.
     let (faults, plain): (Vec<&str>, Vec<&str>) =
         SCENARIOS.iter().partition(|n| needs_fault_drives(n));
-    let (mut outcomes, mut output) = rig_boot_retrying(&rig_dir, &plain);
+    // Scenarios that need a host optical drive in L1 (QEMU's ide-cd) get one too: the drive
+    // is there only for them, for the same reason.
+    let (cdrom, plain): (Vec<&str>, Vec<&str>) =
+        plain.into_iter().partition(|n| marked(n, "host-cdrom"));
+    let (mut outcomes, mut output) = rig_boot_retrying(&rig_dir, &plain, &[]);
     if !faults.is_empty() {
-        let (more, said) = rig_boot_retrying(&rig_dir, &faults);
+        let (more, said) = rig_boot_retrying(&rig_dir, &faults, &[]);
         outcomes.extend(more);
         output += &format!("\n--- the fault-drive scenarios, in an L1 boot of their own\n{said}");
+    }
+    if !cdrom.is_empty() {
+        let (more, said) = rig_boot_retrying(&rig_dir, &cdrom, &host_cdrom_env(&rig_dir));
+        outcomes.extend(more);
+        output +=
+            &format!("\n--- the host optical drive scenarios, in an L1 boot of their own\n{said}");
     }
     RigRun { outcomes, output }
 }
 
+/// The L1 of `# rig: host-cdrom` scenarios: QEMU's ide-cd on L1's AHCI port 3 with the
+/// first disc of cdrom-linux (tests/rig/cdrom/host-iso.sh writes it), sr_mod in L1.
+fn host_cdrom_env(rig_dir: &Path) -> Vec<(&'static str, String)> {
+    let iso = rig_dir.join("host-cd.iso");
+    fs::create_dir_all(rig_dir).expect("cannot create the rig directory");
+    let made = Command::new(repo().join("tests/rig/cdrom/host-iso.sh"))
+        .arg(&iso)
+        .status()
+        .expect("cannot run tests/rig/cdrom/host-iso.sh");
+    assert!(made.success(), "tests/rig/cdrom/host-iso.sh failed");
+    vec![
+        ("RIG_L1_MODULES_EXTRA", "sr_mod".to_string()),
+        (
+            "RIG_QEMU_ARGS",
+            format!(
+                "-drive if=none,id=cd0,file={},media=cdrom,readonly=on -device ide-cd,drive=cd0,bus=ahci.3",
+                iso.display()
+            ),
+        ),
+    ]
+}
+
 /// Whether scenario `name` asks for the rig's fault drives (a `# rig: fault-drives` line).
 fn needs_fault_drives(name: &str) -> bool {
+    marked(name, "fault-drives")
+}
+
+/// Whether scenario `name` has a line `# rig: MARKER`.
+fn marked(name: &str, marker: &str) -> bool {
     let file = repo()
         .join("tests")
         .join("rig")
@@ -95,12 +134,16 @@ fn needs_fault_drives(name: &str) -> bool {
     fs::read_to_string(&file)
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
         .lines()
-        .any(|l| l.trim() == "# rig: fault-drives")
+        .any(|l| l.trim() == format!("# rig: {marker}"))
 }
 
 /// [`rig_boot`], then once more for the scenarios that never finished if L1 stalled.
-fn rig_boot_retrying(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
-    let (mut outcomes, mut output) = rig_boot(rig_dir, names);
+fn rig_boot_retrying(
+    rig_dir: &Path,
+    names: &[&str],
+    env: &[(&'static str, String)],
+) -> (BTreeMap<String, Outcome>, String) {
+    let (mut outcomes, mut output) = rig_boot(rig_dir, names, env);
     // Now and then QEMU's vCPU stops for good (below satavm: L1's own watchdogs and heartbeats
     // stop too); scripts/rig then says "L1 stalled". Under integrity-fio's long I/O load that
     // came in 8 of 25 L1 boots. Scenarios that never finished get up to two more, fresh L1
@@ -118,7 +161,7 @@ fn rig_boot_retrying(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcom
         if unfinished.is_empty() {
             break;
         }
-        let (again, more) = rig_boot(rig_dir, &unfinished);
+        let (again, more) = rig_boot(rig_dir, &unfinished, env);
         output += &format!("\n--- L1 stalled; re-ran {unfinished:?} in a new L1 boot\n{more}");
         stalled = more.contains("L1 stalled");
         outcomes.extend(again);
@@ -129,14 +172,19 @@ fn rig_boot_retrying(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcom
 /// Fresh L1 boots for scenarios an L1 stall left unfinished.
 const STALL_RETRIES: usize = 2;
 
-/// One `scripts/rig run` of `names`: its outcomes and what it printed.
-fn rig_boot(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
+/// One `scripts/rig run` of `names` with `env` set: its outcomes and what it printed.
+fn rig_boot(
+    rig_dir: &Path,
+    names: &[&str],
+    env: &[(&'static str, String)],
+) -> (BTreeMap<String, Outcome>, String) {
     let result = Command::new(repo().join("scripts").join("rig"))
         .arg("run")
         .arg("--satavm")
         .arg(env!("CARGO_BIN_EXE_satavm"))
         .args(names)
         .env("RIG_DIR", rig_dir)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .output()
         .expect("cannot start scripts/rig");
     let output = format!(
@@ -361,6 +409,20 @@ fn cdrom_under_linux() {
         "ok: no --strict rule raised",
     ] {
         assert_log_line("cdrom-linux", log, needle);
+    }
+}
+
+#[test]
+fn cdrom_passthrough_of_a_host_drive() {
+    let log = passed("cdrom-passthrough");
+    for needle in [
+        "ok: sr0 shows the host drive's model",
+        "ok: blkid sees iso9660",
+        "ok: ./dir/big.bin has the md5 L1 expects",
+        "ok: L2's read of the disc equals L1's /dev/sr0",
+        "ok: no --strict rule raised",
+    ] {
+        assert_log_line("cdrom-passthrough", log, needle);
     }
 }
 
