@@ -625,6 +625,9 @@ pub fn prepare(disks: &[DiskSpec]) -> Result<Vec<PreparedDisk>, StorageError> {
                     }
                     None => None,
                 };
+                if disk.as_ref().is_some_and(|d| d.bytes() < 2048) {
+                    return Err(MediaError::TooSmall(spec.path().into()).into());
+                }
                 PreparedDisk::Cdrom {
                     spec: spec.clone(),
                     disk,
@@ -697,8 +700,13 @@ fn open_drive(
                 // readonly=on refuses every write, whatever allow= says.
                 allow_all: allow_all && !read_only,
             };
-            let locks = match crate::ata::atapi::host::open_if_atapi(&host, locks, notifier.clone())
-            {
+            let locks = match crate::ata::atapi::host::open_if_atapi(
+                &host,
+                locks,
+                notifier.clone(),
+                tracer,
+                port,
+            ) {
                 Ok(Ok(drive)) => {
                     log::info!(
                         "{}: ATAPI pass-through of \"{}\"",

@@ -440,10 +440,13 @@ impl SataDevice for AtapiHostDrive {
 /// Open `config.path` as an ATAPI pass-through drive if INQUIRY says it is a CD/DVD device.
 /// `Ok(Err(locks))` gives the node's locks back when it is not one, or cannot be probed (the
 /// ATA pass-through drive then opens it, or says why it cannot); `Err`: the engine failed.
+/// With `tracer` on, every SG_IO is traced as the drive on AHCI port `port`, as for disks.
 pub fn open_if_atapi(
     config: &HostConfig,
     locks: HostLocks,
     notifier: crate::sata::CompletionNotifier,
+    tracer: &crate::trace::Tracer,
+    port: u8,
 ) -> io::Result<Result<AtapiHostDrive, HostLocks>> {
     use crate::block::sg::engine::{sg_allows_direct_io, SgEngine, SgEngineConfig};
     use crate::block::sg::threads::SgThreadEngine;
@@ -468,6 +471,15 @@ pub fn open_if_atapi(
         })?)
     } else {
         Box::new(SgThreadEngine::new(dev, notifier, 1)?)
+    };
+    let engine: Box<dyn Engine> = if tracer.enabled() {
+        Box::new(crate::ata::passthrough::traced::TracedEngine::new(
+            engine,
+            tracer.clone(),
+            port,
+        ))
+    } else {
+        engine
     };
     log::info!(
         "{}: ATAPI CD/DVD drive \"{} {}\" ({}), passed through",
