@@ -65,6 +65,7 @@ const ON_LINUX_6_12: &[&str] = &[
     "pt-drive",
     "pt-error",
     "inject-linux",
+    "cdrom-linux",
     "integrity-fio",
 ];
 
@@ -378,7 +379,11 @@ fn every_scenario_file_has_a_test() {
 
 #[test]
 fn cdrom_under_linux() {
-    let log = passed_on(Kernel::Linux6_1, "cdrom-linux");
+    check_cdrom_under_linux(Kernel::Linux6_1);
+}
+
+fn check_cdrom_under_linux(kernel: Kernel) {
+    let log = passed_on(kernel, "cdrom-linux");
     for needle in [
         "ok: sr0 with the configured model",
         "ok: blkid sees iso9660",
@@ -688,5 +693,10 @@ mod linux_6_12 {
     #[test]
     fn integrity_fio_verify_two_disks_ncq() {
         check_integrity_fio_verify_two_disks_ncq(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn cdrom_under_linux() {
+        check_cdrom_under_linux(Kernel::Linux6_12);
     }
 }
