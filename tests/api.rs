@@ -139,7 +139,6 @@ fn a_rule_removed_at_run_time_stops_firing() {
 
 fn commands(exit: &Arc<ExitSignal>) -> VmCommands {
     VmCommands {
-        media: None,
         storage: None,
         control: InjectControl::new(&["delay=5".parse().unwrap()]),
         exit: exit.clone(),
@@ -284,7 +283,17 @@ struct Vm {
 
 impl Vm {
     fn start(name: &str) -> Vm {
+        Self::start_with(name, &[])
+    }
+
+    /// With more arguments (files they name go in the test's directory, created before).
+    fn start_with(name: &str, extra: &[&str]) -> Vm {
         let dir = scratch_dir(name);
+        let disc = dir.join("disc.iso");
+        std::fs::File::create(&disc)
+            .unwrap()
+            .set_len(16 * 2048)
+            .unwrap();
         let img = dir.join("disk.img");
         std::fs::File::create(&img)
             .unwrap()
@@ -298,6 +307,7 @@ impl Vm {
             .arg("--firmware")
             .arg(testfw())
             .args(["--disk", "path=disk.img,model=API TEST"])
+            .args(extra)
             .arg("--api-socket")
             .arg(&sock)
             .stdin(Stdio::null())
@@ -466,7 +476,14 @@ fn every_command_over_the_socket_and_quit_exits_0() {
     let disk = vm.dir.join("disk.img").display().to_string();
     let refused = c.call("trace", json!({"state": "on", "file": disk}));
     assert!(refused["error"].is_object(), "never over a disk: {refused}");
-    assert!(c.call("media-change", json!({"port": 0}))["error"].is_object());
+    let not_cd = c.call("media-change", json!({"port": 0}));
+    assert!(
+        not_cd["error"]["desc"]
+            .as_str()
+            .unwrap()
+            .contains("not a CD/DVD"),
+        "{not_cd}"
+    );
 
     c.ok("quit", json!({}));
     assert!(events.eof(), "clients see EOF when satavm exits");
@@ -604,4 +621,24 @@ fn a_taken_path_is_refused_and_a_stale_socket_replaced() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("control socket"));
+}
+
+#[test]
+fn media_change_swaps_the_disc_of_a_cd_drive() {
+    let vm = Vm::start_with("media", &["--disk", "media=cdrom"]);
+    let mut c = vm.connect();
+    let p = c.ok("query-ports", json!({}));
+    assert_eq!(p[1]["drive"]["kind"], "cdrom");
+    assert_eq!(p[1]["drive"]["path"], Value::Null, "an empty tray");
+    let disc = vm.dir.join("disc.iso").display().to_string();
+    assert_eq!(
+        c.ok("media-change", json!({"port": 1, "file": disc})),
+        json!({})
+    );
+    assert_eq!(c.ok("media-change", json!({"port": 1})), json!({}));
+    let missing = vm.dir.join("missing.iso").display().to_string();
+    let e = c.call("media-change", json!({"port": 1, "file": missing}));
+    assert!(e["error"].is_object(), "{e}");
+    c.ok("quit", json!({}));
+    assert_eq!(vm.wait().0, 0);
 }

@@ -35,17 +35,8 @@ pub const COMMANDS: [&str; 10] = [
     "quit",
 ];
 
-/// Where `media-change` goes: ATAPI drives (not part of this module; until one exists the
-/// command answers that there is no removable medium).
-pub trait MediaControl: Send {
-    /// Put the medium at `path` into port `port`'s drive, or eject it (None).
-    fn change(&mut self, port: u8, path: Option<&std::path::Path>) -> Result<(), String>;
-}
-
 /// The VM the commands act on.
 pub struct VmCommands {
-    /// ATAPI media changes (None: no drive with removable media).
-    pub media: Option<Box<dyn MediaControl>>,
     pub storage: Option<Storage>,
     pub control: InjectControl,
     pub exit: Arc<ExitSignal>,
@@ -153,6 +144,19 @@ fn drive_json(spec: &DiskSpec) -> Value {
             // None: derived from the path (see EmulatedDrive).
             "serial": serial,
             "read_only": read_only,
+        }),
+        DiskSpec::Cdrom {
+            path,
+            model,
+            serial,
+            ..
+        } => json!({
+            "kind": "cdrom",
+            // None: an empty tray (as configured; media-change may have changed it).
+            "path": path.as_ref().map(|p| p.display().to_string()),
+            "model": model.as_deref().unwrap_or(crate::ata::atapi::DEFAULT_MODEL),
+            "serial": serial,
+            "read_only": true,
         }),
         DiskSpec::Passthrough {
             path, read_only, ..
@@ -325,10 +329,19 @@ impl Handler for VmCommands {
                 only(args, &["port", "file"])?;
                 let port = self.port_arg(args)?;
                 let file = arg_str(args, "file")?.map(std::path::Path::new);
-                match &mut self.media {
-                    Some(m) => m.change(port, file).map(|()| json!({})).map_err(bad),
-                    None => Err(bad("no drive with removable media (no ATAPI drive)")),
+                let storage = self.storage()?;
+                let control = storage
+                    .media_controls()
+                    .iter()
+                    .find(|(p, _)| *p == usize::from(port))
+                    .map(|(_, c)| c)
+                    .ok_or_else(|| bad(format!("port {port} is not a CD/DVD drive")))?;
+                match file {
+                    Some(f) => control.insert(f),
+                    None => control.eject(),
                 }
+                .map(|()| json!({}))
+                .map_err(|e| bad(e.to_string()))
             }
             "quit" => {
                 none(args)?;

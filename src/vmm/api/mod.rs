@@ -18,7 +18,7 @@ pub mod socket;
 use serde_json::json;
 
 use crate::ahci::events::{AhciEvent, EventHook};
-pub use commands::{MediaControl, VmCommands};
+pub use commands::VmCommands;
 pub use server::{ApiServer, EventQueue, Handler};
 pub use socket::{ApiSocket, SocketError};
 
