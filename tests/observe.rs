@@ -484,7 +484,11 @@ fn unc_on_an_ncq_read_sets_sdb_err_and_the_ncq_error_log_names_it() {
         false,
     );
     r.t.wait_idle(0);
-    assert_eq!(r.t.px_read(0, px::TFD), 0x0451, "ABRT");
+    assert_eq!(
+        r.t.px_read(0, px::TFD),
+        0x0441,
+        "ABRT: DRDY|ERR as a drive answers"
+    );
     recover(&mut r.t);
     let mut log = h2d(opcode::READ_LOG_EXT, 0x10, 1);
     log.device = 0;

@@ -12,7 +12,7 @@ use crate::ata::identify::{self, IdentifyParams, TransferMode, MAX_MULTIPLE_SECT
 use crate::ata::log::{self, address};
 use crate::ata::registers::{error, status, SECTOR_SIZE};
 use crate::ata::taskfile::{
-    d2h_error, d2h_good, range_ok, signature, with_lba, Taskfile, LBA28_MAX, STATUS_GOOD,
+    d2h_abort, d2h_error, d2h_good, range_ok, signature, with_lba, Taskfile, LBA28_MAX, STATUS_GOOD,
 };
 use crate::sata::{DataPath, Fis, PioSetup, RegisterD2h, Submission};
 
@@ -57,7 +57,7 @@ fn pio_setup(device_to_host: bool, interrupt: bool, e_status: u8, bytes: usize) 
 }
 
 /// Send `payload` to the host by PIO data-in in blocks of `block` bytes.
-fn pio_in(data: &DataPath, payload: &[u8], block: usize) -> Outcome {
+fn pio_in(data: &DataPath, payload: &[u8], block: usize, device: u8) -> Outcome {
     let mut out = Outcome {
         fises: Vec::new(),
         bytes: 0,
@@ -65,7 +65,7 @@ fn pio_in(data: &DataPath, payload: &[u8], block: usize) -> Outcome {
     let n = payload.chunks(block).count();
     for (i, chunk) in payload.chunks(block).enumerate() {
         if data.write_at(u64::from(out.bytes), chunk).is_err() {
-            return out.end(d2h_error(error::ABRT));
+            return out.end(d2h_abort(device));
         }
         let e_status = if i + 1 == n { STATUS_GOOD } else { STATUS_BUSY };
         out.fises.push(pio_setup(true, true, e_status, chunk.len()));
@@ -75,9 +75,9 @@ fn pio_in(data: &DataPath, payload: &[u8], block: usize) -> Outcome {
 }
 
 /// Send `payload` by DMA data-in (READ LOG DMA EXT).
-fn dma_in(data: &DataPath, payload: &[u8]) -> Outcome {
+fn dma_in(data: &DataPath, payload: &[u8], device: u8) -> Outcome {
     if data.write_at(0, payload).is_err() {
-        return only(d2h_error(error::ABRT));
+        return only(d2h_abort(device));
     }
     Outcome {
         fises: vec![Fis::RegisterD2h(d2h_good())],
@@ -129,11 +129,13 @@ impl EmulatedDrive {
         use opcode::*;
         let capacity = self.capacity_sectors();
         match tf.command {
-            IDENTIFY_DEVICE => pio_in(data, &self.identify_bytes(), SECTOR_SIZE),
+            IDENTIFY_DEVICE => pio_in(data, &self.identify_bytes(), SECTOR_SIZE, tf.device),
             READ_LOG_EXT | READ_LOG_DMA_EXT => match self.read_log(tf) {
-                Some(pages) if proto == Protocol::Dma(Direction::In) => dma_in(data, &pages),
-                Some(pages) => pio_in(data, &pages, SECTOR_SIZE),
-                None => only(d2h_error(error::ABRT)),
+                Some(pages) if proto == Protocol::Dma(Direction::In) => {
+                    dma_in(data, &pages, tf.device)
+                }
+                Some(pages) => pio_in(data, &pages, SECTOR_SIZE, tf.device),
+                None => only(d2h_abort(tf.device)),
             },
             SET_FEATURES => only(self.set_features(tf)),
             SET_MULTIPLE_MODE => {
@@ -143,7 +145,7 @@ impl EmulatedDrive {
                     self.settings.multiple = n;
                     only(d2h_good())
                 } else {
-                    only(d2h_error(error::ABRT))
+                    only(d2h_abort(tf.device))
                 }
             }
             READ_NATIVE_MAX_ADDRESS | READ_NATIVE_MAX_ADDRESS_EXT => {
@@ -169,7 +171,7 @@ impl EmulatedDrive {
             SMART => self.smart(tf, data),
             // NOP (ACS-3 7.17) and DEVICE RESET (an ATAPI command, 7.9) always abort on an
             // ATA device; so does everything this drive does not implement.
-            _ => only(d2h_error(error::ABRT)),
+            _ => only(d2h_abort(tf.device)),
         }
     }
 
@@ -211,13 +213,13 @@ impl EmulatedDrive {
             0x03 => match TransferMode::from_count(tf.count_low()) {
                 Some(TransferMode::Pio(_)) => {}
                 Some(mode) => self.settings.transfer_mode = mode,
-                None => return d2h_error(error::ABRT),
+                None => return d2h_abort(tf.device),
             },
             0xaa => self.settings.look_ahead = true,
             0x55 => self.settings.look_ahead = false,
             // Reverting to power-on defaults enabled/disabled: nothing to revert here.
             0x66 | 0xcc => {}
-            _ => return d2h_error(error::ABRT),
+            _ => return d2h_abort(tf.device),
         }
         d2h_good()
     }
@@ -225,7 +227,7 @@ impl EmulatedDrive {
     /// SMART (ACS-3 7.48): requires the 4Fh/C2h signature in LBA mid/high.
     fn smart(&mut self, tf: &Taskfile, data: &DataPath) -> Outcome {
         if tf.lba & 0xff_ff00 != SMART_SIGNATURE {
-            return only(d2h_error(error::ABRT));
+            return only(d2h_abort(tf.device));
         }
         match tf.feature() {
             smart::RETURN_STATUS => {
@@ -236,11 +238,11 @@ impl EmulatedDrive {
                     false,
                 ))
             }
-            smart::READ_DATA => pio_in(data, &smart_data(), SECTOR_SIZE),
+            smart::READ_DATA => pio_in(data, &smart_data(), SECTOR_SIZE, tf.device),
             smart::ENABLE_OPERATIONS
             | smart::DISABLE_OPERATIONS
             | smart::ENABLE_DISABLE_AUTOSAVE => only(d2h_good()),
-            _ => only(d2h_error(error::ABRT)),
+            _ => only(d2h_abort(tf.device)),
         }
     }
 }

@@ -245,9 +245,9 @@ impl EmulatedDrive {
         })
     }
 
-    /// A command that ends at once with ABRT.
-    fn abort(slot: u8) -> Submission {
-        Self::complete(slot, vec![Fis::RegisterD2h(d2h_abort())], 0)
+    /// A command that ends at once with ABRT (status 41h, the command's Device register).
+    fn abort(slot: u8, device: u8) -> Submission {
+        Self::complete(slot, vec![Fis::RegisterD2h(d2h_abort(device))], 0)
     }
 
     /// Hand a media command to the engine; it ends in `poll_completions`. A command the
@@ -281,11 +281,11 @@ impl EmulatedDrive {
                 fua: f.fua || !self.settings.write_cache,
             },
             // NCQ NON-DATA, SEND/RECEIVE FPDMA QUEUED are not offered (IDENTIFY word 77).
-            _ => return Self::abort(slot),
+            _ => return Self::abort(slot, tf.device),
         };
         let bit = 1u32 << f.tag;
         if self.ncq_error.is_some() || self.nonqueued_active.is_some() {
-            return Self::abort(slot);
+            return Self::abort(slot, tf.device);
         }
         if self.ncq_active & bit != 0 {
             // A tag already in use is a malformed queued command (SATA 2.6 13.5.2, SATA-IO
@@ -299,7 +299,7 @@ impl EmulatedDrive {
                 device: tf.device,
                 count: tf.count,
             });
-            return Self::abort(slot);
+            return Self::abort(slot, tf.device);
         }
         let report = Report::Queued {
             tag: f.tag,
@@ -439,17 +439,17 @@ impl SataDevice for EmulatedDrive {
         let tf = Taskfile::decode(fis);
         let Some(proto) = protocol(tf.command, tf.features) else {
             log::debug!("emulated drive: unsupported command {:#04x}", tf.command);
-            return Self::abort(slot);
+            return Self::abort(slot, tf.device);
         };
         if proto.is_queued() {
             return self.submit_queued(slot, &tf, data);
         }
         if self.ncq_active != 0 || self.nonqueued_active.is_some() {
-            return Self::abort(slot);
+            return Self::abort(slot, tf.device);
         }
         match self.media_command(&tf, proto) {
             Some(Ok((op, report))) => self.start(slot, op, report, data),
-            Some(Err(())) => Self::abort(slot),
+            Some(Err(())) => Self::abort(slot, tf.device),
             None => self.run_sync(slot, &tf, proto, &data),
         }
     }

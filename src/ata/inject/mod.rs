@@ -333,7 +333,7 @@ impl InjectingDevice {
         if tf.count != 1 || data.write_at(0, &page).is_err() {
             return Some(Submission::Complete(Completion {
                 slot,
-                fises: vec![Fis::RegisterD2h(d2h_abort())],
+                fises: vec![Fis::RegisterD2h(d2h_abort(tf.device))],
                 bytes_transferred: 0,
             }));
         }
@@ -396,7 +396,7 @@ impl SataDevice for InjectingDevice {
             if proto.is_some_and(Protocol::is_queued) {
                 return Submission::Complete(Completion {
                     slot,
-                    fises: vec![Fis::RegisterD2h(d2h_abort())],
+                    fises: vec![Fis::RegisterD2h(d2h_abort(tf.device))],
                     bytes_transferred: 0,
                 });
             }

@@ -18,6 +18,7 @@ use super::transfer::{self, PlanError};
 use super::{PassthroughConfig, PassthroughStats};
 use crate::ata::command::{self, opcode, Protocol};
 use crate::ata::registers::{control, error, status, ATA_SIGNATURE_LBA, SECTOR_SIZE};
+use crate::ata::taskfile::d2h_abort;
 use crate::block::{Engine, EngineStats};
 use crate::sata::{Completion, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice, Submission};
 
@@ -176,7 +177,9 @@ impl PassthroughDrive {
             fis.command,
             fis.features
         );
-        complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::ABRT))])
+        // satavm's own refusal reads as the drive's would: DRDY|ERR (41h), ABRT, the
+        // command's Device register left as it was.
+        complete(slot, vec![Fis::RegisterD2h(d2h_abort(fis.device))])
     }
 
     fn answer(&self, slot: u8, a: LocalAnswer) -> Submission {
@@ -386,7 +389,7 @@ impl SataDevice for PassthroughDrive {
         };
         if self.exec.vanished.load(Ordering::Relaxed) {
             self.report_vanished();
-            return complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::ABRT))]);
+            return complete(slot, vec![Fis::RegisterD2h(d2h_abort(fis.device))]);
         }
         let tag = protocol
             .is_queued()
@@ -409,7 +412,7 @@ impl SataDevice for PassthroughDrive {
                 regs.count = fis.count;
                 regs.device = fis.device;
                 self.ncq_error = Some(NcqErrorRecord { tag: t, regs });
-                return complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::ABRT))]);
+                return complete(slot, vec![Fis::RegisterD2h(d2h_abort(fis.device))]);
             }
             // (In the NCQ error state the guest must be able to read log page 10h.)
             None if self.active_tags != 0 && self.ncq_error.is_none() => {

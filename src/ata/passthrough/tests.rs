@@ -510,7 +510,7 @@ fn a_timeout_becomes_abrt() {
     let dp = r.data(0x1000, 4096);
     r.drive.submit(1, &cmd(0x25, 0, 8, 40), dp);
     let d = only_d2h(&r.wait(1)[0]);
-    assert_eq!((d.status, d.error), (0x51, 0x04));
+    assert_eq!((d.status, d.error), (0x41, 0x04));
     assert_eq!(r.drive.stats().timeouts, 1);
     // The user is told which command timed out.
     assert_eq!(
@@ -631,8 +631,12 @@ fn a_vanished_device_fails_everything_with_abrt() {
 fn refused_and_locally_answered_commands_never_reach_the_drive() {
     let mut r = rig();
     let dp = r.data(0x1000, 512);
-    let c = immediate(r.drive.submit(0, &cmd(0x92, 0x07, 1, 0), dp));
-    assert_eq!(only_d2h(&c).error, 0x04);
+    let mut microcode = cmd(0x92, 0x07, 1, 0);
+    microcode.device = 0xa5;
+    let c = immediate(r.drive.submit(0, &microcode, dp));
+    // Refused as a drive aborts: DRDY|ERR (41h), ABRT, the Device register preserved.
+    let d = only_d2h(&c);
+    assert_eq!((d.status, d.error, d.device), (0x41, 0x04, 0xa5));
     let dp = r.data(0x1000, 0);
     let c = immediate(r.drive.submit(0, &cmd(0xef, 0x03, 0x46, 0), dp.clone()));
     assert_eq!(only_d2h(&c).status, 0x50);

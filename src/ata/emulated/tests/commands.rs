@@ -131,10 +131,15 @@ fn unknown_and_refused_commands_abort() {
         0x01,
         NCQ_NON_DATA,
     ] {
-        let c = r.run(0, cmd(command, 0, 0), r.none());
+        // ABRT reads as a drive's: DRDY|ERR (41h), the Device register as sent.
+        let fis = RegisterH2d {
+            device: 0xe3,
+            ..cmd(command, 0, 0)
+        };
+        let c = r.run(0, fis, r.none());
         assert_eq!(
-            (d2h(&c).status, d2h(&c).error),
-            (0x51, error::ABRT),
+            (d2h(&c).status, d2h(&c).error, d2h(&c).device),
+            (0x41, error::ABRT, 0xe3),
             "{command:#x}"
         );
     }
