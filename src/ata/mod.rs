@@ -4,6 +4,7 @@
 //! drives implement [`crate::sata::SataDevice`] on top of them.
 
 pub mod command;
+pub mod dco;
 pub mod emulated;
 pub mod identify;
 pub mod inject;

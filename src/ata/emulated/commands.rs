@@ -7,7 +7,7 @@
 //! block's byte count and E_Status the status after the block (the final status after the last
 //! block, no Register D2H).
 
-use crate::ata::command::{opcode, smart, Direction, Protocol};
+use crate::ata::command::{dco, opcode, smart, Direction, Protocol};
 use crate::ata::identify::{self, IdentifyParams, TransferMode, MAX_MULTIPLE_SECTORS};
 use crate::ata::log::{self, address};
 use crate::ata::registers::{error, status, SECTOR_SIZE};
@@ -169,6 +169,15 @@ impl EmulatedDrive {
             IDLE | IDLE_IMMEDIATE | STANDBY | STANDBY_IMMEDIATE | SEEK => only(d2h_good()),
             EXECUTE_DEVICE_DIAGNOSTIC => only(signature(true)),
             SMART => self.smart(tf, data),
+            // No overlay to change: DCO IDENTIFY reports what the drive offers; DCO SET,
+            // RESTORE and FREEZE LOCK abort (the capacity never changes).
+            DEVICE_CONFIGURATION_OVERLAY if tf.feature() == dco::IDENTIFY => {
+                let page = crate::ata::dco::dco_identify(&crate::ata::dco::DcoParams {
+                    capacity,
+                    trim: !self.read_only,
+                });
+                pio_in(data, &page, SECTOR_SIZE, tf.device)
+            }
             // NOP (ACS-3 7.17) and DEVICE RESET (an ATAPI command, 7.9) always abort on an
             // ATA device; so does everything this drive does not implement.
             _ => only(d2h_abort(tf.device)),

@@ -205,3 +205,28 @@ fn resets_answer_with_the_signature_and_restore_defaults() {
     assert_eq!(r.identify()[59], 0);
     assert_eq!(r.drive.device_control(&RegisterH2d::default()), None);
 }
+
+#[test]
+fn dco_identify_answers_a_checksummed_page_and_dco_changes_abort() {
+    let mut r = rig(5000);
+    let fis = |sub: u16| RegisterH2d {
+        features: sub,
+        ..cmd(0xb1, 0, 0)
+    };
+    let c = r.run(0, fis(0xc2), r.data(BUF, 512));
+    assert_eq!(c.bytes_transferred, 512);
+    let p = r.read_mem(BUF, 512);
+    assert_eq!(u16::from_le_bytes([p[0], p[1]]), 2, "revision");
+    assert_eq!(u16::from_le_bytes([p[6], p[7]]), 4999, "highest LBA");
+    assert_eq!(p[510], 0xa5);
+    assert_eq!(p.iter().fold(0u8, |s, b| s.wrapping_add(*b)), 0);
+    for sub in [0xc0u16, 0xc1, 0xc3] {
+        let c = r.run(0, fis(sub), r.data(BUF, 512));
+        assert_eq!(
+            (d2h(&c).status, d2h(&c).error),
+            (0x41, error::ABRT),
+            "{sub:#x}"
+        );
+    }
+    assert_eq!(r.identify()[100], 5000, "capacity unchanged");
+}
