@@ -54,6 +54,8 @@ pub struct PassthroughDrive {
     vanished_reported: bool,
     /// The locks on the host's device nodes, released with the drive (see `open.rs`).
     pub(super) host_locks: super::HostLocks,
+    /// The host link's negotiated SATA generation (sysfs `sata_spd`), if known.
+    host_link_gen: Option<u8>,
 }
 
 impl std::fmt::Debug for PassthroughDrive {
@@ -135,7 +137,14 @@ impl PassthroughDrive {
             srst: false,
             vanished_reported: false,
             host_locks: super::HostLocks::default(),
+            host_link_gen: None,
         }
+    }
+
+    /// The speed of the host's own link to the drive (SATA generation, from sysfs), which the
+    /// guest's link reports unless the guest limits it (PxSCTL.SPD).
+    pub fn set_host_link_gen(&mut self, gen: Option<u8>) {
+        self.host_link_gen = gen.filter(|g| (1..=3).contains(g));
     }
 
     /// The most 512-byte sectors one host command carries; longer guest transfers are split.
@@ -488,6 +497,10 @@ impl SataDevice for PassthroughDrive {
             }
         }
         out
+    }
+
+    fn max_link_gen(&self) -> u8 {
+        self.host_link_gen.unwrap_or(3)
     }
 
     fn abort_all(&mut self) {
