@@ -5,6 +5,7 @@
 pub mod opcode {
     pub const NOP: u8 = 0x00;
     pub const DATA_SET_MANAGEMENT: u8 = 0x06;
+    pub const REQUEST_SENSE_DATA_EXT: u8 = 0x0b;
     pub const DEVICE_RESET: u8 = 0x08;
     pub const READ_SECTORS: u8 = 0x20;
     pub const READ_SECTORS_EXT: u8 = 0x24;
@@ -147,6 +148,7 @@ pub fn protocol(command: u8, features: u16) -> Option<Protocol> {
     use Direction::{In, Out};
     Some(match command {
         NOP
+        | REQUEST_SENSE_DATA_EXT
         | SEEK
         | SET_FEATURES
         | SET_MULTIPLE_MODE
@@ -232,7 +234,8 @@ pub fn is_lba48(command: u8) -> bool {
     use opcode::*;
     matches!(
         command,
-        READ_SECTORS_EXT
+        REQUEST_SENSE_DATA_EXT
+            | READ_SECTORS_EXT
             | READ_DMA_EXT
             | READ_NATIVE_MAX_ADDRESS_EXT
             | READ_MULTIPLE_EXT

@@ -12,6 +12,8 @@ pub mod log;
 pub mod names;
 pub mod passthrough;
 pub mod registers;
+pub mod smart;
+pub mod stats_log;
 pub mod taskfile;
 
 pub use emulated::{DriveConfig, DriveError, EmulatedDrive};

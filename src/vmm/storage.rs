@@ -585,6 +585,7 @@ fn open_drive(
                     model,
                     serial,
                     read_only,
+                    wwn,
                     engine,
                     ..
                 },
@@ -595,6 +596,7 @@ fn open_drive(
                 model,
                 serial,
                 read_only,
+                wwn,
                 engine,
             };
             let drive =

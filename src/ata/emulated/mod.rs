@@ -34,6 +34,8 @@
 
 mod commands;
 pub mod media;
+pub mod power;
+pub mod smart;
 
 #[cfg(test)]
 mod tests;
@@ -54,13 +56,20 @@ use super::identify::TransferMode;
 use super::log::NcqError;
 use super::registers::control;
 use super::registers::error as ata_error;
-use super::taskfile::{d2h_abort, signature, FpdmaCommand, Taskfile, STATUS_ERROR};
+use super::taskfile::{d2h_abort, signature, FpdmaCommand, Taskfile, STATUS_ABORT, STATUS_ERROR};
 use media::{InFlight, MediaOp, Report};
 
 /// Default model string (IDENTIFY words 27-46).
 pub const DEFAULT_MODEL: &str = "satavm emulated SATA drive";
-/// Firmware revision (IDENTIFY words 23-26).
-pub const FIRMWARE_REVISION: &str = "0.1.0";
+/// Firmware revision (IDENTIFY words 23-26). Four characters, because libata's SCSI
+/// translation takes the INQUIRY product revision from the last four characters of the
+/// eight, or the first four when those are blank (`ata_scsiop_inq_std`, as SAT-3 says): "SV01"
+/// reads the same in `hdparm -I`, `smartctl -i` and `lsblk -o REV`.
+pub const FIRMWARE_REVISION: &str = "SV01";
+
+/// The sense data of a write refused by a read-only drive: DATA PROTECT, WRITE PROTECTED
+/// (SPC-4 sense key 7h, ASC/ASCQ 27h/00h).
+pub const WRITE_PROTECTED: (u8, u8, u8) = (0x07, 0x27, 0x00);
 
 /// How to create an [`EmulatedDrive`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +80,10 @@ pub struct DriveConfig {
     pub model: Option<String>,
     /// IDENTIFY serial number (at most 20 characters); default derived from the path.
     pub serial: Option<String>,
-    /// Refuse writes (they fail with ABRT).
+    /// Refuse writes (they fail with ABRT and WRITE PROTECTED sense data).
     pub read_only: bool,
+    /// World wide name (IDENTIFY words 108-111); default derived from the serial number.
+    pub wwn: Option<u64>,
     /// Which I/O engine moves the data.
     pub engine: EngineChoice,
 }
@@ -113,6 +124,15 @@ impl Default for Settings {
     }
 }
 
+/// Why a media command is refused before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// A write or TRIM on a read-only drive.
+    WriteProtected,
+    /// Malformed (ABRT).
+    Invalid,
+}
+
 /// An ATA device backed by an image file; see the module documentation.
 pub struct EmulatedDrive {
     io: InFlight,
@@ -129,6 +149,15 @@ pub struct EmulatedDrive {
     nonqueued_active: Option<u8>,
     /// Set when a queued command failed; cleared by reading log page 10h or a reset.
     ncq_error: Option<NcqError>,
+    wwn: u64,
+    /// The SATA generation the link negotiated (IDENTIFY word 77).
+    link_gen: u8,
+    power: power::PowerState,
+    smart: smart::SmartState,
+    /// Sense data reporting enabled (SET FEATURES C3h; IDENTIFY word 120 bit 6).
+    sense_reporting: bool,
+    /// Sense data for REQUEST SENSE DATA EXT: that of the last command that failed with it.
+    sense: Option<(u8, u8, u8)>,
 }
 
 impl std::fmt::Debug for EmulatedDrive {
@@ -184,14 +213,18 @@ impl EmulatedDrive {
             .serial
             .clone()
             .unwrap_or_else(|| serial_from_path(&config.path));
-        Ok(Self::with_engine(
+        let mut drive = Self::with_engine(
             engine,
             notifier,
             sectors,
             config.read_only,
             config.model.clone(),
             serial,
-        ))
+        );
+        if let Some(wwn) = config.wwn {
+            drive.wwn = wwn;
+        }
+        Ok(drive)
     }
 
     /// A drive of `capacity` sectors whose medium is behind `engine` (a test engine, or one
@@ -209,13 +242,37 @@ impl EmulatedDrive {
             capacity,
             read_only,
             model: model.unwrap_or_else(|| DEFAULT_MODEL.to_string()),
+            wwn: super::identify::wwn_from_serial(&serial),
             serial,
             settings: Settings::default(),
             srst: false,
             ncq_active: 0,
             nonqueued_active: None,
             ncq_error: None,
+            link_gen: 0,
+            power: power::PowerState::default(),
+            smart: smart::SmartState::default(),
+            sense_reporting: false,
+            sense: None,
         }
+    }
+
+    /// Take time (power-on hours, the self-test log's timestamps) from `clock`, which the
+    /// drive's power-on is set to now (tests).
+    pub fn set_clock(&mut self, clock: Arc<dyn crate::clock::Clock>) {
+        let old = std::mem::replace(&mut self.smart, smart::SmartState::with_clock(clock));
+        self.smart.sectors_read = old.sectors_read;
+        self.smart.sectors_written = old.sectors_written;
+    }
+
+    /// The power state (ACS-3 4.15).
+    pub fn power_state(&self) -> power::PowerState {
+        self.power
+    }
+
+    /// The world wide name IDENTIFY reports.
+    pub fn wwn(&self) -> u64 {
+        self.wwn
     }
 
     /// Capacity in 512-byte sectors.
@@ -231,9 +288,63 @@ impl EmulatedDrive {
     /// Power-on defaults: settings, write cache on, NCQ error state cleared, every command
     /// forgotten.
     fn reset_state(&mut self) {
+        self.smart.reset();
         self.abort_all();
         self.ncq_error = None;
+        self.sense = None;
         self.settings = Settings::default();
+        self.power = self.power.after_reset();
+    }
+
+    /// Hand the running self-test's next step to the engine, if it has one to start.
+    fn advance_self_test(&mut self) {
+        while let Some(step) = self.smart.next_step() {
+            let data = self.smart.scratch_path(step.sectors);
+            let op = MediaOp::Read {
+                lba: step.lba,
+                sectors: step.sectors,
+            };
+            match self.io.start(
+                smart::SELF_TEST_SLOT,
+                op,
+                Report::SelfTest,
+                data,
+                self.capacity,
+            ) {
+                Ok(()) => return,
+                // Cannot happen for steps inside the medium; end the test as failed there.
+                Err(_) => self.smart.step_done(Some(step.lba)),
+            }
+        }
+    }
+
+    /// A write (or TRIM) refused because the drive is read-only: ABRT, with sense data DATA
+    /// PROTECT / WRITE PROTECTED for REQUEST SENSE DATA EXT (status bit SENSE when the host
+    /// enabled sense data reporting); queued writes carry the same sense in the NCQ Command
+    /// Error log (NCQ autosense, see `poll_completions`).
+    ///
+    /// Why this answer: ATA has no "write protected" error bit for a fixed disk (QEMU's
+    /// ide-hd avoids the question: hw/ide/core.c refuses a read-only drive with "Can't use a
+    /// read-only drive"; its scsi-hd answers DATA PROTECT). Plain ABRT on a read or write is
+    /// what libata counts against the link: `ata_eh_categorize_error` (libata-eh.c) files an
+    /// I/O command whose only error is AC_ERR_DEV as ATA_ECAT_UNK_DEV, and
+    /// `ata_eh_speed_down_verdict` turns NCQ off after more than 3 of them in 10 minutes and
+    /// steps the link speed and transfer mode down after more than 6 — what one mkfs on a
+    /// read-only drive did. With valid sense data, `ata_eh_link_autopsy` clears AC_ERR_DEV
+    /// ("SENSE_VALID trumps dev/unknown error"), the error is category 0 (never recorded,
+    /// no speed-down, no revalidation), and the SCSI layer fails the write at once on DATA
+    /// PROTECT (scsi_lib.c `scsi_io_completion_action`: ACTION_FAIL, no retry). Linux 6.1
+    /// takes the sense of a queued command from the NCQ error log (`ata_eh_analyze_ncq_error`,
+    /// IDENTIFY word 78 bit 7), and fetches it for other commands only on newer kernels; an
+    /// IDNF or UNC error bit would also avoid the count, but would tell the guest something
+    /// false (a bad address, a bad medium), so a non-queued refusal stays ABRT.
+    fn refuse_write(&mut self, slot: u8, device: u8) -> Submission {
+        self.sense = Some(WRITE_PROTECTED);
+        let mut d2h = d2h_abort(device);
+        if self.sense_reporting {
+            d2h.status |= super::registers::status::SENSE;
+        }
+        Self::complete(slot, vec![Fis::RegisterD2h(d2h)], 0)
     }
 
     /// A command that ends at once.
@@ -298,6 +409,7 @@ impl EmulatedDrive {
                 lba: f.lba,
                 device: tf.device,
                 count: tf.count,
+                sense: None,
             });
             return Self::abort(slot, tf.device);
         }
@@ -334,12 +446,28 @@ impl EmulatedDrive {
         self.io.abort_queued();
     }
 
+    /// Count a media command that ended well (SMART attributes, device statistics).
+    fn count_media(&mut self, done: &media::Done) {
+        let sectors = u64::from(done.completion.bytes_transferred) / 512;
+        match done.op {
+            MediaOp::Read { .. } => {
+                self.smart.sectors_read += sectors;
+                self.smart.read_commands += 1;
+            }
+            MediaOp::Write { .. } => {
+                self.smart.sectors_written += sectors;
+                self.smart.write_commands += 1;
+            }
+            MediaOp::Flush | MediaOp::Trim { .. } => {}
+        }
+    }
+
     /// The media command for a non-queued opcode, if it is one.
     fn media_command(
         &self,
         tf: &Taskfile,
         proto: Protocol,
-    ) -> Option<Result<(MediaOp, Report), ()>> {
+    ) -> Option<Result<(MediaOp, Report), Refusal>> {
         use opcode::*;
         let rw = |write: bool, fua: bool| {
             let sectors = tf.sector_count();
@@ -375,7 +503,7 @@ impl EmulatedDrive {
                 | WRITE_MULTIPLE_FUA_EXT
         );
         if writes && self.read_only {
-            return Some(Err(()));
+            return Some(Err(Refusal::WriteProtected));
         }
         Some(Ok(match tf.command {
             READ_DMA | READ_DMA_EXT => (rw(false, false), dma),
@@ -397,11 +525,11 @@ impl EmulatedDrive {
             DATA_SET_MANAGEMENT if matches!(proto, Protocol::Dma(_)) => {
                 // Features bit 0: TRIM; Count: 512-byte blocks of range entries.
                 let blocks = tf.sector_count();
-                if tf.features & 1 == 0
-                    || blocks > u32::from(super::identify::DSM_MAX_BLOCKS)
-                    || self.read_only
-                {
-                    return Some(Err(()));
+                if self.read_only {
+                    return Some(Err(Refusal::WriteProtected));
+                }
+                if tf.features & 1 == 0 || blocks > u32::from(super::identify::DSM_MAX_BLOCKS) {
+                    return Some(Err(Refusal::Invalid));
                 }
                 (MediaOp::Trim { blocks }, dma)
             }
@@ -437,19 +565,33 @@ impl SataDevice for EmulatedDrive {
 
     fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission {
         let tf = Taskfile::decode(fis);
+        if self.power == power::PowerState::Sleep {
+            // Only a reset wakes a sleeping drive; the command gets no answer (`power`).
+            log::debug!(
+                "emulated drive: command {:#04x} while asleep: no answer until a reset",
+                tf.command
+            );
+            return Submission::Pending { accepted: None };
+        }
         let Some(proto) = protocol(tf.command, tf.features) else {
             log::debug!("emulated drive: unsupported command {:#04x}", tf.command);
             return Self::abort(slot, tf.device);
         };
         if proto.is_queued() {
+            self.power = self.power.after_media_access();
             return self.submit_queued(slot, &tf, data);
         }
         if self.ncq_active != 0 || self.nonqueued_active.is_some() {
             return Self::abort(slot, tf.device);
         }
+        self.sense = None;
         match self.media_command(&tf, proto) {
-            Some(Ok((op, report))) => self.start(slot, op, report, data),
-            Some(Err(())) => Self::abort(slot, tf.device),
+            Some(Ok((op, report))) => {
+                self.power = self.power.after_media_access();
+                self.start(slot, op, report, data)
+            }
+            Some(Err(Refusal::WriteProtected)) => self.refuse_write(slot, tf.device),
+            Some(Err(Refusal::Invalid)) => Self::abort(slot, tf.device),
             None => self.run_sync(slot, &tf, proto, &data),
         }
     }
@@ -464,18 +606,35 @@ impl SataDevice for EmulatedDrive {
                 Report::Queued { tag, count, device } => {
                     self.ncq_active &= !(1u32 << (tag & 0x1f));
                     if let Some(failure) = done.failure {
+                        // A write refused by a read-only drive: WRITE PROTECTED sense data in
+                        // the log (NCQ autosense; see `refuse_write`).
+                        let protected = self.read_only
+                            && failure.error == ata_error::ABRT
+                            && matches!(done.op, MediaOp::Write { .. });
                         // SATA 3.x 13.6.5: the device reports the error with SActive clear for
                         // the tag, aborts every other outstanding command and refuses queued
                         // commands until log page 10h is read.
                         self.enter_ncq_error(NcqError {
                             tag,
-                            status: STATUS_ERROR,
+                            status: if protected {
+                                STATUS_ABORT | super::registers::status::SENSE
+                            } else {
+                                STATUS_ERROR
+                            },
                             error: failure.error,
                             lba: failure.lba.unwrap_or(done.start_lba),
                             device,
                             count,
+                            sense: protected.then_some(WRITE_PROTECTED),
                         });
+                    } else {
+                        self.count_media(&done);
                     }
+                }
+                Report::SelfTest => {
+                    self.smart
+                        .step_done(done.failure.map(|f| f.lba.unwrap_or(done.start_lba)));
+                    continue;
                 }
                 Report::DisableWriteCache => {
                     self.nonqueued_active = None;
@@ -483,10 +642,16 @@ impl SataDevice for EmulatedDrive {
                         self.settings.write_cache = false;
                     }
                 }
-                _ => self.nonqueued_active = None,
+                _ => {
+                    self.nonqueued_active = None;
+                    if done.failure.is_none() {
+                        self.count_media(&done);
+                    }
+                }
             }
             out.push(done.completion);
         }
+        self.advance_self_test();
         out
     }
 
@@ -494,6 +659,14 @@ impl SataDevice for EmulatedDrive {
         self.io.abort_all();
         self.ncq_active = 0;
         self.nonqueued_active = None;
+        // The port stopped its engine: a self-test goes on (a reset has ended it already in
+        // `reset_state`); its step in the engine was forgotten and is read again.
+        self.smart.step_lost();
+        self.advance_self_test();
+    }
+
+    fn link_negotiated(&mut self, gen: u8) {
+        self.link_gen = gen;
     }
 
     fn draining(&self) -> bool {

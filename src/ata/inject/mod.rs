@@ -278,6 +278,7 @@ impl InjectingDevice {
                 lba,
                 device: tf.device,
                 count: tf.count,
+                sense: None,
             });
             self.held.push((
                 self.clock.now(),
@@ -444,6 +445,14 @@ impl SataDevice for InjectingDevice {
         self.held.clear();
         self.fate = [Fate::Normal; 32];
         self.inner.abort_all();
+    }
+
+    fn max_link_gen(&self) -> u8 {
+        self.inner.max_link_gen()
+    }
+
+    fn link_negotiated(&mut self, gen: u8) {
+        self.inner.link_negotiated(gen)
     }
 
     fn poll_link(&mut self) -> Option<LinkEvent> {

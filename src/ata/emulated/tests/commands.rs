@@ -42,6 +42,7 @@ fn default_serial_is_stable_per_path() {
             path: p.clone(),
             model: None,
             serial: None,
+            wwn: None,
             read_only: true,
             engine: Default::default(),
         };
@@ -104,6 +105,7 @@ fn native_max_of_a_28_bit_command_uses_the_device_nibble() {
         path: path.clone(),
         model: None,
         serial: None,
+        wwn: None,
         read_only: false,
         engine: Default::default(),
     };
@@ -170,16 +172,16 @@ fn log_directory_and_identify_log() {
     let c = r.run(0, cmd(READ_LOG_DMA_EXT, 0x00, 1), r.data(BUF, 512));
     assert_eq!(d2h(&c).status, 0x50);
     let dir = r.read_mem(BUF, 512);
-    assert_eq!((dir[0x20], dir[0x60]), (1, 3));
+    assert_eq!((dir[0x20], dir[0x60]), (1, 9));
     // IDENTIFY DEVICE data log, pages 0-1 in one command (page number in LBA 15:8).
     let c = r.run(0, cmd(READ_LOG_EXT, 0x30, 2), r.data(BUF, 1024));
     assert_eq!(c.bytes_transferred, 1024);
     let p = r.read_mem(BUF, 1024);
-    assert_eq!(&p[8..12], &[3, 0, 1, 2]);
+    assert_eq!(&p[8..12], &[7, 0, 1, 2]);
     let w = r.identify();
     assert_eq!(p[512..514], w[0].to_le_bytes());
-    let c = r.run(0, cmd(READ_LOG_EXT, 0x30 | 2 << 8, 2), r.data(BUF, 1024));
-    assert_eq!(d2h(&c).error, error::ABRT, "page 3 does not exist");
+    let c = r.run(0, cmd(READ_LOG_EXT, 0x30 | 8 << 8, 2), r.data(BUF, 1024));
+    assert_eq!(d2h(&c).error, error::ABRT, "page 9 does not exist");
     let c = r.run(0, cmd(READ_LOG_EXT, 0x13, 1), r.data(BUF, 512));
     assert_eq!(d2h(&c).error, error::ABRT);
 }
