@@ -39,6 +39,7 @@ const SCENARIOS: &[&str] = &[
     "inject-linux",
     "integrity-verify",
     "integrity-kill",
+    "smart-power",
     // Its L2 boots the initramfs variant with fio (scripts/rig builds it for the one boot).
     // Last of this boot: QEMU's stall (see `rig_boot_retrying`) came in about a third of its
     // runs, and a stall re-runs only the scenarios that had not finished.
@@ -551,6 +552,22 @@ fn integrity_kill_loses_nothing_flushed() {
     let log = passed_on(Kernel::Linux6_1, "integrity-kill");
     assert_log_line("integrity-kill", log, "ok: satavm killed with SIGKILL");
     assert_log_line("integrity-kill", log, "flushed blocks are intact");
+}
+
+#[test]
+fn smart_power() {
+    let log = passed_on(Kernel::Linux6_1, "smart-power");
+    for needle in [
+        "ok: smartctl -a exit 0",
+        "ok: smartctl -a prints an attribute table",
+        "ok: smartctl -x exit 0",
+        "ok: short self-test completed without error and logged",
+        "ok: hdparm -y then -C: standby",
+        "ok: I/O after SLEEP recovers through libata's reset",
+        "ok: libata.force=1.5G: sata_spd 1.5 Gbps",
+    ] {
+        assert_log_line("smart-power", log, needle);
+    }
 }
 
 #[test]

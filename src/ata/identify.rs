@@ -181,9 +181,10 @@ pub fn identify_device(p: &IdentifyParams<'_>) -> [u16; 256] {
     w[76] = 0x0100 | ((1u16 << max_gen) - 1) << 1;
     // Word 77: bits 3:1 the current negotiated speed (ACS-3 7.12.7.35: 1 Gen1 .. 3 Gen3).
     w[77] = u16::from(p.current_gen.min(max_gen)) << 1;
-    // Words 78/79: optional SATA features supported/enabled: none (no software settings
-    // preservation, so every reset restores the power-on settings; no DIPM, no auto-activate).
-    w[78] = 0;
+    // Words 78/79: optional SATA features supported/enabled: bit 7 NCQ autosense (sense data
+    // in the NCQ Command Error log; no enable bit). Nothing else: no software settings
+    // preservation, so every reset restores the power-on settings; no DIPM, no auto-activate.
+    w[78] = 0x0080;
     w[79] = 0;
     // Word 80: major versions ATA/ATAPI-4 .. ACS-3 (bits 4..=10).
     w[80] = 0x07f0;

@@ -303,7 +303,7 @@ mod tests {
                 subcommand: 1 + (i % 2) as u8,
                 status: 0,
                 hours: i,
-                failing_lba: (i == 24).then_some(0x1234_5678_9a),
+                failing_lba: (i == 24).then_some(0x0012_3456_789a),
             })
             .collect();
         let s = smart_self_test_log(&entries);

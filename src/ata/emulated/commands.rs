@@ -146,6 +146,17 @@ impl EmulatedDrive {
                 Some(pages) => pio_in(data, &pages, SECTOR_SIZE, tf.device),
                 None => only(d2h_abort(tf.device)),
             },
+            WRITE_LOG_EXT | WRITE_LOG_DMA_EXT => {
+                let first = ((tf.lba >> 8) & 0xff) | ((tf.lba >> 32) & 0xff00);
+                self.write_host_log(tf, first, u64::from(tf.count), proto, data)
+            }
+            REQUEST_SENSE_DATA_EXT => {
+                // ACS-3 7.37: sense key in LBA 19:16, ASC in 15:8, ASCQ in 7:0 (all zero: NO
+                // SENSE); reading it consumes it.
+                let (key, asc, ascq) = self.sense.take().unwrap_or((0, 0, 0));
+                let lba = u64::from(key & 0x0f) << 16 | u64::from(asc) << 8 | u64::from(ascq);
+                only(with_lba(d2h_good(), lba, true))
+            }
             SET_FEATURES => only(self.set_features(tf)),
             SET_MULTIPLE_MODE => {
                 let n = tf.count_low();

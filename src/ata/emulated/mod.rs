@@ -584,7 +584,10 @@ impl SataDevice for EmulatedDrive {
         if self.ncq_active != 0 || self.nonqueued_active.is_some() {
             return Self::abort(slot, tf.device);
         }
-        self.sense = None;
+        // Sense data describes the last command; REQUEST SENSE DATA EXT reads it.
+        if tf.command != opcode::REQUEST_SENSE_DATA_EXT {
+            self.sense = None;
+        }
         match self.media_command(&tf, proto) {
             Some(Ok((op, report))) => {
                 self.power = self.power.after_media_access();

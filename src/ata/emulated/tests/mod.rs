@@ -208,3 +208,4 @@ mod commands;
 mod engine;
 mod io;
 mod ncq;
+mod smart_power;
