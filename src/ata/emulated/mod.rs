@@ -18,10 +18,13 @@
 //!   ending with a Register D2H FIS, or for PIO with its PIO Setup FISes — see [`media`].
 //! - IDENTIFY, logs, SMART, SET FEATURES and the other non-data commands answer at once from
 //!   the drive's own state ([`commands`]): a copy of at most a few sectors into guest memory.
+//!   SMART self-tests read the image through the engine in steps ([`smart`]); the power
+//!   states (IDLE, STANDBY, SLEEP: only a reset wakes it) are in [`power`].
 //!
 //! Errors: LBA range past the end: IDNF; host I/O error: UNC with the first failing LBA; PRDT
 //! overflow or a PRD entry outside guest RAM: ABRT (the AHCI layer reports the overflow in
-//! its own registers as well); writes or TRIM on a read-only drive: ABRT; unknown or
+//! its own registers as well); writes or TRIM on a read-only drive: ABRT with WRITE PROTECTED
+//! sense data ([`read_only`]); unknown or
 //! unsupported commands: ABRT. A non-queued command while queued commands are outstanding is
 //! aborted (the outstanding ones continue); in the NCQ error state (after a queued command
 //! failed, or a queued command came with a tag already in use) new queued commands are aborted
@@ -35,6 +38,7 @@
 mod commands;
 pub mod media;
 pub mod power;
+mod read_only;
 pub mod smart;
 
 #[cfg(test)]
@@ -58,6 +62,8 @@ use super::registers::control;
 use super::registers::error as ata_error;
 use super::taskfile::{d2h_abort, signature, FpdmaCommand, Taskfile, STATUS_ABORT, STATUS_ERROR};
 use media::{InFlight, MediaOp, Report};
+use read_only::Refusal;
+pub use read_only::WRITE_PROTECTED;
 
 /// Default model string (IDENTIFY words 27-46).
 pub const DEFAULT_MODEL: &str = "satavm emulated SATA drive";
@@ -66,10 +72,6 @@ pub const DEFAULT_MODEL: &str = "satavm emulated SATA drive";
 /// eight, or the first four when those are blank (`ata_scsiop_inq_std`, as SAT-3 says): "SV01"
 /// reads the same in `hdparm -I`, `smartctl -i` and `lsblk -o REV`.
 pub const FIRMWARE_REVISION: &str = "SV01";
-
-/// The sense data of a write refused by a read-only drive: DATA PROTECT, WRITE PROTECTED
-/// (SPC-4 sense key 7h, ASC/ASCQ 27h/00h).
-pub const WRITE_PROTECTED: (u8, u8, u8) = (0x07, 0x27, 0x00);
 
 /// How to create an [`EmulatedDrive`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,15 +124,6 @@ impl Default for Settings {
             write_cache: true,
         }
     }
-}
-
-/// Why a media command is refused before it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    /// A write or TRIM on a read-only drive.
-    WriteProtected,
-    /// Malformed (ABRT).
-    Invalid,
 }
 
 /// An ATA device backed by an image file; see the module documentation.
@@ -296,57 +289,6 @@ impl EmulatedDrive {
         self.power = self.power.after_reset();
     }
 
-    /// Hand the running self-test's next step to the engine, if it has one to start.
-    fn advance_self_test(&mut self) {
-        while let Some(step) = self.smart.next_step() {
-            let data = self.smart.scratch_path(step.sectors);
-            let op = MediaOp::Read {
-                lba: step.lba,
-                sectors: step.sectors,
-            };
-            match self.io.start(
-                smart::SELF_TEST_SLOT,
-                op,
-                Report::SelfTest,
-                data,
-                self.capacity,
-            ) {
-                Ok(()) => return,
-                // Cannot happen for steps inside the medium; end the test as failed there.
-                Err(_) => self.smart.step_done(Some(step.lba)),
-            }
-        }
-    }
-
-    /// A write (or TRIM) refused because the drive is read-only: ABRT, with sense data DATA
-    /// PROTECT / WRITE PROTECTED for REQUEST SENSE DATA EXT (status bit SENSE when the host
-    /// enabled sense data reporting); queued writes carry the same sense in the NCQ Command
-    /// Error log (NCQ autosense, see `poll_completions`).
-    ///
-    /// Why this answer: ATA has no "write protected" error bit for a fixed disk (QEMU's
-    /// ide-hd avoids the question: hw/ide/core.c refuses a read-only drive with "Can't use a
-    /// read-only drive"; its scsi-hd answers DATA PROTECT). Plain ABRT on a read or write is
-    /// what libata counts against the link: `ata_eh_categorize_error` (libata-eh.c) files an
-    /// I/O command whose only error is AC_ERR_DEV as ATA_ECAT_UNK_DEV, and
-    /// `ata_eh_speed_down_verdict` turns NCQ off after more than 3 of them in 10 minutes and
-    /// steps the link speed and transfer mode down after more than 6 — what one mkfs on a
-    /// read-only drive did. With valid sense data, `ata_eh_link_autopsy` clears AC_ERR_DEV
-    /// ("SENSE_VALID trumps dev/unknown error"), the error is category 0 (never recorded,
-    /// no speed-down, no revalidation), and the SCSI layer fails the write at once on DATA
-    /// PROTECT (scsi_lib.c `scsi_io_completion_action`: ACTION_FAIL, no retry). Linux 6.1
-    /// takes the sense of a queued command from the NCQ error log (`ata_eh_analyze_ncq_error`,
-    /// IDENTIFY word 78 bit 7), and fetches it for other commands only on newer kernels; an
-    /// IDNF or UNC error bit would also avoid the count, but would tell the guest something
-    /// false (a bad address, a bad medium), so a non-queued refusal stays ABRT.
-    fn refuse_write(&mut self, slot: u8, device: u8) -> Submission {
-        self.sense = Some(WRITE_PROTECTED);
-        let mut d2h = d2h_abort(device);
-        if self.sense_reporting {
-            d2h.status |= super::registers::status::SENSE;
-        }
-        Self::complete(slot, vec![Fis::RegisterD2h(d2h)], 0)
-    }
-
     /// A command that ends at once.
     fn complete(slot: u8, fises: Vec<Fis>, bytes_transferred: u32) -> Submission {
         Submission::Complete(Completion {
@@ -444,22 +386,6 @@ impl EmulatedDrive {
         self.ncq_error = Some(error);
         self.ncq_active = 0;
         self.io.abort_queued();
-    }
-
-    /// Count a media command that ended well (SMART attributes, device statistics).
-    fn count_media(&mut self, done: &media::Done) {
-        let sectors = u64::from(done.completion.bytes_transferred) / 512;
-        match done.op {
-            MediaOp::Read { .. } => {
-                self.smart.sectors_read += sectors;
-                self.smart.read_commands += 1;
-            }
-            MediaOp::Write { .. } => {
-                self.smart.sectors_written += sectors;
-                self.smart.write_commands += 1;
-            }
-            MediaOp::Flush | MediaOp::Trim { .. } => {}
-        }
     }
 
     /// The media command for a non-queued opcode, if it is one.

@@ -21,6 +21,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::mem::VecMemory;
 use crate::sata::{DataPath, PrdEntry};
 
+use super::media::{self, MediaOp, Report};
+
 /// Sectors one self-test step reads (1 MiB).
 pub const STEP_SECTORS: u32 = 2048;
 /// Steps of a short self-test.
@@ -307,6 +309,43 @@ impl SmartState {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+impl super::EmulatedDrive {
+    /// Hand the running self-test's next step to the engine, if it has one to start.
+    pub(super) fn advance_self_test(&mut self) {
+        while let Some(step) = self.smart.next_step() {
+            let data = self.smart.scratch_path(step.sectors);
+            let op = MediaOp::Read {
+                lba: step.lba,
+                sectors: step.sectors,
+            };
+            match self
+                .io
+                .start(SELF_TEST_SLOT, op, Report::SelfTest, data, self.capacity)
+            {
+                Ok(()) => return,
+                // Cannot happen for steps inside the medium; end the test as failed there.
+                Err(_) => self.smart.step_done(Some(step.lba)),
+            }
+        }
+    }
+
+    /// Count a media command that ended well (SMART attributes, device statistics).
+    pub(super) fn count_media(&mut self, done: &media::Done) {
+        let sectors = u64::from(done.completion.bytes_transferred) / 512;
+        match done.op {
+            MediaOp::Read { .. } => {
+                self.smart.sectors_read += sectors;
+                self.smart.read_commands += 1;
+            }
+            MediaOp::Write { .. } => {
+                self.smart.sectors_written += sectors;
+                self.smart.write_commands += 1;
+            }
+            MediaOp::Flush | MediaOp::Trim { .. } => {}
         }
     }
 }
