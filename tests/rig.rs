@@ -40,6 +40,8 @@ const SCENARIOS: &[&str] = &[
     "integrity-verify",
     "integrity-kill",
     "smart-power",
+    // 20 L2 boots of its own: --strict with the doorbells under parallel load.
+    "strict-boots",
     // Its L2 boots the initramfs variant with fio (scripts/rig builds it for the one boot).
     // Last of this boot: QEMU's stall (see `rig_boot_retrying`) came in about a third of its
     // runs, and a stall re-runs only the scenarios that had not finished.
@@ -568,6 +570,16 @@ fn smart_power() {
     ] {
         assert_log_line("smart-power", log, needle);
     }
+}
+
+#[test]
+fn strict_boots() {
+    let log = passed_on(Kernel::Linux6_1, "strict-boots");
+    assert_log_line(
+        "strict-boots",
+        log,
+        "boots under --strict with doorbells and parallel load exited 0",
+    );
 }
 
 #[test]
