@@ -1,5 +1,6 @@
 # --strict never stops a correct driver: 20 L2 boots in a row with the doorbells on (the
-# default) and --strict, each under parallel NCQ load (8 dd readers and 8 writers); every one must exit 0 (status 70 would be a spec check firing on libahci).
+# default) and --strict, each under parallel NCQ load (8 dd readers and 8 writers); every
+# one must exit 0 (status 70 would be a spec check firing on libahci).
 . "$RIG_LIB"
 [ -x "$SATAVM" ] || rig_fail "no satavm in this L1"
 
