@@ -814,3 +814,15 @@ fn a_reused_ncq_tag_is_an_ncq_error_naming_that_tag() {
     assert_eq!(page[3], 0x04);
     assert_eq!(page.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
 }
+
+#[test]
+fn the_link_offers_the_host_links_speed() {
+    let mut r = rig();
+    assert_eq!(r.drive.max_link_gen(), 3, "unknown: the HBA's best");
+    r.drive.set_host_link_gen(Some(2));
+    assert_eq!(r.drive.max_link_gen(), 2);
+    r.drive.set_host_link_gen(Some(1));
+    assert_eq!(r.drive.max_link_gen(), 1);
+    r.drive.set_host_link_gen(Some(9));
+    assert_eq!(r.drive.max_link_gen(), 3, "nonsense from sysfs is ignored");
+}
