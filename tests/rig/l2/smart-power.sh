@@ -7,6 +7,21 @@ dmesg | grep -E 'ata1: SATA link' | sed 's/^/@@L2 dmesg: /'
 if grep -q 'libata.force=' /proc/cmdline; then
     exit 0
 fi
+if grep -q 'rig.readonly=1' /proc/cmdline; then
+    # A read-only drive: writes fail, and libata must not count them against the link.
+    n=0
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        dd if=/dev/zero of=/dev/sda bs=4k count=1 seek=$((i * 64)) oflag=direct 2>/dev/null ||
+            n=$((n + 1))
+    done
+    echo "@@L2 ro-writes-failed=$n"
+    mke2fs -q /dev/sda 2>/dev/null && echo "@@L2 ro-mkfs=succeeded" || echo "@@L2 ro-mkfs=failed"
+    dd if=/dev/sda of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null && echo "@@L2 ro-read=ok"
+    echo "@@L2 ro-queue_depth=$(cat /sys/block/sda/device/queue_depth)"
+    echo "@@L2 ro-sata_spd=$(cat /sys/class/ata_link/link1/sata_spd)"
+    dmesg | grep -E 'ata1|sd 0:0:0:0|critical' | tail -n 30 | sed 's/^/@@L2 dmesg: /'
+    exit 0
+fi
 
 smartctl -i /dev/sda >/tmp/i; echo "@@L2 smartctl-i rc=$?"
 sed 's/^/@@L2 i: /' /tmp/i

@@ -1,7 +1,9 @@
 # smartctl and hdparm in L2 against an emulated drive: smartctl -a and -x exit 0 with an
 # attribute table, a short self-test completes and is logged, hdparm -C/-y/-Y see the power
 # states, I/O after SLEEP recovers through libata's reset; a second L2 boot with
-# libata.force=1.5G brings the link up at 1.5 Gbps (PxSCTL.SPD honoured).
+# libata.force=1.5G brings the link up at 1.5 Gbps (PxSCTL.SPD honoured); a third with
+# readonly=on: writes and mkfs fail with DATA PROTECT, and libata neither turns NCQ off nor
+# slows the link down.
 . "$RIG_LIB"
 [ -x "$SATAVM" ] || rig_fail "no satavm in this L1"
 
@@ -37,4 +39,20 @@ rc=$?
 [ "$rc" = 0 ] || rig_fail "satavm (libata.force=1.5G) exited with status $rc"
 rig_expect l2-slow.out '^@@L2 sata_spd=1\.5 Gbps' "libata.force=1.5G: sata_spd 1.5 Gbps"
 rig_expect l2-slow.out 'SATA link up 1\.5 Gbps \(SStatus 113 SControl 310\)' "link up at 1.5 Gbps, SControl 310"
+
+rig_run_l2 l2-ro.out --cpus 1 --memory 256 \
+    --cmdline "$(rig_l2_cmdline smart-power) rig.readonly=1" --disk "path=$img,readonly=on"
+rc=$?
+[ "$rc" = 0 ] || rig_fail "satavm (readonly=on) exited with status $rc"
+rig_expect l2-ro.out '^@@L2 ro-writes-failed=10' "read-only: every write failed"
+rig_expect l2-ro.out '^@@L2 ro-mkfs=failed' "read-only: mkfs failed"
+rig_expect l2-ro.out 'Sense Key : Data Protect' "libata reports DATA PROTECT"
+rig_expect l2-ro.out 'Add\. Sense: Write protected' "... WRITE PROTECTED"
+rig_expect l2-ro.out '^@@L2 ro-read=ok' "read-only: reads still work"
+rig_expect l2-ro.out '^@@L2 ro-queue_depth=32' "read-only: NCQ still on (depth 32)"
+rig_expect l2-ro.out '^@@L2 ro-sata_spd=6\.0 Gbps' "read-only: link speed unchanged"
+if tr -d '\r' <l2-ro.out | grep -Eq 'NCQ disabled|limiting SATA link speed|limiting speed to'; then
+    rig_fail "read-only: libata slowed the device down"
+fi
+rig_ok "read-only: libata did not turn NCQ off or slow the link"
 echo "PASS"
