@@ -927,3 +927,37 @@ fn sctl_spd_limits_the_link_at_comreset_and_identify_word_77_follows() {
         assert_eq!((word(&id, 77) >> 1) & 7, gen, "word 77 after SPD {spd}");
     }
 }
+
+#[test]
+fn a_sleeping_drive_answers_nothing_until_comreset_then_reports_standby() {
+    let mut t = TestHba::new(1);
+    t.start_port(0);
+    let buf = TestHba::buf(0, 0);
+    t.run(0, 0, &h2d(opcode::SLEEP, 0, 0), &[], false);
+    // The emulated drive answers non-data commands while they are issued; asleep, it does
+    // not: the command stays issued with nothing in PxIS.
+    t.px_write(0, px::IS, u32::MAX);
+    t.issue(0, 1, &h2d(opcode::CHECK_POWER_MODE, 0, 0), &[], false);
+    assert_eq!(t.px_read(0, px::CI), 1 << 1);
+    assert_eq!(t.px_read(0, px::IS) & (pxis::DHRS | pxis::TFES), 0);
+    // libata's wake-up: stop the engine, COMRESET, restart.
+    t.stop_port(0);
+    assert_eq!(t.px_read(0, px::CI), 0);
+    t.px_write(0, px::SCTL, 0x301);
+    t.px_write(0, px::SCTL, 0x300);
+    t.wait_until(|t| t.px_read(0, px::TFD) & pxtfd::BSY == 0);
+    t.px_write(0, px::SERR, u32::MAX);
+    t.px_write(0, px::IS, u32::MAX);
+    t.px_set(0, px::CMD, pxcmd::ST);
+    t.run(0, 0, &h2d(opcode::CHECK_POWER_MODE, 0, 0), &[], false);
+    match t.rfis(0, rfis::RFIS, 20) {
+        Fis::RegisterD2h(d) => assert_eq!((d.status, d.count), (0x50, 0x00), "standby"),
+        f => panic!("{f:?}"),
+    }
+    t.run(0, 0, &h2d(opcode::READ_DMA_EXT, 0, 1), &[(buf, 512)], false);
+    t.run(0, 0, &h2d(opcode::CHECK_POWER_MODE, 0, 0), &[], false);
+    match t.rfis(0, rfis::RFIS, 20) {
+        Fis::RegisterD2h(d) => assert_eq!(d.count, 0xff, "active after the read"),
+        f => panic!("{f:?}"),
+    }
+}
