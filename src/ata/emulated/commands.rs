@@ -354,8 +354,7 @@ impl EmulatedDrive {
     }
 
     /// SMART (ACS-3 7.48): requires the 4Fh/C2h signature in LBA mid/high. With SMART
-    /// disabled only ENABLE OPERATIONS and RETURN STATUS work... as ACS-3 7.48.1 says, every
-    /// other subcommand aborts.
+    /// disabled every subcommand but ENABLE OPERATIONS aborts (ACS-3 7.48.1).
     fn smart(&mut self, tf: &Taskfile, data: &DataPath) -> Outcome {
         if tf.lba & 0xff_ff00 != SMART_SIGNATURE {
             return only(d2h_abort(tf.device));
