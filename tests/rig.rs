@@ -567,7 +567,7 @@ fn smart_power() {
         "ok: hdparm -y then -C: standby",
         "ok: I/O after SLEEP recovers through libata's reset",
         "ok: libata.force=1.5G: sata_spd 1.5 Gbps",
-        "ok: libata reports DATA PROTECT",
+        "ok: read-only: the kernel reports failed writes",
         "ok: read-only: libata did not turn NCQ off or slow the link",
     ] {
         assert_log_line("smart-power", log, needle);

@@ -23,7 +23,7 @@
 //!
 //! Errors: LBA range past the end: IDNF; host I/O error: UNC with the first failing LBA; PRDT
 //! overflow or a PRD entry outside guest RAM: ABRT (the AHCI layer reports the overflow in
-//! its own registers as well); writes or TRIM on a read-only drive: ABRT with WRITE PROTECTED
+//! its own registers as well); writes or TRIM on a read-only drive: ABRT|IDNF, WRITE PROTECTED
 //! sense data ([`read_only`]); unknown or
 //! unsupported commands: ABRT. A non-queued command while queued commands are outstanding is
 //! aborted (the outstanding ones continue); in the NCQ error state (after a queued command
@@ -82,7 +82,7 @@ pub struct DriveConfig {
     pub model: Option<String>,
     /// IDENTIFY serial number (at most 20 characters); default derived from the path.
     pub serial: Option<String>,
-    /// Refuse writes (they fail with ABRT and WRITE PROTECTED sense data).
+    /// Refuse writes (they fail with ABRT|IDNF and WRITE PROTECTED sense data).
     pub read_only: bool,
     /// World wide name (IDENTIFY words 108-111); default derived from the serial number.
     pub wwn: Option<u64>,
@@ -361,10 +361,10 @@ impl EmulatedDrive {
             device: tf.device,
         };
         if self.read_only && matches!(op, MediaOp::Write { .. }) {
-            // Accepted, then failed with ABRT without touching the medium.
+            // Accepted, then failed without touching the medium (`read_only`).
             self.ncq_active |= bit;
             let failure = media::Failure {
-                error: ata_error::ABRT,
+                error: read_only::WRITE_PROTECTED_ERROR,
                 lba: None,
             };
             self.io.fail_queued(slot, op, report, data, failure);
@@ -538,7 +538,7 @@ impl SataDevice for EmulatedDrive {
                         // A write refused by a read-only drive: WRITE PROTECTED sense data in
                         // the log (NCQ autosense; see `refuse_write`).
                         let protected = self.read_only
-                            && failure.error == ata_error::ABRT
+                            && failure.error == read_only::WRITE_PROTECTED_ERROR
                             && matches!(done.op, MediaOp::Write { .. });
                         // SATA 3.x 13.6.5: the device reports the error with SActive clear for
                         // the tag, aborts every other outstanding command and refuses queued

@@ -19,7 +19,7 @@ if grep -q 'rig.readonly=1' /proc/cmdline; then
     dd if=/dev/sda of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null && echo "@@L2 ro-read=ok"
     echo "@@L2 ro-queue_depth=$(cat /sys/block/sda/device/queue_depth)"
     echo "@@L2 ro-sata_spd=$(cat /sys/class/ata_link/link1/sata_spd)"
-    dmesg | grep -E 'ata1|sd 0:0:0:0|critical' | tail -n 30 | sed 's/^/@@L2 dmesg: /'
+    dmesg | grep -E 'ata1|sd 0:0:0:0|critical|NCQ' | tail -n 30 | sed 's/^/@@L2 dmesg: /'
     exit 0
 fi
 

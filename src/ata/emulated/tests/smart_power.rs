@@ -287,9 +287,13 @@ fn read_only_writes_are_refused_with_write_protected_sense() {
     );
     assert_eq!(d2h(&c).status, 0x50);
     assert_eq!(r.identify()[120] & 0x40, 0x40);
-    // Non-queued: ABRT, status DRDY|SENSE|ERR, REQUEST SENSE DATA EXT: 07h/27h/00h.
+    // Non-queued: ABRT|IDNF (not counted against the link by libata), status
+    // DRDY|SENSE|ERR, REQUEST SENSE DATA EXT: 07h/27h/00h.
     let c = r.run(0, cmd(WRITE_DMA_EXT, 0, 1), r.data(BUF, 512));
-    assert_eq!((d2h(&c).status, d2h(&c).error), (0x43, error::ABRT));
+    assert_eq!(
+        (d2h(&c).status, d2h(&c).error),
+        (0x43, error::ABRT | error::IDNF)
+    );
     let c = r.run(0, cmd(REQUEST_SENSE_DATA_EXT, 0, 0), r.none());
     assert_eq!(d2h(&c).lba & 0xf_ffff, 0x7_2700);
     let c = r.run(0, cmd(REQUEST_SENSE_DATA_EXT, 0, 0), r.none());
@@ -308,7 +312,11 @@ fn read_only_writes_are_refused_with_write_protected_sense() {
     let c = r.run(0, cmd(READ_LOG_EXT, 0x10, 1), r.data(BUF, 512));
     assert_eq!(c.bytes_transferred, 512);
     let page = r.read_mem(BUF, 512);
-    assert_eq!((page[0], page[2], page[3]), (4, 0x43, error::ABRT));
+    assert_eq!(
+        (page[0], page[2], page[3]),
+        (4, 0x43, error::ABRT | error::IDNF)
+    );
+    assert_eq!(sdb(&done[0]).error, error::ABRT | error::IDNF);
     assert_eq!(&page[14..17], &[0x07, 0x27, 0x00]);
     assert_eq!(sum(&page), 0);
     // Reads still work.
