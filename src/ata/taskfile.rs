@@ -20,6 +20,11 @@ pub const STATUS_ERROR: u8 = STATUS_GOOD | status::ERR;
 /// 6.2 lets it read 0 in the error outputs of every command that does not define it.
 pub const STATUS_ABORT: u8 = status::DRDY | status::ERR;
 
+/// The Error register of a write refused because the drive is read-only (`readonly=on`):
+/// ABRT and IDNF, the pair Linux's libata does not count against the link (the reasoning is at
+/// `EmulatedDrive::refuse_write`, src/ata/emulated/read_only.rs).
+pub const WRITE_PROTECTED_ERROR: u8 = error::ABRT | error::IDNF;
+
 /// A command's registers as the device interprets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Taskfile {

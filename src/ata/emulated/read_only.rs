@@ -2,15 +2,14 @@
 //! data DATA PROTECT / WRITE PROTECTED. See [`EmulatedDrive::refuse_write`] for why.
 
 use super::{EmulatedDrive, Fis, Submission};
-use crate::ata::registers::{error, status};
+use crate::ata::registers::status;
 use crate::ata::taskfile::d2h_abort;
 
 /// The sense data of a write refused by a read-only drive: DATA PROTECT, WRITE PROTECTED
 /// (SPC-4 sense key 7h, ASC/ASCQ 27h/00h).
 pub const WRITE_PROTECTED: (u8, u8, u8) = (0x07, 0x27, 0x00);
 
-/// The Error register of a refused write: ABRT and IDNF (see [`EmulatedDrive::refuse_write`]).
-pub const WRITE_PROTECTED_ERROR: u8 = error::ABRT | error::IDNF;
+pub use crate::ata::taskfile::WRITE_PROTECTED_ERROR;
 
 /// Why a media command is refused before it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

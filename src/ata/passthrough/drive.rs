@@ -18,7 +18,7 @@ use super::transfer::{self, PlanError};
 use super::{PassthroughConfig, PassthroughStats};
 use crate::ata::command::{self, opcode, Protocol};
 use crate::ata::registers::{control, error, status, ATA_SIGNATURE_LBA, SECTOR_SIZE};
-use crate::ata::taskfile::d2h_abort;
+use crate::ata::taskfile::{d2h_abort, WRITE_PROTECTED_ERROR};
 use crate::block::{Engine, EngineStats};
 use crate::sata::{Completion, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice, Submission};
 
@@ -189,6 +189,31 @@ impl PassthroughDrive {
         // satavm's own refusal reads as the drive's would: DRDY|ERR (41h), ABRT, the
         // command's Device register left as it was.
         complete(slot, vec![Fis::RegisterD2h(d2h_abort(fis.device))])
+    }
+
+    /// A write refused by `readonly=on`: ABRT|IDNF, as the emulated drive answers (libata
+    /// does not count it against the link). A queued one enters the NCQ error state naming
+    /// its tag, so that libata's READ LOG EXT 10h finds it (answered here, not by the drive).
+    fn refuse_write(&mut self, slot: u8, fis: &RegisterH2d, why: &str) -> Submission {
+        log::debug!(
+            "{}: guest command {:#04x} refused (read-only): {why}",
+            self.path.display(),
+            fis.command
+        );
+        let mut d2h = d2h_abort(fis.device);
+        d2h.error = WRITE_PROTECTED_ERROR;
+        let queued = command::protocol(fis.command, fis.features).is_some_and(|p| p.is_queued());
+        if queued && self.ncq_error.is_none() {
+            self.abort_queued();
+            let mut regs = fises::synthetic_error(WRITE_PROTECTED_ERROR);
+            regs.status = d2h.status;
+            regs.lba = fis.lba;
+            regs.count = fis.count;
+            regs.device = fis.device;
+            let tag = ((fis.count >> 3) & 0x1f) as u8;
+            self.ncq_error = Some(NcqErrorRecord { tag, regs });
+        }
+        complete(slot, vec![Fis::RegisterD2h(d2h)])
     }
 
     fn answer(&self, slot: u8, a: LocalAnswer) -> Submission {
@@ -391,6 +416,7 @@ impl SataDevice for PassthroughDrive {
         match policy::decide(fis, self.allow_all, self.read_only) {
             Decision::Forward => {}
             Decision::Refuse { reason } => return self.refuse(slot, fis, reason),
+            Decision::WriteProtected { reason } => return self.refuse_write(slot, fis, reason),
             Decision::Answer(a) => return self.answer(slot, a),
         }
         let Some(protocol) = command::protocol(fis.command, fis.features) else {

@@ -284,6 +284,11 @@ pub enum Decision {
     Refuse {
         reason: &'static str,
     },
+    /// A write refused by `read_only`: abort it without sending it, with the error a
+    /// read-only drive answers ([`crate::ata::taskfile::WRITE_PROTECTED_ERROR`]).
+    WriteProtected {
+        reason: &'static str,
+    },
     Answer(LocalAnswer),
 }
 
@@ -323,7 +328,7 @@ pub fn decide(fis: &RegisterH2d, allow_all: bool, read_only: bool) -> Decision {
     }
     if read_only {
         if let Some(r) = find(REFUSED_WHEN_READ_ONLY, fis) {
-            return Decision::Refuse { reason: r.reason };
+            return Decision::WriteProtected { reason: r.reason };
         }
     }
     if !allow_all {
@@ -422,7 +427,10 @@ mod tests {
             (0x63, 6),
         ] {
             assert!(
-                matches!(decide(&cmd(op, f), true, true), Decision::Refuse { .. }),
+                matches!(
+                    decide(&cmd(op, f), true, true),
+                    Decision::WriteProtected { .. }
+                ),
                 "{op:#x}/{f:#x}"
             );
             assert_eq!(

@@ -826,3 +826,43 @@ fn the_link_offers_the_host_links_speed() {
     r.drive.set_host_link_gen(Some(9));
     assert_eq!(r.drive.max_link_gen(), 3, "nonsense from sysfs is ignored");
 }
+
+#[test]
+fn read_only_writes_are_refused_as_the_emulated_drive_refuses_them() {
+    let fake = FakeSatl::new();
+    let notifier = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let limits = QueueLimits::default();
+    let engine =
+        SgThreadEngine::with_transport(fake.clone(), notifier.clone(), limits.workers()).unwrap();
+    let config = PassthroughConfig {
+        read_only: true,
+        ..PassthroughConfig::new("/dev/fake-ro")
+    };
+    let mut r = Rig {
+        drive: PassthroughDrive::with_engine(Box::new(engine), limits, &config),
+        fake,
+        mem: Arc::new(VecMemory::new(4 << 20)),
+        notifier,
+    };
+    // Non-queued: ABRT|IDNF (not counted against the link by libata), never sent.
+    let dp = r.data(0x1000, 512);
+    let d = only_d2h(&immediate(r.drive.submit(0, &cmd(0x35, 0, 1, 0), dp)));
+    assert_eq!((d.status, d.error), (0x41, 0x14));
+    // Queued: the same, and the NCQ error state names the tag for log page 10h.
+    let dp = r.data(0x1000, 4096);
+    let d = only_d2h(&immediate(r.drive.submit(
+        6,
+        &cmd(0x61, 8, 6 << 3, 0x40),
+        dp,
+    )));
+    assert_eq!((d.status, d.error), (0x41, 0x14));
+    let dp = r.data(0x8000, 512);
+    r.drive.submit(0, &cmd(0x2f, 0, 1, 0x10), dp.clone());
+    r.wait(1);
+    let page = r.guest_bytes(&dp);
+    assert_eq!((page[0], page[2], page[3], page[4]), (6, 0x41, 0x14, 0x40));
+    assert_eq!(page.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+    assert!(r
+        .fake
+        .with(|s| s.cdbs.iter().all(|c| c[14] != 0x35 && c[14] != 0x61)));
+}
