@@ -65,6 +65,7 @@ const ON_LINUX_6_12: &[&str] = &[
     "pt-error",
     "inject-linux",
     "integrity-fio",
+    "smart-power",
 ];
 
 /// A Debian kernel generation, in L1 and L2 (scripts/rig's `RIG_KERNEL`).
@@ -558,7 +559,11 @@ fn integrity_kill_loses_nothing_flushed() {
 
 #[test]
 fn smart_power() {
-    let log = passed_on(Kernel::Linux6_1, "smart-power");
+    check_smart_power(Kernel::Linux6_1);
+}
+
+fn check_smart_power(kernel: Kernel) {
+    let log = passed_on(kernel, "smart-power");
     for needle in [
         "ok: smartctl -a exit 0",
         "ok: smartctl -a prints an attribute table",
@@ -628,5 +633,10 @@ mod linux_6_12 {
     #[test]
     fn integrity_fio_verify_two_disks_ncq() {
         check_integrity_fio_verify_two_disks_ncq(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn smart_power() {
+        check_smart_power(Kernel::Linux6_12);
     }
 }

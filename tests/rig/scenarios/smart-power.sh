@@ -46,7 +46,9 @@ rig_run_l2 l2-ro.out --cpus 1 --memory 256 \
 rc=$?
 [ "$rc" = 0 ] || rig_fail "satavm (readonly=on) exited with status $rc"
 rig_expect l2-ro.out '^@@L2 ro-writes-failed=10' "read-only: every write failed"
-rig_expect l2-ro.out 'I/O error, dev sda, sector [0-9]+ op 0x1:\(WRITE\)' "read-only: the kernel reports failed writes"
+# 6.1 reports the IDNF as "I/O error", 6.12 the DATA PROTECT sense as "critical target error".
+rig_expect l2-ro.out '(I/O|critical target) error, dev sda, sector [0-9]+ op 0x1:\(WRITE\)' \
+    "read-only: the kernel reports failed writes"
 tr -d '\r' <l2-ro.out | sed -n 's/.*\(Sense Key\|Add\. Sense\)/\1/p' | sort | uniq -c
 rig_expect l2-ro.out '^@@L2 ro-read=ok' "read-only: reads still work"
 rig_expect l2-ro.out '^@@L2 ro-queue_depth=32' "read-only: NCQ still on (depth 32)"
