@@ -81,9 +81,11 @@ struct Cli {
     /// path=FILE[,model=M][,serial=S][,readonly=on][,lock=off][,engine=io_uring|threads] for
     /// an emulated drive over an image file or block device, or
     /// passthrough=/dev/sgN|/dev/sdX[,timeout=SECS][,allow=all][,readonly=on][,lock=off]
-    /// [,engine=sg|threads] for a host SATA drive. Files are locked (shared with readonly=on)
-    /// like QEMU's; lock=off does not lock. `,,` is a comma inside a value (path=a,,b.img is
-    /// a,b.img).
+    /// [,engine=sg|threads] for a host SATA drive, or
+    /// cdrom=ISO[,model=M][,serial=S][,lock=off][,engine=E] (also path=ISO,media=cdrom) for an
+    /// ATAPI CD/DVD drive; cdrom= or media=cdrom without a file is an empty tray. Files are
+    /// locked (shared with readonly=on) like QEMU's; lock=off does not lock. `,,` is a comma
+    /// inside a value (path=a,,b.img is a,b.img).
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskSpec>,
     /// Trace the SATA conversation (AHCI register accesses, FISes, ATA commands, SG_IO) to
@@ -153,7 +155,8 @@ Console keys (when stdin is a terminal; the guest gets every other key, Ctrl-C i
 
 Signals: SIGTERM, SIGINT and SIGHUP stop the VM through the normal exit path (vCPUs
 stopped, trace flushed, statistics printed, the scratch image removed); a second one ends
-satavm at once. SIGUSR1 prints the statistics.
+satavm at once. SIGUSR1 prints the statistics. SIGUSR2 changes discs: every CD/DVD drive
+re-reads its cdrom= file (a file there is inserted as a new disc, none ejects the disc).
 
 Exit status:
   0        the guest rebooted or powered off, the firmware reported PASS, Ctrl-A x,

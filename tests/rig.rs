@@ -37,6 +37,10 @@ const SCENARIOS: &[&str] = &[
     "selftest-image",
     "selftest-passthrough",
     "inject-linux",
+    "cdrom-linux",
+    "selftest-cdrom",
+    // Needs QEMU's ide-cd in L1: an L1 boot of its own (see `run_rig`).
+    "cdrom-passthrough",
     "integrity-verify",
     "integrity-kill",
     "smart-power",
@@ -64,6 +68,7 @@ const ON_LINUX_6_12: &[&str] = &[
     "pt-drive",
     "pt-error",
     "inject-linux",
+    "cdrom-linux",
     "integrity-fio",
     "smart-power",
 ];
@@ -151,17 +156,54 @@ fn run_rig(kernel: Kernel) -> RigRun {
         .scenarios()
         .iter()
         .partition(|n| needs_fault_drives(n));
-    let (mut outcomes, mut output) = rig_boot_retrying(&rig, &plain);
+    // Scenarios that need a host optical drive in L1 (QEMU's ide-cd) get one too: the drive
+    // is there only for them, for the same reason.
+    let (cdrom, plain): (Vec<&str>, Vec<&str>) =
+        plain.into_iter().partition(|n| marked(n, "host-cdrom"));
+    let (mut outcomes, mut output) = rig_boot_retrying(&rig, &plain, &[]);
     if !faults.is_empty() {
-        let (more, said) = rig_boot_retrying(&rig, &faults);
+        let (more, said) = rig_boot_retrying(&rig, &faults, &[]);
         outcomes.extend(more);
         output += &format!("\n--- the fault-drive scenarios, in an L1 boot of their own\n{said}");
+    }
+    if !cdrom.is_empty() {
+        let (more, said) = rig_boot_retrying(&rig, &cdrom, &host_cdrom_env(&rig_dir));
+        outcomes.extend(more);
+        output +=
+            &format!("\n--- the host optical drive scenarios, in an L1 boot of their own\n{said}");
     }
     RigRun { outcomes, output }
 }
 
+/// The L1 of `# rig: host-cdrom` scenarios: QEMU's ide-cd on L1's AHCI port 3 with the
+/// first disc of cdrom-linux (tests/rig/cdrom/host-iso.sh writes it), sr_mod in L1.
+fn host_cdrom_env(rig_dir: &Path) -> Vec<(&'static str, String)> {
+    let iso = rig_dir.join("host-cd.iso");
+    fs::create_dir_all(rig_dir).expect("cannot create the rig directory");
+    let made = Command::new(repo().join("tests/rig/cdrom/host-iso.sh"))
+        .arg(&iso)
+        .status()
+        .expect("cannot run tests/rig/cdrom/host-iso.sh");
+    assert!(made.success(), "tests/rig/cdrom/host-iso.sh failed");
+    vec![
+        ("RIG_L1_MODULES_EXTRA", "sr_mod".to_string()),
+        (
+            "RIG_QEMU_ARGS",
+            format!(
+                "-drive if=none,id=cd0,file={},media=cdrom,readonly=on -device ide-cd,drive=cd0,bus=ahci.3",
+                iso.display()
+            ),
+        ),
+    ]
+}
+
 /// Whether scenario `name` asks for the rig's fault drives (a `# rig: fault-drives` line).
 fn needs_fault_drives(name: &str) -> bool {
+    marked(name, "fault-drives")
+}
+
+/// Whether scenario `name` has a line `# rig: MARKER`.
+fn marked(name: &str, marker: &str) -> bool {
     let file = repo()
         .join("tests")
         .join("rig")
@@ -170,7 +212,7 @@ fn needs_fault_drives(name: &str) -> bool {
     fs::read_to_string(&file)
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
         .lines()
-        .any(|l| l.trim() == "# rig: fault-drives")
+        .any(|l| l.trim() == format!("# rig: {marker}"))
 }
 
 /// Where and on which kernel generation the rig runs.
@@ -180,8 +222,12 @@ struct Rig<'a> {
 }
 
 /// [`rig_boot`], then once more for the scenarios that never finished if L1 stalled.
-fn rig_boot_retrying(rig: &Rig<'_>, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
-    let (mut outcomes, mut output) = rig_boot(rig, names);
+fn rig_boot_retrying(
+    rig: &Rig<'_>,
+    names: &[&str],
+    env: &[(&'static str, String)],
+) -> (BTreeMap<String, Outcome>, String) {
+    let (mut outcomes, mut output) = rig_boot(rig, names, env);
     // Now and then QEMU's vCPU stops for good (below satavm: L1's own watchdogs and heartbeats
     // stop too); scripts/rig then says "L1 stalled". Under integrity-fio's long I/O load that
     // came in 8 of 25 L1 boots. Scenarios that never finished get up to two more, fresh L1
@@ -199,7 +245,7 @@ fn rig_boot_retrying(rig: &Rig<'_>, names: &[&str]) -> (BTreeMap<String, Outcome
         if unfinished.is_empty() {
             break;
         }
-        let (again, more) = rig_boot(rig, &unfinished);
+        let (again, more) = rig_boot(rig, &unfinished, env);
         output += &format!("\n--- L1 stalled; re-ran {unfinished:?} in a new L1 boot\n{more}");
         stalled = more.contains("L1 stalled");
         outcomes.extend(again);
@@ -210,9 +256,13 @@ fn rig_boot_retrying(rig: &Rig<'_>, names: &[&str]) -> (BTreeMap<String, Outcome
 /// Fresh L1 boots for scenarios an L1 stall left unfinished.
 const STALL_RETRIES: usize = 2;
 
-/// One L1 boot for `names`: `scripts/rig payload` prepares it, the harness boots it.
-/// Returns the outcomes and what both printed.
-fn rig_boot(rig: &Rig<'_>, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
+/// One L1 boot for `names`, `env` set for `scripts/rig payload`: it prepares the boot, the
+/// harness boots it. Returns the outcomes and what both printed.
+fn rig_boot(
+    rig: &Rig<'_>,
+    names: &[&str],
+    env: &[(&'static str, String)],
+) -> (BTreeMap<String, Outcome>, String) {
     let logs = rig.dir.join(rig.kernel.logs());
     let result = Command::new(repo().join("scripts").join("rig"))
         .arg("payload")
@@ -224,6 +274,7 @@ fn rig_boot(rig: &Rig<'_>, names: &[&str]) -> (BTreeMap<String, Outcome>, String
         .env("RIG_KERNEL", rig.kernel.rig_kernel())
         .env_remove("RIG_L1_KERNEL")
         .env_remove("RIG_L2_KERNEL")
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .output()
         .expect("cannot start scripts/rig");
     let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
@@ -327,6 +378,51 @@ fn every_scenario_file_has_a_test() {
     assert_eq!(
         found, listed,
         "tests/rig/scenarios/*.sh and SCENARIOS in tests/rig.rs differ"
+    );
+}
+
+#[test]
+fn cdrom_under_linux() {
+    check_cdrom_under_linux(Kernel::Linux6_1);
+}
+
+fn check_cdrom_under_linux(kernel: Kernel) {
+    let log = passed_on(kernel, "cdrom-linux");
+    for needle in [
+        "ok: sr0 with the configured model",
+        "ok: blkid sees iso9660",
+        "ok: disc 1: ./dir/big.bin has the md5 L1 expects",
+        "ok: after the guest's eject the drive has no medium",
+        "ok: after the guest closes the tray the disc is back",
+        "ok: the guest sees the host's disc swap",
+        "ok: disc 2: ./numbers2.txt has the md5 L1 expects",
+        "ok: no --strict rule raised",
+    ] {
+        assert_log_line("cdrom-linux", log, needle);
+    }
+}
+
+#[test]
+fn cdrom_passthrough_of_a_host_drive() {
+    let log = passed_on(Kernel::Linux6_1, "cdrom-passthrough");
+    for needle in [
+        "ok: sr0 shows the host drive's model",
+        "ok: blkid sees iso9660",
+        "ok: ./dir/big.bin has the md5 L1 expects",
+        "ok: L2's read of the disc equals L1's /dev/sr0",
+        "ok: no --strict rule raised",
+    ] {
+        assert_log_line("cdrom-passthrough", log, needle);
+    }
+}
+
+#[test]
+fn selftest_firmware_with_an_atapi_drive() {
+    let log = passed_on(Kernel::Linux6_1, "selftest-cdrom");
+    assert_log_line(
+        "selftest-cdrom",
+        log,
+        "satavm-selftest: RESULT PASS (15 checks)",
     );
 }
 
@@ -638,5 +734,10 @@ mod linux_6_12 {
     #[test]
     fn smart_power() {
         check_smart_power(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn cdrom_under_linux() {
+        check_cdrom_under_linux(Kernel::Linux6_12);
     }
 }

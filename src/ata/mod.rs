@@ -3,6 +3,7 @@
 //! [`registers`] names the taskfile bits, [`command`] maps each opcode to its protocol; the
 //! drives implement [`crate::sata::SataDevice`] on top of them.
 
+pub mod atapi;
 pub mod command;
 pub mod dco;
 pub mod emulated;

@@ -1,7 +1,8 @@
 //! Plugs the AHCI function and its drives into the VM: one port per `--disk`, interrupts
 //! through KVM, device completions through the event loop; tracing, spec checks (`--strict`
 //! stops the VM through its [`super::ExitSignal`]), fault injection around each drive, and
-//! statistics at exit and on SIGUSR1.
+//! statistics at exit and on SIGUSR1; SIGUSR2 re-reads the image path of every CD/DVD drive
+//! ([`crate::ata::atapi::MediaControl::reload`]: a file there is inserted, none ejects).
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use super::{DeviceContext, VmExit};
 use crate::ahci::checks::{SpecChecks, Violation, ViolationHook};
 use crate::ahci::sdb_aggregation::AggregationMode;
 use crate::ahci::{AhciFunction, Observers, PortStats, ABAR};
+use crate::ata::atapi::{AtapiDrive, CdromConfig, MediaControl, MediaError, Medium};
 use crate::ata::inject::{InjectingDevice, Rule};
 use crate::ata::names::opcode_name;
 use crate::ata::passthrough::{check_host_node, lock_host_nodes, HostLocks, PassthroughStats};
@@ -68,6 +70,8 @@ pub enum StorageError {
         disks: usize,
         rule: String,
     },
+    #[error("--disk cdrom: {0}")]
+    Cdrom(#[from] MediaError),
     #[error("completion eventfd: {0}")]
     Io(#[from] std::io::Error),
     #[error("SIGUSR1 signalfd or completion timer: {0}")]
@@ -221,7 +225,11 @@ impl MutEventSubscriber for StatsOnSignal {
         }
     }
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        while let Ok(Some(_)) = self.signals.read_signal() {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            if info.ssi_signo == Signal::SIGUSR2 as u32 {
+                self.storage.reload_media();
+                continue;
+            }
             self.storage.tracer.flush();
             for line in self.storage.summary() {
                 eprintln!("satavm: {line}");
@@ -239,6 +247,8 @@ pub struct Storage {
     ahci: Arc<Mutex<AhciFunction>>,
     host_stats: Arc<Vec<Option<HostStatsReader>>>,
     tracer: Tracer,
+    /// The tray of each CD/DVD drive, by port.
+    media: Arc<Vec<(usize, MediaControl)>>,
 }
 
 /// `n` bytes for people: "0 B", "12.0 KiB", "3.5 MiB".
@@ -364,6 +374,30 @@ impl Storage {
             .collect()
     }
 
+    /// The trays of the CD/DVD drives, by port (for SIGUSR2 and a control socket).
+    pub fn media_controls(&self) -> &[(usize, MediaControl)] {
+        &self.media
+    }
+
+    /// SIGUSR2: every CD/DVD drive re-reads its image path (see [`MediaControl::reload`]).
+    pub fn reload_media(&self) {
+        if self.media.is_empty() {
+            eprintln!("satavm: SIGUSR2: no CD/DVD drive (--disk cdrom=ISO) to change the disc of");
+        }
+        for (port, control) in self.media.iter() {
+            let path = control
+                .path()
+                .map_or_else(String::new, |p| p.display().to_string());
+            match control.reload() {
+                Ok(()) if std::path::Path::new(&path).exists() => {
+                    eprintln!("satavm: SIGUSR2: port {port}: disc {path} inserted")
+                }
+                Ok(()) => eprintln!("satavm: SIGUSR2: port {port}: no {path}: disc ejected"),
+                Err(e) => eprintln!("satavm: SIGUSR2: port {port}: {e}"),
+            }
+        }
+    }
+
     /// Write out what the tracer buffered (call before exiting).
     pub fn finish(&self) {
         self.tracer.flush();
@@ -436,13 +470,20 @@ pub enum PreparedDisk {
     Image { spec: DiskSpec, disk: DiskFile },
     /// A pass-through device node, checked to be one, with its locks.
     Passthrough { spec: DiskSpec, locks: HostLocks },
+    /// A CD/DVD drive and its ISO image, opened read-only (none: an empty tray).
+    Cdrom {
+        spec: DiskSpec,
+        disk: Option<DiskFile>,
+    },
 }
 
 impl PreparedDisk {
     /// The `--disk` it came from.
     pub fn spec(&self) -> &DiskSpec {
         match self {
-            PreparedDisk::Image { spec, .. } | PreparedDisk::Passthrough { spec, .. } => spec,
+            PreparedDisk::Image { spec, .. }
+            | PreparedDisk::Passthrough { spec, .. }
+            | PreparedDisk::Cdrom { spec, .. } => spec,
         }
     }
 
@@ -451,6 +492,7 @@ impl PreparedDisk {
         match self {
             PreparedDisk::Image { disk, .. } => Some(disk.id()),
             PreparedDisk::Passthrough { spec, .. } => FileId::of_path(spec.path()),
+            PreparedDisk::Cdrom { disk, .. } => disk.as_ref().map(DiskFile::id),
         }
     }
 
@@ -471,6 +513,17 @@ impl PreparedDisk {
                     "read-write"
                 },
                 if disk.locked() {
+                    ", locked"
+                } else {
+                    ", not locked"
+                }
+            ),
+            PreparedDisk::Cdrom { disk: None, .. } => "CD/DVD drive, empty tray".to_string(),
+            PreparedDisk::Cdrom { disk: Some(d), .. } => format!(
+                "{} (CD/DVD image, {} blocks of 2048 bytes, read-only{})",
+                d.path().display(),
+                d.bytes() / 2048,
+                if d.locked() {
                     ", locked"
                 } else {
                     ", not locked"
@@ -560,6 +613,26 @@ pub fn prepare(disks: &[DiskSpec]) -> Result<Vec<PreparedDisk>, StorageError> {
                     locks,
                 }
             }
+            DiskSpec::Cdrom { path, lock, .. } => {
+                let disk = match path {
+                    Some(path) => {
+                        Some(hostfile::open_disk(path, true, *lock).map_err(|source| {
+                            StorageError::Disk {
+                                path: path.clone(),
+                                source,
+                            }
+                        })?)
+                    }
+                    None => None,
+                };
+                if disk.as_ref().is_some_and(|d| d.bytes() < 2048) {
+                    return Err(MediaError::TooSmall(spec.path().into()).into());
+                }
+                PreparedDisk::Cdrom {
+                    spec: spec.clone(),
+                    disk,
+                }
+            }
         });
     }
     Ok(prepared)
@@ -567,7 +640,9 @@ pub fn prepare(disks: &[DiskSpec]) -> Result<Vec<PreparedDisk>, StorageError> {
 
 fn locked(spec: &DiskSpec) -> bool {
     match spec {
-        DiskSpec::Image { lock, .. } | DiskSpec::Passthrough { lock, .. } => *lock,
+        DiskSpec::Image { lock, .. }
+        | DiskSpec::Passthrough { lock, .. }
+        | DiskSpec::Cdrom { lock, .. } => *lock,
     }
 }
 
@@ -620,6 +695,33 @@ fn open_drive(
                 },
             locks,
         } => {
+            // A CD/DVD drive (INQUIRY peripheral type 05h) is passed through as ATAPI.
+            let host = crate::ata::atapi::host::HostConfig {
+                path: path.clone(),
+                timeout,
+                // readonly=on refuses every write, whatever allow= says.
+                allow_all: allow_all && !read_only,
+            };
+            let locks = match crate::ata::atapi::host::open_if_atapi(
+                &host,
+                locks,
+                notifier.clone(),
+                tracer,
+                port,
+            ) {
+                Ok(Ok(drive)) => {
+                    log::info!(
+                        "{}: ATAPI pass-through of \"{}\"",
+                        path.display(),
+                        drive.model()
+                    );
+                    return Ok((Box::new(drive), None));
+                }
+                Ok(Err(locks)) => locks,
+                Err(source) => {
+                    return Err(StorageError::Io(source));
+                }
+            };
             let config = PassthroughConfig {
                 path: path.clone(),
                 timeout,
@@ -643,11 +745,43 @@ fn open_drive(
             let reader: HostStatsReader = Box::new(drive.stats_reader());
             Ok((Box::new(drive), Some(reader)))
         }
-        // prepare() pairs each spec with its own kind.
-        PreparedDisk::Image { spec, .. } | PreparedDisk::Passthrough { spec, .. } => {
+        // prepare() pairs each spec with its own kind; CD/DVD drives are opened by open_cdrom.
+        PreparedDisk::Image { spec, .. }
+        | PreparedDisk::Passthrough { spec, .. }
+        | PreparedDisk::Cdrom { spec, .. } => {
             unreachable!("prepared disk of the wrong kind: {spec:?}")
         }
     }
+}
+
+/// The CD/DVD drive of a prepared `cdrom=` disk, and its tray's control.
+fn open_cdrom(
+    spec: DiskSpec,
+    disk: Option<DiskFile>,
+    notifier: &CompletionNotifier,
+) -> Result<(AtapiDrive, MediaControl), StorageError> {
+    let DiskSpec::Cdrom {
+        path,
+        model,
+        serial,
+        lock,
+        engine,
+    } = spec
+    else {
+        unreachable!("prepared CD/DVD drive of the wrong kind: {spec:?}")
+    };
+    let config = CdromConfig {
+        path,
+        model,
+        serial,
+        engine,
+        lock,
+    };
+    let medium = match disk {
+        Some(d) => Some(Medium::with_disk(d, engine, notifier.clone())?),
+        None => None,
+    };
+    Ok(AtapiDrive::with_medium(&config, medium, notifier.clone()))
 }
 
 /// Refuse `--inject` rules for ports that have no disk.
@@ -673,11 +807,12 @@ pub fn attach(
     attach_with(ctx, disks, &StorageOptions::default())
 }
 
-/// Block SIGUSR1 in this thread (and the threads it starts from now on), so that only the
-/// signalfd sees it.
+/// Block SIGUSR1 and SIGUSR2 in this thread (and the threads it starts from now on), so that
+/// only the signalfd sees them.
 pub fn block_sigusr1() -> Result<SigSet, StorageError> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGUSR1);
+    mask.add(Signal::SIGUSR2);
     mask.thread_block()?;
     Ok(mask)
 }
@@ -711,8 +846,16 @@ pub fn attach_prepared(
     let notifier: CompletionNotifier = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
     let mut devices: Vec<Box<dyn SataDevice>> = Vec::new();
     let mut host_stats = Vec::new();
+    let mut media = Vec::new();
     for (port, d) in disks.into_iter().enumerate() {
-        let (drive, stats) = open_drive(d, &notifier, &options.tracer, port as u8)?;
+        let (drive, stats) = match d {
+            PreparedDisk::Cdrom { spec, disk } => {
+                let (drive, control) = open_cdrom(spec, disk, &notifier)?;
+                media.push((port, control));
+                (Box::new(drive) as Box<dyn SataDevice>, None)
+            }
+            d => open_drive(d, &notifier, &options.tracer, port as u8)?,
+        };
         let wrapped = InjectingDevice::new(
             drive,
             port as u8,
@@ -773,6 +916,7 @@ pub fn attach_prepared(
         ahci,
         host_stats: Arc::new(host_stats),
         tracer: options.tracer.clone(),
+        media: Arc::new(media),
     };
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     ctx.events.add_subscriber(Box::new(StatsOnSignal {

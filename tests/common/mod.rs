@@ -19,6 +19,7 @@ use satavm::pci::PciFunction;
 use satavm::sata::{Fis, RegisterH2d, SataDevice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+pub mod atapi;
 pub mod trace;
 
 /// Guest RAM size.

@@ -636,7 +636,11 @@ impl Port {
             // C (4.2.2): clear BSY and the PxCI bit once the FIS is acknowledged.
             self.tfd &= !pxtfd::BSY;
         }
-        match self.device.submit(slot, &cmd.fis, data) {
+        let submitted = match &cmd.acmd {
+            Some(acmd) => self.device.submit_packet(slot, &cmd.fis, acmd, data),
+            None => self.device.submit(slot, &cmd.fis, data),
+        };
+        match submitted {
             Submission::Complete(c) => {
                 self.track(slot, record);
                 // Reported at once: this runs on the vCPU's write of PxCI, where nothing

@@ -369,6 +369,22 @@ impl SataDevice for InjectingDevice {
         self.inner.device_control(fis)
     }
 
+    fn submit_packet(
+        &mut self,
+        slot: u8,
+        fis: &RegisterH2d,
+        acmd: &[u8; 16],
+        data: DataPath,
+    ) -> Submission {
+        // Rules match ATA commands; ATAPI commands pass, except into a dead link.
+        self.fate[usize::from(slot & 31)] = Fate::Normal;
+        if self.down_until.is_some() {
+            self.trace(Some(slot), "lost", "");
+            return Submission::Pending { accepted: None };
+        }
+        self.inner.submit_packet(slot, fis, acmd, data)
+    }
+
     fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission {
         let idx = usize::from(slot & 31);
         self.fate[idx] = Fate::Normal;
