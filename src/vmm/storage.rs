@@ -731,6 +731,7 @@ fn open_drive(
                     model,
                     serial,
                     read_only,
+                    wwn,
                     engine,
                     ..
                 },
@@ -741,6 +742,7 @@ fn open_drive(
                 model,
                 serial,
                 read_only,
+                wwn,
                 engine,
             };
             let drive =
