@@ -6,17 +6,20 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use satavm::ahci::sdb_aggregation::AggregationMode;
+use satavm::ata::inject::InjectControl;
 use satavm::ata::inject::{parse_file, Rule};
 use satavm::disk_spec::DiskSpec;
 use satavm::firmware::SELFTEST_ELF;
 use satavm::hostfile::FileId;
 use satavm::trace::file::{check_path, LateFile};
 use satavm::trace::{Format, Sink, Tracer};
+use satavm::vmm::api::{self, ApiSocket, EventQueue, VmCommands};
 use satavm::vmm::boot::BootError;
 use satavm::vmm::storage::{self, PreparedDisk, RegisterMode, StorageError, StorageOptions};
 use satavm::vmm::{self, boot::DEFAULT_CMDLINE, signals, Boot, VmConfig, VmExit, VmmError};
 
 mod args;
+mod ctl;
 use args::{
     parse_aggregation, parse_cpus, parse_memory, parse_on_off, parse_registers, trace_human_hint,
 };
@@ -91,9 +94,11 @@ struct Cli {
     /// path=FILE[,model=M][,serial=S][,readonly=on][,lock=off][,engine=io_uring|threads] for
     /// an emulated drive over an image file or block device, or
     /// passthrough=/dev/sgN|/dev/sdX[,timeout=SECS][,allow=all][,readonly=on][,lock=off]
-    /// [,engine=sg|threads] for a host SATA drive. Files are locked (shared with readonly=on)
-    /// like QEMU's; lock=off does not lock. `,,` is a comma inside a value (path=a,,b.img is
-    /// a,b.img).
+    /// [,engine=sg|threads] for a host SATA drive, or
+    /// cdrom=ISO[,model=M][,serial=S][,lock=off][,engine=E] (also path=ISO,media=cdrom) for an
+    /// ATAPI CD/DVD drive; cdrom= or media=cdrom without a file is an empty tray. Files are
+    /// locked (shared with readonly=on) like QEMU's; lock=off does not lock. `,,` is a comma
+    /// inside a value (path=a,,b.img is a,b.img).
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskSpec>,
     /// Trace the SATA conversation (AHCI register accesses, FISes, ATA commands, SG_IO) to
@@ -138,6 +143,10 @@ struct Cli {
     /// paths and injection rules. Prints what it checked; exits 0 when all is well.
     #[arg(long)]
     check: bool,
+    /// A control socket at PATH (created 0600; a stale one is replaced, anything else there
+    /// is refused): JSON commands and events, see the README, and `satavm ctl`.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
 }
 
 const AFTER_HELP: &str = "\
@@ -163,11 +172,13 @@ Console keys (when stdin is a terminal; the guest gets every other key, Ctrl-C i
 
 Signals: SIGTERM, SIGINT and SIGHUP stop the VM through the normal exit path (vCPUs
 stopped, trace flushed, statistics printed, the scratch image removed); a second one ends
-satavm at once. SIGUSR1 prints the statistics.
+satavm at once. SIGUSR1 prints the statistics. SIGUSR2 changes discs: every CD/DVD drive
+re-reads its cdrom= file (a file there is inserted as a new disc, none ejects the disc).
 
 Exit status:
   0        the guest powered off (ACPI S5: poweroff, shutdown), the firmware reported
-           PASS, Ctrl-A x, or --check found nothing wrong
+           PASS, Ctrl-A x, quit on the control socket (--api-socket), or --check found
+           nothing wrong
   1-63     a failure code the guest reported (the self-test's FAIL is 1; larger codes: 63)
   64       usage error: a bad option or value, options that contradict each other
   69       KVM cannot be used on this host (no /dev/kvm, no permission)
@@ -318,6 +329,8 @@ struct Plan {
     scratch: Option<ScratchDisk>,
     /// What was checked, for --check.
     report: Vec<String>,
+    /// The control socket, its event queue and the injection rules it changes.
+    api: Option<(ApiSocket, EventQueue)>,
 }
 
 /// Check and open everything that can be without KVM; see [`Plan`].
@@ -412,6 +425,7 @@ fn plan(cli: &Cli) -> Result<Plan, Failure> {
             path: scratch.0.clone(),
             model: Some("SATAVM SELFTEST SCRATCH".into()),
             serial: Some(format!("SCRATCH{}", std::process::id())),
+            wwn: None,
             read_only: false,
             lock: true,
             engine: Default::default(),
@@ -459,8 +473,25 @@ fn plan(cli: &Cli) -> Result<Plan, Failure> {
         }
         _ => {}
     }
+    let api = match &cli.api_socket {
+        Some(path) => {
+            let socket = ApiSocket::bind(path).map_err(|e| Failure::setup(e.to_string()))?;
+            let queue =
+                EventQueue::new().map_err(|e| Failure::setup(format!("control socket: {e}")))?;
+            report.push(format!("control socket {} (0600)", path.display()));
+            Some((socket, queue))
+        }
+        None => None,
+    };
     let options = StorageOptions {
-        tracer: Tracer::new(sinks),
+        // The control socket turns tracing on and off while the VM runs.
+        tracer: if api.is_some() {
+            Tracer::switchable(sinks)
+        } else {
+            Tracer::new(sinks)
+        },
+        inject_control: api.as_ref().map(|_| InjectControl::new(&inject)),
+        events: api.as_ref().map(|(_, q)| api::event_hook(q.clone())),
         strict: cli.strict,
         inject,
         aggregation: cli.ncq_aggregation,
@@ -476,6 +507,7 @@ fn plan(cli: &Cli) -> Result<Plan, Failure> {
         own_files,
         scratch,
         report,
+        api,
     })
 }
 
@@ -502,6 +534,9 @@ fn main() -> ExitCode {
     // event loop takes them over then (vmm::signals).
     if let Err(e) = signals::install_fatal_handlers() {
         log::warn!("cannot install signal handlers: {e}");
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
+        return ctl::main();
     }
     let cli = match parse_cli() {
         Ok(cli) => cli,
@@ -530,14 +565,33 @@ fn main() -> ExitCode {
         own_files,
         scratch: _scratch,
         report: _,
+        api,
     } = plan;
+    let cpus = cli.cpus;
     let mut storage = None;
     let mut exit_counters = None;
+    // The socket's path stays until satavm exits; the server takes its listener.
+    let mut api_socket = api;
+    let api_parts = api_socket
+        .as_mut()
+        .and_then(|(s, q)| s.take_listener().map(|l| (l, q.clone())));
     let result = vmm::run(
         guest,
         |ctx| {
             exit_counters = Some(ctx.exit_counters.clone());
             storage = storage::attach_prepared(ctx, disks, &options)?;
+            if let Some((socket, queue)) = api_parts {
+                let commands = VmCommands {
+                    storage: storage.clone(),
+                    control: options.inject_control.clone().unwrap_or_default(),
+                    exit: ctx.exit.clone(),
+                    started: std::time::Instant::now(),
+                    cpus,
+                    tracer: options.tracer.clone(),
+                    own_files: own_files.clone(),
+                };
+                api::attach(ctx, socket, commands, queue)?;
+            }
             Ok(())
         },
         || {
@@ -602,6 +656,10 @@ fn main() -> ExitCode {
         }
         Ok(VmExit::Quit) => {
             eprintln!("satavm: quit from the console (Ctrl-A x)");
+            ExitCode::SUCCESS
+        }
+        Ok(VmExit::ApiQuit) => {
+            eprintln!("satavm: quit through the control socket");
             ExitCode::SUCCESS
         }
         Err(e) => {

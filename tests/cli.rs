@@ -833,3 +833,62 @@ fn the_console_escape_quits_helps_and_sends_a_literal_ctrl_a() {
     assert_eq!(after.local_flags, before.local_flags);
     assert_eq!(after.input_flags, before.input_flags);
 }
+
+#[test]
+fn cdrom_disks_are_checked_and_described() {
+    let dir = scratch_dir("cdrom");
+    image(&dir, "disc.iso", 10 * 2048);
+    image(&dir, "small.iso", 1000);
+    let o = run(
+        &dir,
+        &[
+            "--check",
+            "--disk",
+            "cdrom=disc.iso",
+            "--disk",
+            "media=cdrom",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("port 0: disc.iso (CD/DVD image, 10 blocks of 2048 bytes, read-only, locked)"),
+        "{out}"
+    );
+    assert!(out.contains("port 1: CD/DVD drive, empty tray"), "{out}");
+    let o = run(&dir, &["--check", "--disk", "cdrom=small.iso"]);
+    assert_eq!(o.status.code(), Some(71), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("smaller than one 2048-byte block"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&dir, &["--check", "--disk", "cdrom=nothing.iso"]);
+    assert_eq!(o.status.code(), Some(71), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no such file"), "{}", stderr(&o));
+    // The disc is read-only: a second read-only user shares it, a writer is refused.
+    let o = run(
+        &dir,
+        &[
+            "--check",
+            "--disk",
+            "cdrom=disc.iso",
+            "--disk",
+            "path=disc.iso,readonly=on",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(
+        &dir,
+        &[
+            "--check",
+            "--disk",
+            "cdrom=disc.iso",
+            "--disk",
+            "path=disc.iso",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    let o = run(&dir, &["--check", "--disk", "cdrom=disc.iso,timeout=3"]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+}

@@ -1,17 +1,28 @@
 //! The nested test rig as cargo tests.
 //!
-//! `scripts/rig run` boots QEMU (TCG, emulated AMD SVM) with the Debian kernel as L1,
-//! which has a real KVM and QEMU's AHCI disk as a real SATA drive; inside it, the
-//! satavm binary built by cargo boots L2. The rig runs once per test binary, for all
-//! scenarios in one L1 boot; each `#[test]` then checks one scenario's result and log.
+//! `scripts/rig payload` prepares an L1 boot (the Debian kernel, an initramfs with the
+//! satavm binary cargo built and the scenarios) and the rig's harness (tests/rig/harness,
+//! used here as a library) boots it: QEMU (TCG, emulated AMD SVM) runs L1, which has a real
+//! KVM and QEMU's AHCI disk as a real SATA drive; inside it, satavm boots L2. The rig runs
+//! once per test binary and kernel generation, all scenarios in one L1 boot (those needing
+//! the fault drives in a second); each `#[test]` then checks one scenario's result and log.
 //! Needs root (apt-get, for the first `scripts/rig prepare`) and a few minutes.
 //! There is no skip: if the rig cannot run, every test fails and says why.
+//!
+//! Two generations of Linux: every scenario runs with Debian's 6.1 kernel in L1 and L2 (the
+//! tests at the top level), and the Linux-facing ones ([`ON_LINUX_6_12`]) once more with
+//! 6.12 from bookworm-backports in both (module `linux_6_12`: L2's libahci is the driver
+//! under test, L1's libata the SATL pass-through talks to).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use satavm_rig::prepared::Prepared;
+use satavm_rig::run;
 
 /// Every scenario in tests/rig/scenarios/, each with its `#[test]` below.
 const SCENARIOS: &[&str] = &[
@@ -31,8 +42,15 @@ const SCENARIOS: &[&str] = &[
     "selftest-image",
     "selftest-passthrough",
     "inject-linux",
+    "cdrom-linux",
+    "selftest-cdrom",
+    // Needs QEMU's ide-cd in L1: an L1 boot of its own (see `run_rig`).
+    "cdrom-passthrough",
     "integrity-verify",
     "integrity-kill",
+    "smart-power",
+    // 20 L2 boots of its own: --strict with the doorbells under parallel load.
+    "strict-boots",
     // Its L2 boots the initramfs variant with fio (scripts/rig builds it for the one boot).
     // Last of this boot: QEMU's stall (see `rig_boot_retrying`) came in about a third of its
     // runs, and a stall re-runs only the scenarios that had not finished.
@@ -46,7 +64,54 @@ const SCENARIOS: &[&str] = &[
     "pt-vanish",
 ];
 
-/// One scenario's line in target/rig/logs/summary.tsv, plus its log.
+/// The scenarios that run on Linux 6.12 too: every one where a Linux driver (L2's libahci,
+/// or L1's libata under pass-through) meets satavm, the sense paths of pass-through included.
+const ON_LINUX_6_12: &[&str] = &[
+    "l2-boot",
+    "ahci-linux",
+    "ahci-two-disks",
+    "pt-drive",
+    "pt-error",
+    "inject-linux",
+    "cdrom-linux",
+    "integrity-fio",
+    "smart-power",
+];
+
+/// A Debian kernel generation, in L1 and L2 (scripts/rig's `RIG_KERNEL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// bookworm's linux-image-amd64.
+    Linux6_1,
+    /// bookworm-backports' linux-image-amd64.
+    Linux6_12,
+}
+
+impl Kernel {
+    fn rig_kernel(self) -> &'static str {
+        match self {
+            Kernel::Linux6_1 => "6.1",
+            Kernel::Linux6_12 => "6.12",
+        }
+    }
+
+    /// Where its runs keep their logs, under RIG_DIR.
+    fn logs(self) -> &'static str {
+        match self {
+            Kernel::Linux6_1 => "logs",
+            Kernel::Linux6_12 => "logs-6.12",
+        }
+    }
+
+    fn scenarios(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Linux6_1 => SCENARIOS,
+            Kernel::Linux6_12 => ON_LINUX_6_12,
+        }
+    }
+}
+
+/// One scenario's result and log.
 struct Outcome {
     passed: bool,
     /// Its exit status in L1, or "none" if it never finished.
@@ -54,7 +119,7 @@ struct Outcome {
     log: String,
 }
 
-/// The result of the one `scripts/rig run` of this test binary.
+/// The result of one kernel generation's rig boots in this test binary.
 struct RigRun {
     outcomes: BTreeMap<String, Outcome>,
     /// What scripts/rig printed (stdout, then stderr), for failure messages.
@@ -65,31 +130,85 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn rig() -> &'static RigRun {
-    static RUN: OnceLock<RigRun> = OnceLock::new();
-    RUN.get_or_init(run_rig)
+/// The rig run of `kernel`'s scenarios, started by the first test that asks for it. One
+/// rig at a time: the machine's cores are QEMU's, and both runs share the cache.
+fn rig(kernel: Kernel) -> &'static RigRun {
+    static LINUX_6_1: OnceLock<RigRun> = OnceLock::new();
+    static LINUX_6_12: OnceLock<RigRun> = OnceLock::new();
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let run = match kernel {
+        Kernel::Linux6_1 => &LINUX_6_1,
+        Kernel::Linux6_12 => &LINUX_6_12,
+    };
+    run.get_or_init(|| {
+        let _only = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        run_rig(kernel)
+    })
 }
 
-fn run_rig() -> RigRun {
+fn run_rig(kernel: Kernel) -> RigRun {
     let rig_dir = std::env::var_os("RIG_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target").join("rig"));
+    let rig = Rig {
+        dir: &rig_dir,
+        kernel,
+    };
     // Scenarios that need the fault drives (slow, vanishing) get an L1 boot of their own, so
     // that the others run on the machine without them: with even one more drive in L1, QEMU's
     // stall (below) came after 8 to 11 L2 boots in each of 6 runs of 15; without, in none of 4.
-    let (faults, plain): (Vec<&str>, Vec<&str>) =
-        SCENARIOS.iter().partition(|n| needs_fault_drives(n));
-    let (mut outcomes, mut output) = rig_boot_retrying(&rig_dir, &plain);
+    let (faults, plain): (Vec<&str>, Vec<&str>) = kernel
+        .scenarios()
+        .iter()
+        .partition(|n| needs_fault_drives(n));
+    // Scenarios that need a host optical drive in L1 (QEMU's ide-cd) get one too: the drive
+    // is there only for them, for the same reason.
+    let (cdrom, plain): (Vec<&str>, Vec<&str>) =
+        plain.into_iter().partition(|n| marked(n, "host-cdrom"));
+    let (mut outcomes, mut output) = rig_boot_retrying(&rig, &plain, &[]);
     if !faults.is_empty() {
-        let (more, said) = rig_boot_retrying(&rig_dir, &faults);
+        let (more, said) = rig_boot_retrying(&rig, &faults, &[]);
         outcomes.extend(more);
         output += &format!("\n--- the fault-drive scenarios, in an L1 boot of their own\n{said}");
+    }
+    if !cdrom.is_empty() {
+        let (more, said) = rig_boot_retrying(&rig, &cdrom, &host_cdrom_env(&rig_dir));
+        outcomes.extend(more);
+        output +=
+            &format!("\n--- the host optical drive scenarios, in an L1 boot of their own\n{said}");
     }
     RigRun { outcomes, output }
 }
 
+/// The L1 of `# rig: host-cdrom` scenarios: QEMU's ide-cd on L1's AHCI port 3 with the
+/// first disc of cdrom-linux (tests/rig/cdrom/host-iso.sh writes it), sr_mod in L1.
+fn host_cdrom_env(rig_dir: &Path) -> Vec<(&'static str, String)> {
+    let iso = rig_dir.join("host-cd.iso");
+    fs::create_dir_all(rig_dir).expect("cannot create the rig directory");
+    let made = Command::new(repo().join("tests/rig/cdrom/host-iso.sh"))
+        .arg(&iso)
+        .status()
+        .expect("cannot run tests/rig/cdrom/host-iso.sh");
+    assert!(made.success(), "tests/rig/cdrom/host-iso.sh failed");
+    vec![
+        ("RIG_L1_MODULES_EXTRA", "sr_mod".to_string()),
+        (
+            "RIG_QEMU_ARGS",
+            format!(
+                "-drive if=none,id=cd0,file={},media=cdrom,readonly=on -device ide-cd,drive=cd0,bus=ahci.3",
+                iso.display()
+            ),
+        ),
+    ]
+}
+
 /// Whether scenario `name` asks for the rig's fault drives (a `# rig: fault-drives` line).
 fn needs_fault_drives(name: &str) -> bool {
+    marked(name, "fault-drives")
+}
+
+/// Whether scenario `name` has a line `# rig: MARKER`.
+fn marked(name: &str, marker: &str) -> bool {
     let file = repo()
         .join("tests")
         .join("rig")
@@ -98,12 +217,22 @@ fn needs_fault_drives(name: &str) -> bool {
     fs::read_to_string(&file)
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
         .lines()
-        .any(|l| l.trim() == "# rig: fault-drives")
+        .any(|l| l.trim() == format!("# rig: {marker}"))
+}
+
+/// Where and on which kernel generation the rig runs.
+struct Rig<'a> {
+    dir: &'a Path,
+    kernel: Kernel,
 }
 
 /// [`rig_boot`], then once more for the scenarios that never finished if L1 stalled.
-fn rig_boot_retrying(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
-    let (mut outcomes, mut output) = rig_boot(rig_dir, names);
+fn rig_boot_retrying(
+    rig: &Rig<'_>,
+    names: &[&str],
+    env: &[(&'static str, String)],
+) -> (BTreeMap<String, Outcome>, String) {
+    let (mut outcomes, mut output) = rig_boot(rig, names, env);
     // Now and then QEMU's vCPU stops for good (below satavm: L1's own watchdogs and heartbeats
     // stop too); scripts/rig then says "L1 stalled". Under integrity-fio's long I/O load that
     // came in 8 of 25 L1 boots. Scenarios that never finished get up to two more, fresh L1
@@ -121,7 +250,7 @@ fn rig_boot_retrying(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcom
         if unfinished.is_empty() {
             break;
         }
-        let (again, more) = rig_boot(rig_dir, &unfinished);
+        let (again, more) = rig_boot(rig, &unfinished, env);
         output += &format!("\n--- L1 stalled; re-ran {unfinished:?} in a new L1 boot\n{more}");
         stalled = more.contains("L1 stalled");
         outcomes.extend(again);
@@ -132,54 +261,100 @@ fn rig_boot_retrying(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcom
 /// Fresh L1 boots for scenarios an L1 stall left unfinished.
 const STALL_RETRIES: usize = 2;
 
-/// One `scripts/rig run` of `names`: its outcomes and what it printed.
-fn rig_boot(rig_dir: &Path, names: &[&str]) -> (BTreeMap<String, Outcome>, String) {
+/// One L1 boot for `names`, `env` set for `scripts/rig payload`: it prepares the boot, the
+/// harness boots it. Returns the outcomes and what both printed.
+fn rig_boot(
+    rig: &Rig<'_>,
+    names: &[&str],
+    env: &[(&'static str, String)],
+) -> (BTreeMap<String, Outcome>, String) {
+    let logs = rig.dir.join(rig.kernel.logs());
     let result = Command::new(repo().join("scripts").join("rig"))
-        .arg("run")
+        .arg("payload")
         .arg("--satavm")
         .arg(env!("CARGO_BIN_EXE_satavm"))
         .args(names)
-        .env("RIG_DIR", rig_dir)
+        .env("RIG_DIR", rig.dir)
+        .env("RIG_LOGS", &logs)
+        .env("RIG_KERNEL", rig.kernel.rig_kernel())
+        .env_remove("RIG_L1_KERNEL")
+        .env_remove("RIG_L2_KERNEL")
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .output()
         .expect("cannot start scripts/rig");
-    let output = format!(
-        "scripts/rig run exited with {}\n--- stdout\n{}--- stderr\n{}",
+    let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
+    let mut output = format!(
+        "RIG_KERNEL={} scripts/rig payload exited with {}\n--- stdout\n{stdout}--- stderr\n{}",
+        rig.kernel.rig_kernel(),
         result.status,
-        String::from_utf8_lossy(&result.stdout),
         String::from_utf8_lossy(&result.stderr)
     );
-    // Shown with --nocapture, and kept in the failure messages below.
     println!("{output}");
-    (parse_summary(&rig_dir.join("logs")), output)
+    let payload = stdout.lines().rev().find_map(|l| {
+        let rest = l.strip_prefix("prepared=")?;
+        let (file, overall) = rest.split_once(" overall=")?;
+        Some((PathBuf::from(file), overall.trim().parse::<u64>().ok()?))
+    });
+    let Some((file, overall)) = payload.filter(|_| result.status.success()) else {
+        return (BTreeMap::new(), output);
+    };
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let boot = Prepared::load(&file).and_then(|prepared| {
+        run::run(
+            &prepared,
+            &names,
+            Duration::from_secs(overall),
+            &mut |line| {
+                // Shown with --nocapture, and kept in the failure messages below.
+                println!("{line}");
+                output.push_str(&line);
+                output.push('\n');
+            },
+        )
+    });
+    match boot {
+        Ok(report) => {
+            if report.stalled {
+                output.push_str("L1 stalled\n");
+            }
+            let outcomes = report
+                .outcomes
+                .into_iter()
+                .map(|o| {
+                    let outcome = Outcome {
+                        passed: o.passed(),
+                        rc: o.rc.map_or("none".to_string(), |rc| rc.to_string()),
+                        log: o.log,
+                    };
+                    (o.name, outcome)
+                })
+                .collect();
+            (outcomes, output)
+        }
+        Err(e) => {
+            output += &format!("the harness could not boot L1: {e}\n");
+            (BTreeMap::new(), output)
+        }
+    }
 }
 
-/// Reads summary.tsv (`NAME<TAB>PASS|FAIL<TAB>RC<TAB>SECS`) and each NAME.log.
-fn parse_summary(logs: &Path) -> BTreeMap<String, Outcome> {
-    let summary = fs::read_to_string(logs.join("summary.tsv")).unwrap_or_default();
-    summary
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split('\t');
-            let name = fields.next()?.to_string();
-            let passed = fields.next()? == "PASS";
-            let rc = fields.next().unwrap_or("?").to_string();
-            let log = fs::read_to_string(logs.join(format!("{name}.log")))
-                .unwrap_or_else(|e| format!("(no log: {e})"));
-            Some((name, Outcome { passed, rc, log }))
-        })
-        .collect()
-}
-
-/// Asserts that scenario `name` passed and returns its log.
-fn passed(name: &str) -> &'static str {
-    let run = rig();
+/// Asserts that scenario `name` passed on `kernel` and returns its log.
+fn passed_on(kernel: Kernel, name: &str) -> &'static str {
+    let run = rig(kernel);
     let Some(outcome) = run.outcomes.get(name) else {
-        panic!("the rig reported no result for {name}\n{}", run.output);
+        panic!(
+            "the rig on Linux {} reported no result for {name}\n{}",
+            kernel.rig_kernel(),
+            run.output
+        );
     };
     assert!(
         outcome.passed,
-        "rig scenario {name} failed (rc={})\n--- its log\n{}\n--- the rig\n{}",
-        outcome.rc, outcome.log, run.output
+        "rig scenario {name} failed on Linux {} (rc={})\n--- its log\n{}\n--- the rig\n{}",
+        kernel.rig_kernel(),
+        outcome.rc,
+        outcome.log,
+        run.output
     );
     &outcome.log
 }
@@ -212,8 +387,53 @@ fn every_scenario_file_has_a_test() {
 }
 
 #[test]
+fn cdrom_under_linux() {
+    check_cdrom_under_linux(Kernel::Linux6_1);
+}
+
+fn check_cdrom_under_linux(kernel: Kernel) {
+    let log = passed_on(kernel, "cdrom-linux");
+    for needle in [
+        "ok: sr0 with the configured model",
+        "ok: blkid sees iso9660",
+        "ok: disc 1: ./dir/big.bin has the md5 L1 expects",
+        "ok: after the guest's eject the drive has no medium",
+        "ok: after the guest closes the tray the disc is back",
+        "ok: the guest sees the host's disc swap",
+        "ok: disc 2: ./numbers2.txt has the md5 L1 expects",
+        "ok: no --strict rule raised",
+    ] {
+        assert_log_line("cdrom-linux", log, needle);
+    }
+}
+
+#[test]
+fn cdrom_passthrough_of_a_host_drive() {
+    let log = passed_on(Kernel::Linux6_1, "cdrom-passthrough");
+    for needle in [
+        "ok: sr0 shows the host drive's model",
+        "ok: blkid sees iso9660",
+        "ok: ./dir/big.bin has the md5 L1 expects",
+        "ok: L2's read of the disc equals L1's /dev/sr0",
+        "ok: no --strict rule raised",
+    ] {
+        assert_log_line("cdrom-passthrough", log, needle);
+    }
+}
+
+#[test]
+fn selftest_firmware_with_an_atapi_drive() {
+    let log = passed_on(Kernel::Linux6_1, "selftest-cdrom");
+    assert_log_line(
+        "selftest-cdrom",
+        log,
+        "satavm-selftest: RESULT PASS (15 checks)",
+    );
+}
+
+#[test]
 fn l1_environment() {
-    let log = passed("l1-environment");
+    let log = passed_on(Kernel::Linux6_1, "l1-environment");
     assert_log_line("l1-environment", log, "ok: nested paging is enabled");
     assert_log_line("l1-environment", log, "ok: model matches");
     assert_log_line("l1-environment", log, "is a libata device");
@@ -221,7 +441,11 @@ fn l1_environment() {
 
 #[test]
 fn l2_boot() {
-    let log = passed("l2-boot");
+    check_l2_boot(Kernel::Linux6_1);
+}
+
+fn check_l2_boot(kernel: Kernel) {
+    let log = passed_on(kernel, "l2-boot");
     assert_log_line("l2-boot", log, "@@L2 nproc=2");
     assert_log_line("l2-boot", log, "@@L2 cpuinfo-processors=2");
     assert_log_line("l2-boot", log, "satavm exit status: 0");
@@ -229,13 +453,13 @@ fn l2_boot() {
 
 #[test]
 fn l2_boot_from_elf_vmlinux_with_4_cpus() {
-    let log = passed("l2-boot-elf");
+    let log = passed_on(Kernel::Linux6_1, "l2-boot-elf");
     assert_log_line("l2-boot-elf", log, "@@L2 nproc=4");
 }
 
 #[test]
 fn l2_serial_input() {
-    let log = passed("l2-serial-input");
+    let log = passed_on(Kernel::Linux6_1, "l2-serial-input");
     assert_log_line("l2-serial-input", log, "typed-42");
     assert_log_line(
         "l2-serial-input",
@@ -246,7 +470,7 @@ fn l2_serial_input() {
 
 #[test]
 fn acpi_poweroff_ends_satavm_with_0_and_linux_reports_no_acpi_errors() {
-    let log = passed("acpi-poweroff");
+    let log = passed_on(Kernel::Linux6_1, "acpi-poweroff");
     for needle in [
         "ok: satavm exited 0",
         "ok: L2 found the RSDP table in the BIOS area",
@@ -264,14 +488,14 @@ fn acpi_poweroff_ends_satavm_with_0_and_linux_reports_no_acpi_errors() {
 
 #[test]
 fn acpi_reboot_ends_satavm_with_the_reboot_status() {
-    let log = passed("acpi-reboot");
+    let log = passed_on(Kernel::Linux6_1, "acpi-reboot");
     assert_log_line("acpi-reboot", log, "ok: satavm exited 80 when L2 rebooted");
     assert_log_line("acpi-reboot", log, "ok: through the ACPI reset register");
 }
 
 #[test]
 fn acpi_panic_ends_satavm_with_the_panic_status() {
-    let log = passed("acpi-panic");
+    let log = passed_on(Kernel::Linux6_1, "acpi-panic");
     assert_log_line(
         "acpi-panic",
         log,
@@ -282,7 +506,7 @@ fn acpi_panic_ends_satavm_with_the_panic_status() {
 
 #[test]
 fn acpi_halt_ends_satavm_with_the_halt_status() {
-    let log = passed("acpi-halt");
+    let log = passed_on(Kernel::Linux6_1, "acpi-halt");
     assert_log_line("acpi-halt", log, "ok: satavm exited 82 when L2 halted");
     assert_log_line(
         "acpi-halt",
@@ -293,7 +517,7 @@ fn acpi_halt_ends_satavm_with_the_halt_status() {
 
 #[test]
 fn acpi_off_boots_on_the_mp_table() {
-    let log = passed("acpi-off");
+    let log = passed_on(Kernel::Linux6_1, "acpi-off");
     assert_log_line("acpi-off", log, "ok: acpi=off: L2 read the MP table");
     assert_log_line("acpi-off", log, "ok: acpi=off: L2 has both CPUs");
     assert_log_line(
@@ -310,7 +534,11 @@ fn acpi_off_boots_on_the_mp_table() {
 
 #[test]
 fn ahci_linux() {
-    let log = passed("ahci-linux");
+    check_ahci_linux(Kernel::Linux6_1);
+}
+
+fn check_ahci_linux(kernel: Kernel) {
+    let log = passed_on(kernel, "ahci-linux");
     for needle in [
         "ok: ahci bound: AHCI 1.3.1, 32 slots",
         "ok: libata enabled NCQ with depth 32",
@@ -326,7 +554,11 @@ fn ahci_linux() {
 
 #[test]
 fn ahci_two_disks() {
-    let log = passed("ahci-two-disks");
+    check_ahci_two_disks(Kernel::Linux6_1);
+}
+
+fn check_ahci_two_disks(kernel: Kernel) {
+    let log = passed_on(kernel, "ahci-two-disks");
     assert_log_line("ahci-two-disks", log, "ok: a.img holds what L2 wrote");
     assert_log_line("ahci-two-disks", log, "ok: b.img holds what L2 wrote");
     assert_log_line(
@@ -343,7 +575,11 @@ fn ahci_two_disks() {
 
 #[test]
 fn passthrough_drive() {
-    let log = passed("pt-drive");
+    check_passthrough_drive(Kernel::Linux6_1);
+}
+
+fn check_passthrough_drive(kernel: Kernel) {
+    let log = passed_on(kernel, "pt-drive");
     for needle in [
         "ok: L2 sees the drive's model",
         "ok: L2 sees the drive's serial",
@@ -358,7 +594,11 @@ fn passthrough_drive() {
 
 #[test]
 fn passthrough_drive_error() {
-    let log = passed("pt-error");
+    check_passthrough_drive_error(Kernel::Linux6_1);
+}
+
+fn check_passthrough_drive_error(kernel: Kernel) {
+    let log = passed_on(kernel, "pt-error");
     assert_log_line(
         "pt-error",
         log,
@@ -369,7 +609,7 @@ fn passthrough_drive_error() {
 
 #[test]
 fn passthrough_command_timeout() {
-    let log = passed("pt-timeout");
+    let log = passed_on(Kernel::Linux6_1, "pt-timeout");
     for needle in [
         "ok: satavm says a command timed out on the host",
         "ok: satavm's summary counts",
@@ -386,7 +626,7 @@ fn passthrough_command_timeout() {
 
 #[test]
 fn passthrough_drive_vanishes() {
-    let log = passed("pt-vanish");
+    let log = passed_on(Kernel::Linux6_1, "pt-vanish");
     for needle in [
         "ok: L1 removed the controller",
         "ok: satavm said the drive vanished",
@@ -400,7 +640,7 @@ fn passthrough_drive_vanishes() {
 
 #[test]
 fn selftest_firmware_on_an_image() {
-    let log = passed("selftest-image");
+    let log = passed_on(Kernel::Linux6_1, "selftest-image");
     assert_log_line(
         "selftest-image",
         log,
@@ -410,13 +650,17 @@ fn selftest_firmware_on_an_image() {
 
 #[test]
 fn selftest_firmware_through_passthrough() {
-    let log = passed("selftest-passthrough");
+    let log = passed_on(Kernel::Linux6_1, "selftest-passthrough");
     assert_log_line("selftest-passthrough", log, "satavm-selftest: RESULT PASS");
 }
 
 #[test]
 fn fault_injection_under_linux() {
-    let log = passed("inject-linux");
+    check_fault_injection_under_linux(Kernel::Linux6_1);
+}
+
+fn check_fault_injection_under_linux(kernel: Kernel) {
+    let log = passed_on(kernel, "inject-linux");
     for needle in [
         "ok: the read of the bad LBA failed in L2",
         "ok: libata's error handling saw UNC",
@@ -433,7 +677,7 @@ fn fault_injection_under_linux() {
 
 #[test]
 fn integrity_verify_two_disks_concurrent_ncq() {
-    let log = passed("integrity-verify");
+    let log = passed_on(Kernel::Linux6_1, "integrity-verify");
     for needle in [
         "ok: NCQ on (queue depth > 1)",
         "ok: L2 read back every region intact",
@@ -450,7 +694,11 @@ fn integrity_verify_two_disks_concurrent_ncq() {
 
 #[test]
 fn integrity_fio_verify_two_disks_ncq() {
-    let log = passed("integrity-fio");
+    check_integrity_fio_verify_two_disks_ncq(Kernel::Linux6_1);
+}
+
+fn check_integrity_fio_verify_two_disks_ncq(kernel: Kernel) {
+    let log = passed_on(kernel, "integrity-fio");
     for needle in [
         "ok: satavm exited 0",
         "ok: L2 sees disk FIO-A with NCQ on (queue depth > 1)",
@@ -469,7 +717,96 @@ fn integrity_fio_verify_two_disks_ncq() {
 
 #[test]
 fn integrity_kill_loses_nothing_flushed() {
-    let log = passed("integrity-kill");
+    let log = passed_on(Kernel::Linux6_1, "integrity-kill");
     assert_log_line("integrity-kill", log, "ok: satavm killed with SIGKILL");
     assert_log_line("integrity-kill", log, "flushed blocks are intact");
+}
+
+#[test]
+fn smart_power() {
+    check_smart_power(Kernel::Linux6_1);
+}
+
+fn check_smart_power(kernel: Kernel) {
+    let log = passed_on(kernel, "smart-power");
+    for needle in [
+        "ok: smartctl -a exit 0",
+        "ok: smartctl -a prints an attribute table",
+        "ok: smartctl -x exit 0",
+        "ok: short self-test completed without error and logged",
+        "ok: hdparm -y then -C: standby",
+        "ok: I/O after SLEEP recovers through libata's reset",
+        "ok: libata.force=1.5G: sata_spd 1.5 Gbps",
+        "ok: read-only: the kernel reports failed writes",
+        "ok: read-only: libata did not turn NCQ off or slow the link",
+    ] {
+        assert_log_line("smart-power", log, needle);
+    }
+}
+
+#[test]
+fn strict_boots() {
+    let log = passed_on(Kernel::Linux6_1, "strict-boots");
+    assert_log_line(
+        "strict-boots",
+        log,
+        "boots under --strict with doorbells and parallel load exited 0",
+    );
+}
+
+#[test]
+fn the_linux_6_12_scenarios_exist() {
+    for name in ON_LINUX_6_12 {
+        assert!(SCENARIOS.contains(name), "{name} is not in SCENARIOS");
+    }
+}
+
+/// The Linux-facing scenarios with Debian's 6.12 kernel in L1 and L2.
+mod linux_6_12 {
+    use super::*;
+
+    #[test]
+    fn l2_boot() {
+        check_l2_boot(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn ahci_linux() {
+        check_ahci_linux(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn ahci_two_disks() {
+        check_ahci_two_disks(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn passthrough_drive() {
+        check_passthrough_drive(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn passthrough_drive_error() {
+        check_passthrough_drive_error(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn fault_injection_under_linux() {
+        check_fault_injection_under_linux(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn integrity_fio_verify_two_disks_ncq() {
+        check_integrity_fio_verify_two_disks_ncq(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn smart_power() {
+        check_smart_power(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn cdrom_under_linux() {
+        check_cdrom_under_linux(Kernel::Linux6_12);
+    }
 }

@@ -82,6 +82,8 @@ pub const FIS_D2H: u8 = 0x34;
 pub const FIS_SDB: u8 = 0xa1;
 /// PxSIG of an ATA device (ATA8-ACS signature: count 1, LBA 1, LBA mid/high 0).
 pub const SIG_ATA: u32 = 0x0000_0101;
+/// PxSIG of an ATAPI device (LBA mid 14h, high EBh).
+pub const SIG_ATAPI: u32 = 0xeb14_0101;
 
 /// Engine handshakes (PxCMD.CR / FR) complete within 500 ms (10.1.2); allow twice that.
 const ENGINE_MS: u64 = 1000;
@@ -423,6 +425,20 @@ impl Port {
             for i in 4..8 {
                 h.add(i).write_volatile(0);
             }
+        }
+    }
+
+    /// Make slot `slot` (prepared already) an ATAPI command: `cdb` in the table's ACMD area
+    /// (4.2.3, offset 40h) and the header's A bit (4.2.2).
+    pub fn set_acmd(&self, slot: u32, cdb: &[u8; 12]) {
+        let slot = (slot & 31) as usize;
+        // SAFETY: this slot's table and header in the port's arena memory; the HBA does not
+        // read them while the slot's PxCI bit is clear.
+        unsafe {
+            let acmd = (self.ctba[slot] + 0x40) as *mut u8;
+            core::ptr::copy_nonoverlapping(cdb.as_ptr(), acmd, cdb.len());
+            let h = (self.clb + 32 * slot as u64) as *mut u32;
+            h.write_volatile(h.read_volatile() | 1 << 5);
         }
     }
 

@@ -305,7 +305,8 @@ fn find_port(arena: &mut Arena) -> Result<(Hba, Port), crate::ahci::Msg> {
             continue;
         }
         let port = Port::new(hba, n, arena).ok_or_else(|| text!("out of DMA arena memory"))?;
-        if port.bring_up()? {
+        // A disk only: an ATAPI port (a CD/DVD drive) is not benchmarked.
+        if port.bring_up()? && port.read(crate::ahci::px::SIG) != crate::ahci::SIG_ATAPI {
             return Ok((hba, port));
         }
     }

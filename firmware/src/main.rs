@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 mod ahci;
+mod atapi;
 mod bench;
 mod drive;
 mod hw;

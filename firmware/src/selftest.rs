@@ -201,6 +201,10 @@ pub fn run(arena: &mut Arena) -> Report {
 /// reset check reads it back).
 fn port_checks(port: &Port, hba: &Hba, arena: &mut Arena, r: &mut Report) -> bool {
     let n = port.n;
+    if port.read(px::SIG) == crate::ahci::SIG_ATAPI {
+        atapi_checks(port, arena, r);
+        return false;
+    }
     let mark = arena.mark();
     let Some(buf) = arena.alloc(512, 512) else {
         return false;
@@ -276,6 +280,28 @@ fn port_checks(port: &Port, hba: &Hba, arena: &mut Arena, r: &mut Report) -> boo
     );
     arena.release(mark);
     dma_ok
+}
+
+/// An ATAPI port: IDENTIFY PACKET DEVICE and one READ(10) over PACKET DMA (no writes).
+fn atapi_checks(port: &Port, arena: &mut Arena, r: &mut Report) {
+    let n = port.n;
+    let mark = arena.mark();
+    let ok = r.record(
+        text!("port{n} identify-packet").as_str(),
+        crate::atapi::identify_packet(port, arena),
+    );
+    if ok {
+        match crate::atapi::read10_dma(port, arena) {
+            Ok(Some(line)) => {
+                r.record(text!("port{n} atapi-read10-dma").as_str(), Ok(line));
+            }
+            Ok(None) => println!("SKIP port{n} atapi-read10-dma: no disc in the drive"),
+            Err(e) => {
+                r.record(text!("port{n} atapi-read10-dma").as_str(), Err(e));
+            }
+        }
+    }
+    arena.release(mark);
 }
 
 fn alloc(arena: &mut Arena, len: u64) -> Result<u64, Msg> {

@@ -8,6 +8,11 @@ use crate::sata::{Fis, FisError, PrdEntry, RegisterH2d};
 
 /// Size of one command header (4.2.2).
 pub const HEADER_SIZE: u64 = 32;
+/// Offset of the ATAPI command (ACMD) in a command table (4.2.3): 12 or 16 bytes, read when
+/// the command header's A bit is set.
+pub const ACMD_OFFSET: u64 = 0x40;
+/// Bytes of the ACMD area.
+pub const ACMD_SIZE: usize = 16;
 /// Offset of the PRDT in a command table (4.2.3).
 pub const PRDT_OFFSET: u64 = 0x80;
 /// Size of one PRD entry (4.2.3.3).
@@ -116,6 +121,8 @@ pub struct FetchedCommand {
     pub prdt: Vec<PrdEntry>,
     /// Some PRD has its I bit set (PxIS.DPS when the command completes).
     pub prd_interrupt: bool,
+    /// The ATAPI command bytes (ACMD, 4.2.3) when the header's A bit is set.
+    pub acmd: Option<[u8; ACMD_SIZE]>,
 }
 
 /// Fetch the header, CFIS and PRDT of `slot` (4.2.2, 4.2.3).
@@ -130,6 +137,20 @@ pub fn fetch(mem: &dyn GuestMemory, clb: u64, slot: u8) -> Result<FetchedCommand
         Ok(Fis::RegisterH2d(f)) => f,
         Ok(other) => return Err(FetchError::NotRegisterH2d(other.fis_type())),
         Err(e) => return Err(FetchError::BadCfis(e)),
+    };
+    let acmd = if header.atapi {
+        let mut a = [0u8; ACMD_SIZE];
+        let at = header
+            .ctba
+            .checked_add(ACMD_OFFSET)
+            .ok_or(MemError::OutOfRange {
+                addr: header.ctba,
+                len: ACMD_OFFSET,
+            })?;
+        mem.read(at, &mut a)?;
+        Some(a)
+    } else {
+        None
     };
     // PRDTL is 16 bits, so the table is at most 1 MiB; a table outside RAM fails in one read.
     let prdt_addr = header
@@ -162,6 +183,7 @@ pub fn fetch(mem: &dyn GuestMemory, clb: u64, slot: u8) -> Result<FetchedCommand
         fis,
         prdt,
         prd_interrupt,
+        acmd,
     })
 }
 
@@ -233,8 +255,27 @@ mod tests {
             ]
         );
         assert!(c.prd_interrupt);
+        assert_eq!(c.acmd, None, "no A bit, no ACMD");
         write_prdbc(&mem, 0x1000, 3, 1024).unwrap();
         assert_eq!(CommandHeader::read(&mem, 0x1000, 3).unwrap().prdbc, 1024);
+    }
+
+    #[test]
+    fn atapi_header_fetches_the_acmd_bytes() {
+        let mem = VecMemory::new(0x10000);
+        let h2d = RegisterH2d {
+            c: true,
+            command: 0xa0,
+            ..Default::default()
+        };
+        mem.write(0x2000, &Fis::RegisterH2d(h2d).encode()).unwrap();
+        let cdb: [u8; 16] = std::array::from_fn(|i| 0x28 + i as u8);
+        mem.write(0x2000 + ACMD_OFFSET, &cdb).unwrap();
+        // CFL 5, A.
+        put_header(&mem, 0x1000, 1, 5 | 1 << 5, 0x2000);
+        let c = fetch(&mem, 0x1000, 1).unwrap();
+        assert!(c.header.atapi);
+        assert_eq!(c.acmd, Some(cdb));
     }
 
     #[test]

@@ -123,6 +123,10 @@ impl Hba {
         self.ghc = 0;
         self.is = 0;
         self.ie_rising = false;
+        // Every port carries the same event hook: one report for the HBA.
+        if let Some(p) = self.ports.first() {
+            p.report(super::events::AhciEvent::HbaReset);
+        }
         for p in &mut self.ports {
             p.hba_reset();
         }

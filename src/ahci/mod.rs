@@ -6,6 +6,7 @@
 //! - [`command`]: command headers, command tables and PRDTs in guest memory.
 //! - [`completion`]: what a finished command does to its port.
 //! - [`rfis`]: the received-FIS area.
+//! - [`events`]: link changes, errors and resets reported to an observer as they happen.
 //! - [`posted_writes`]: PxSACT/PxCI writes a VMM took without an exit, applied in order.
 //! - [`sdb_aggregation`]: when queued completions are reported (one SDB FIS for several).
 //! - [`pci_function`]: [`AhciFunction`], the PCI function the VMM plugs into its PCI bus.
@@ -16,6 +17,7 @@
 pub mod checks;
 pub mod command;
 mod completion;
+pub mod events;
 pub mod hba;
 #[cfg(test)]
 pub(crate) mod mock;

@@ -181,6 +181,13 @@ impl AhciFunction {
         self.issue_kick = Some(kick);
     }
 
+    /// Report link changes, command errors and resets to `hook` (see [`super::events`]).
+    pub fn set_event_hook(&mut self, hook: super::events::EventHook) {
+        for p in &mut self.hba.ports {
+            p.set_event_hook(hook.clone());
+        }
+    }
+
     /// Register dwords stored into the mapped page so far (0 in trap mode).
     pub fn register_page_stores(&self) -> u64 {
         self.page.as_ref().map_or(0, Publisher::stores)

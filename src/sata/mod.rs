@@ -71,6 +71,22 @@ pub trait SataDevice: Send {
     /// through `data`.
     fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission;
 
+    /// A command whose command header has the A bit set (AHCI 1.3.1 4.2.2): `fis` is the
+    /// PACKET command's Register H2D FIS and `acmd` the 16 bytes of the command table's ACMD
+    /// area (4.2.3, offset 40h), the ATAPI command (a SCSI CDB) that the HBA sends when the
+    /// device asks for it. Devices without the PACKET feature set keep the default: the FIS
+    /// alone, as any other command (ATA drives abort PACKET).
+    fn submit_packet(
+        &mut self,
+        slot: u8,
+        fis: &RegisterH2d,
+        acmd: &[u8; 16],
+        data: DataPath,
+    ) -> Submission {
+        let _ = acmd;
+        self.submit(slot, fis, data)
+    }
+
     /// Commands that finished since the last call, in completion order.
     fn poll_completions(&mut self) -> Vec<Completion>;
 
@@ -102,6 +118,16 @@ pub trait SataDevice: Send {
     fn engine_stats(&self) -> Option<(&'static str, crate::block::EngineStats)> {
         None
     }
+
+    /// The highest SATA generation (1: 1.5, 2: 3.0, 3: 6.0 Gb/s) the device end of the link
+    /// can signal at; the port negotiates the link speed with it at every COMRESET.
+    fn max_link_gen(&self) -> u8 {
+        3
+    }
+
+    /// The link came up (after COMRESET or power-on) at generation `gen` (what the port
+    /// negotiated, SATA 3.x 8.4 OOB and speed negotiation); IDENTIFY word 77 reports it.
+    fn link_negotiated(&mut self, _gen: u8) {}
 
     /// A link change since the last call, if any. A device that has one signals its
     /// completion notifier; the port polls this whenever it collects completions. Devices

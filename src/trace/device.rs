@@ -110,6 +110,27 @@ pub fn command_event(slot: u8, fis: &RegisterH2d) -> Event {
     e
 }
 
+/// The ATA-layer decoding of a PACKET command: the ATAPI command (CDB) by its MMC/SPC name,
+/// its fields (see [`crate::ata::atapi::cdb::fields`]), and how its data moves.
+pub fn packet_event(slot: u8, fis: &RegisterH2d, acmd: &[u8; 16]) -> Event {
+    let p = crate::ata::atapi::packet::PacketCommand::decode(fis);
+    let mut e = Event::new(Layer::Ata, "cmd")
+        .slot(slot)
+        .str("op", opcode_name(fis.command))
+        .hex8("opcode", fis.command)
+        .str("protocol", if p.dma { "packet-dma" } else { "packet-pio" })
+        .str("cdb_op", crate::ata::atapi::cdb::name(acmd[0]))
+        .hex8("cdb_opcode", acmd[0])
+        .str("cdb", crate::ata::atapi::cdb::hex(acmd));
+    for (k, v) in crate::ata::atapi::cdb::fields(acmd) {
+        e = e.u(k, v);
+    }
+    if !p.dma {
+        e = e.u("byte_count_limit", u64::from(p.byte_count_limit));
+    }
+    e
+}
+
 /// The end of a command at the ATA layer.
 fn done_event(slot: u8, opcode: Option<u8>, c: &Completion) -> Event {
     let (st, err) = final_status(&c.fises);
@@ -211,6 +232,34 @@ impl SataDevice for TracedDevice {
         s
     }
 
+    fn submit_packet(
+        &mut self,
+        slot: u8,
+        fis: &RegisterH2d,
+        acmd: &[u8; 16],
+        data: DataPath,
+    ) -> Submission {
+        self.tracer
+            .emit(|| h2d_event(fis).port(self.port).slot(slot));
+        self.tracer.emit(|| {
+            packet_event(slot, fis, acmd)
+                .port(self.port)
+                .u("prd_bytes", data.len())
+        });
+        if let Some(o) = self.opcodes.get_mut(usize::from(slot & 31)) {
+            *o = Some(fis.command);
+        }
+        let s = self.inner.submit_packet(slot, fis, acmd, data);
+        match &s {
+            Submission::Complete(c) => self.finished(c),
+            Submission::Pending { accepted: Some(d) } => {
+                self.fis_up(Some(slot), &Fis::RegisterD2h(*d));
+            }
+            Submission::Pending { accepted: None } => {}
+        }
+        s
+    }
+
     fn poll_completions(&mut self) -> Vec<Completion> {
         let done = self.inner.poll_completions();
         for c in &done {
@@ -224,6 +273,14 @@ impl SataDevice for TracedDevice {
             .emit(|| Event::new(Layer::Ata, "abort_all").port(self.port));
         self.opcodes = [None; 32];
         self.inner.abort_all();
+    }
+
+    fn max_link_gen(&self) -> u8 {
+        self.inner.max_link_gen()
+    }
+
+    fn link_negotiated(&mut self, gen: u8) {
+        self.inner.link_negotiated(gen)
     }
 
     fn poll_link(&mut self) -> Option<LinkEvent> {

@@ -24,6 +24,7 @@ pub mod event;
 pub mod file;
 pub mod sink;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -38,6 +39,8 @@ pub struct Tracer(Option<Arc<Inner>>);
 struct Inner {
     start: Instant,
     sinks: Mutex<Vec<Sink>>,
+    /// Events are built and written (false: a [`Tracer::switchable`] one with no sinks now).
+    active: AtomicBool,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -64,7 +67,42 @@ impl Tracer {
         Tracer(Some(Arc::new(Inner {
             start: Instant::now(),
             sinks: Mutex::new(sinks),
+            active: AtomicBool::new(true),
         })))
+    }
+
+    /// A tracer whose sinks [`Tracer::set_sinks`] replaces while it runs (the control
+    /// socket's `trace`), writing to `sinks` until then. Every event site costs one relaxed
+    /// atomic load more while it has none, and the devices are built for tracing (wrapped in
+    /// a [`TracedDevice`]), since it may be turned on later.
+    pub fn switchable(sinks: Vec<Sink>) -> Self {
+        Tracer(Some(Arc::new(Inner {
+            start: Instant::now(),
+            active: AtomicBool::new(!sinks.is_empty()),
+            sinks: Mutex::new(sinks),
+        })))
+    }
+
+    /// Write to `sinks` from now on (none: stop tracing), after flushing the old ones. False
+    /// (and nothing changes) for a tracer that is off: it was not made switchable.
+    pub fn set_sinks(&self, sinks: Vec<Sink>) -> bool {
+        let Some(inner) = &self.0 else {
+            return false;
+        };
+        let mut current = inner.lock();
+        for s in current.iter_mut() {
+            s.flush();
+        }
+        inner.active.store(!sinks.is_empty(), Ordering::Relaxed);
+        *current = sinks;
+        true
+    }
+
+    /// True while events are written somewhere.
+    pub fn active(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|i| i.active.load(Ordering::Relaxed))
     }
 
     /// True when events are recorded.
@@ -77,7 +115,9 @@ impl Tracer {
     #[inline]
     pub fn emit(&self, make: impl FnOnce() -> Event) {
         if let Some(inner) = &self.0 {
-            inner.record(make());
+            if inner.active.load(Ordering::Relaxed) {
+                inner.record(make());
+            }
         }
     }
 
@@ -126,6 +166,26 @@ mod tests {
         });
         assert!(!built && !t.enabled());
         assert!(!Tracer::new(Vec::new()).enabled());
+    }
+
+    #[test]
+    fn a_switchable_tracer_writes_only_while_it_has_sinks() {
+        let t = Tracer::switchable(Vec::new());
+        let mut built = false;
+        t.emit(|| {
+            built = true;
+            Event::new(Layer::Ahci, "x")
+        });
+        assert!(!built && !t.active() && t.enabled());
+        let out = SharedBuffer::default();
+        assert!(t.set_sinks(vec![Sink::new(Format::Json, Box::new(out.clone()))]));
+        t.emit(|| Event::new(Layer::Ahci, "on"));
+        assert!(t.set_sinks(Vec::new()), "off flushes");
+        t.emit(|| Event::new(Layer::Ahci, "off"));
+        let lines = out.lines();
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].contains("\"kind\":\"on\""), "{}", lines[0]);
+        assert!(!Tracer::off().set_sinks(Vec::new()));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum VmExit {
     Signal { signal: i32, pid: u32 },
     /// The user quit from the console (Ctrl-A x).
     Quit,
+    /// A client of the control socket sent `quit`.
+    ApiQuit,
 }
 
 /// How any part of the VMM tells the main loop the VM is over.

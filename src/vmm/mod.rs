@@ -2,6 +2,7 @@
 //! vCPUs, MP table, boot), plugs the devices onto the buses, and runs the event loop.
 
 pub mod acpi;
+pub mod api;
 pub mod boot;
 pub mod bus;
 pub mod cmos;

@@ -1,7 +1,8 @@
 //! Plugs the AHCI function and its drives into the VM: one port per `--disk`, interrupts
 //! through KVM, device completions through the event loop; tracing, spec checks (`--strict`
 //! stops the VM through its [`super::ExitSignal`]), fault injection around each drive, and
-//! statistics at exit and on SIGUSR1.
+//! statistics at exit and on SIGUSR1; SIGUSR2 re-reads the image path of every CD/DVD drive
+//! ([`crate::ata::atapi::MediaControl::reload`]: a file there is inserted, none ejects).
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use super::{DeviceContext, VmExit};
 use crate::ahci::checks::{SpecChecks, Violation, ViolationHook};
 use crate::ahci::sdb_aggregation::AggregationMode;
 use crate::ahci::{AhciFunction, Observers, PortStats, ABAR};
+use crate::ata::atapi::{AtapiDrive, CdromConfig, MediaControl, MediaError, Medium};
 use crate::ata::inject::{InjectingDevice, Rule};
 use crate::ata::names::opcode_name;
 use crate::ata::passthrough::{check_host_node, lock_host_nodes, HostLocks, PassthroughStats};
@@ -68,6 +70,8 @@ pub enum StorageError {
         disks: usize,
         rule: String,
     },
+    #[error("--disk cdrom: {0}")]
+    Cdrom(#[from] MediaError),
     #[error("completion eventfd: {0}")]
     Io(#[from] std::io::Error),
     #[error("SIGUSR1 signalfd or completion timer: {0}")]
@@ -98,6 +102,12 @@ pub struct StorageOptions {
     pub doorbells: bool,
     /// How guest reads of the HBA registers are answered.
     pub registers: RegisterMode,
+    /// Injection rules and link requests that change while the VM runs (the control
+    /// socket): every drive is wrapped for injection and takes its rules from here (`inject`
+    /// is then ignored: the control holds those rules too).
+    pub inject_control: Option<crate::ata::inject::InjectControl>,
+    /// Where link changes, command errors and resets are reported (the control socket).
+    pub events: Option<crate::ahci::events::EventHook>,
 }
 
 /// How guest reads of the HBA registers are answered (`--registers`).
@@ -221,7 +231,11 @@ impl MutEventSubscriber for StatsOnSignal {
         }
     }
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        while let Ok(Some(_)) = self.signals.read_signal() {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            if info.ssi_signo == Signal::SIGUSR2 as u32 {
+                self.storage.reload_media();
+                continue;
+            }
             self.storage.tracer.flush();
             for line in self.storage.summary() {
                 eprintln!("satavm: {line}");
@@ -239,6 +253,39 @@ pub struct Storage {
     ahci: Arc<Mutex<AhciFunction>>,
     host_stats: Arc<Vec<Option<HostStatsReader>>>,
     tracer: Tracer,
+    /// The `--disk` of each port.
+    specs: Arc<Vec<DiskSpec>>,
+    /// The tray of each CD/DVD drive, by port.
+    media: Arc<Vec<(usize, MediaControl)>>,
+}
+
+/// Every counter the statistics report, read at one time: the text at exit and on SIGUSR1
+/// ([`Storage::summary`]) and the control socket's `query-stats` are both made from it.
+#[derive(Debug, Clone)]
+pub struct StatsSnapshot {
+    /// Per port: what the guest did.
+    pub ports: Vec<PortStats>,
+    /// Per port: a pass-through drive's host-side counters.
+    pub host: Vec<Option<PassthroughStats>>,
+    /// Per port: the drive's I/O engine and its counters.
+    pub engines: Vec<Option<(&'static str, crate::block::EngineStats)>>,
+    /// PxSACT/PxCI writes taken by KVM ioeventfds.
+    pub posted_writes: u64,
+    /// Register dwords stored into the mapped register page.
+    pub register_page_stores: u64,
+}
+
+/// A port's registers as the guest would read them now (AHCI 1.3.1 3.3), without side
+/// effects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRegisters {
+    pub cmd: u32,
+    pub tfd: u32,
+    pub ssts: u32,
+    pub serr: u32,
+    pub sact: u32,
+    pub ci: u32,
+    pub is: u32,
 }
 
 /// `n` bytes for people: "0 B", "12.0 KiB", "3.5 MiB".
@@ -303,19 +350,57 @@ impl Storage {
         self.host_stats.get(port)?.as_ref().map(|read| read())
     }
 
+    /// Every counter, read now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let (ports, engines, posted_writes, register_page_stores) = {
+            let ahci = self.ahci.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                ahci.port_stats(),
+                ahci.port_engines(),
+                ahci.posted_writes(),
+                ahci.register_page_stores(),
+            )
+        };
+        StatsSnapshot {
+            host: (0..ports.len()).map(|p| self.host_stats(p)).collect(),
+            ports,
+            engines,
+            posted_writes,
+            register_page_stores,
+        }
+    }
+
+    /// The `--disk` of each port.
+    pub fn specs(&self) -> &[DiskSpec] {
+        &self.specs
+    }
+
+    /// Port `port`'s registers now (None if there is no such port).
+    pub fn port_registers(&self, port: usize) -> Option<PortRegisters> {
+        use crate::ahci::regs::{hba, port as px};
+        if port >= self.specs.len() {
+            return None;
+        }
+        let ahci = self.ahci.lock().unwrap_or_else(|e| e.into_inner());
+        let base = hba::PORTS_BASE + port as u64 * hba::PORT_SIZE;
+        let r = |off| ahci.register(base + off);
+        Some(PortRegisters {
+            cmd: r(px::CMD),
+            tfd: r(px::TFD),
+            ssts: r(px::SSTS),
+            serr: r(px::SERR),
+            sact: r(px::SACT),
+            ci: r(px::CI),
+            is: r(px::IS),
+        })
+    }
+
     /// One line per port for the user: what the guest did, and for pass-through what the
     /// host drive saw.
     pub fn summary(&self) -> Vec<String> {
-        let posted = self
-            .ahci
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .posted_writes();
-        let stores = self
-            .ahci
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .register_page_stores();
+        let snap = self.snapshot();
+        let posted = snap.posted_writes;
+        let stores = snap.register_page_stores;
         let mapped = (stores > 0).then(|| {
             format!(
                 "registers: mapped, {stores} register stores into the read-only memslot (guest reads of ABAR never exit)"
@@ -326,17 +411,13 @@ impl Storage {
                 "doorbells: {posted} PxSACT/PxCI writes taken by KVM ioeventfds (no exit to satavm)"
             )
         });
-        let engines = self
-            .ahci
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .port_engines();
-        self.port_stats()
+        let engines = &snap.engines;
+        snap.ports
             .iter()
             .enumerate()
             .map(|(port, s)| {
                 let mut line = port_summary(port, s);
-                if let Some(h) = self.host_stats(port) {
+                if let Some(h) = snap.host.get(port).copied().flatten() {
                     line += &format!(
                         "; host: {} SG_IO commands, peak {} in flight, {} errors, {} timeouts, \
                          {} direct I/O, {} through the kernel's pages",
@@ -362,6 +443,30 @@ impl Storage {
             .chain(mapped)
             .chain(doorbells)
             .collect()
+    }
+
+    /// The trays of the CD/DVD drives, by port (for SIGUSR2 and a control socket).
+    pub fn media_controls(&self) -> &[(usize, MediaControl)] {
+        &self.media
+    }
+
+    /// SIGUSR2: every CD/DVD drive re-reads its image path (see [`MediaControl::reload`]).
+    pub fn reload_media(&self) {
+        if self.media.is_empty() {
+            eprintln!("satavm: SIGUSR2: no CD/DVD drive (--disk cdrom=ISO) to change the disc of");
+        }
+        for (port, control) in self.media.iter() {
+            let path = control
+                .path()
+                .map_or_else(String::new, |p| p.display().to_string());
+            match control.reload() {
+                Ok(()) if std::path::Path::new(&path).exists() => {
+                    eprintln!("satavm: SIGUSR2: port {port}: disc {path} inserted")
+                }
+                Ok(()) => eprintln!("satavm: SIGUSR2: port {port}: no {path}: disc ejected"),
+                Err(e) => eprintln!("satavm: SIGUSR2: port {port}: {e}"),
+            }
+        }
     }
 
     /// Write out what the tracer buffered (call before exiting).
@@ -436,13 +541,20 @@ pub enum PreparedDisk {
     Image { spec: DiskSpec, disk: DiskFile },
     /// A pass-through device node, checked to be one, with its locks.
     Passthrough { spec: DiskSpec, locks: HostLocks },
+    /// A CD/DVD drive and its ISO image, opened read-only (none: an empty tray).
+    Cdrom {
+        spec: DiskSpec,
+        disk: Option<DiskFile>,
+    },
 }
 
 impl PreparedDisk {
     /// The `--disk` it came from.
     pub fn spec(&self) -> &DiskSpec {
         match self {
-            PreparedDisk::Image { spec, .. } | PreparedDisk::Passthrough { spec, .. } => spec,
+            PreparedDisk::Image { spec, .. }
+            | PreparedDisk::Passthrough { spec, .. }
+            | PreparedDisk::Cdrom { spec, .. } => spec,
         }
     }
 
@@ -451,6 +563,7 @@ impl PreparedDisk {
         match self {
             PreparedDisk::Image { disk, .. } => Some(disk.id()),
             PreparedDisk::Passthrough { spec, .. } => FileId::of_path(spec.path()),
+            PreparedDisk::Cdrom { disk, .. } => disk.as_ref().map(DiskFile::id),
         }
     }
 
@@ -471,6 +584,17 @@ impl PreparedDisk {
                     "read-write"
                 },
                 if disk.locked() {
+                    ", locked"
+                } else {
+                    ", not locked"
+                }
+            ),
+            PreparedDisk::Cdrom { disk: None, .. } => "CD/DVD drive, empty tray".to_string(),
+            PreparedDisk::Cdrom { disk: Some(d), .. } => format!(
+                "{} (CD/DVD image, {} blocks of 2048 bytes, read-only{})",
+                d.path().display(),
+                d.bytes() / 2048,
+                if d.locked() {
                     ", locked"
                 } else {
                     ", not locked"
@@ -560,6 +684,26 @@ pub fn prepare(disks: &[DiskSpec]) -> Result<Vec<PreparedDisk>, StorageError> {
                     locks,
                 }
             }
+            DiskSpec::Cdrom { path, lock, .. } => {
+                let disk = match path {
+                    Some(path) => {
+                        Some(hostfile::open_disk(path, true, *lock).map_err(|source| {
+                            StorageError::Disk {
+                                path: path.clone(),
+                                source,
+                            }
+                        })?)
+                    }
+                    None => None,
+                };
+                if disk.as_ref().is_some_and(|d| d.bytes() < 2048) {
+                    return Err(MediaError::TooSmall(spec.path().into()).into());
+                }
+                PreparedDisk::Cdrom {
+                    spec: spec.clone(),
+                    disk,
+                }
+            }
         });
     }
     Ok(prepared)
@@ -567,7 +711,9 @@ pub fn prepare(disks: &[DiskSpec]) -> Result<Vec<PreparedDisk>, StorageError> {
 
 fn locked(spec: &DiskSpec) -> bool {
     match spec {
-        DiskSpec::Image { lock, .. } | DiskSpec::Passthrough { lock, .. } => *lock,
+        DiskSpec::Image { lock, .. }
+        | DiskSpec::Passthrough { lock, .. }
+        | DiskSpec::Cdrom { lock, .. } => *lock,
     }
 }
 
@@ -585,6 +731,7 @@ fn open_drive(
                     model,
                     serial,
                     read_only,
+                    wwn,
                     engine,
                     ..
                 },
@@ -595,6 +742,7 @@ fn open_drive(
                 model,
                 serial,
                 read_only,
+                wwn,
                 engine,
             };
             let drive =
@@ -618,6 +766,33 @@ fn open_drive(
                 },
             locks,
         } => {
+            // A CD/DVD drive (INQUIRY peripheral type 05h) is passed through as ATAPI.
+            let host = crate::ata::atapi::host::HostConfig {
+                path: path.clone(),
+                timeout,
+                // readonly=on refuses every write, whatever allow= says.
+                allow_all: allow_all && !read_only,
+            };
+            let locks = match crate::ata::atapi::host::open_if_atapi(
+                &host,
+                locks,
+                notifier.clone(),
+                tracer,
+                port,
+            ) {
+                Ok(Ok(drive)) => {
+                    log::info!(
+                        "{}: ATAPI pass-through of \"{}\"",
+                        path.display(),
+                        drive.model()
+                    );
+                    return Ok((Box::new(drive), None));
+                }
+                Ok(Err(locks)) => locks,
+                Err(source) => {
+                    return Err(StorageError::Io(source));
+                }
+            };
             let config = PassthroughConfig {
                 path: path.clone(),
                 timeout,
@@ -641,11 +816,43 @@ fn open_drive(
             let reader: HostStatsReader = Box::new(drive.stats_reader());
             Ok((Box::new(drive), Some(reader)))
         }
-        // prepare() pairs each spec with its own kind.
-        PreparedDisk::Image { spec, .. } | PreparedDisk::Passthrough { spec, .. } => {
+        // prepare() pairs each spec with its own kind; CD/DVD drives are opened by open_cdrom.
+        PreparedDisk::Image { spec, .. }
+        | PreparedDisk::Passthrough { spec, .. }
+        | PreparedDisk::Cdrom { spec, .. } => {
             unreachable!("prepared disk of the wrong kind: {spec:?}")
         }
     }
+}
+
+/// The CD/DVD drive of a prepared `cdrom=` disk, and its tray's control.
+fn open_cdrom(
+    spec: DiskSpec,
+    disk: Option<DiskFile>,
+    notifier: &CompletionNotifier,
+) -> Result<(AtapiDrive, MediaControl), StorageError> {
+    let DiskSpec::Cdrom {
+        path,
+        model,
+        serial,
+        lock,
+        engine,
+    } = spec
+    else {
+        unreachable!("prepared CD/DVD drive of the wrong kind: {spec:?}")
+    };
+    let config = CdromConfig {
+        path,
+        model,
+        serial,
+        engine,
+        lock,
+    };
+    let medium = match disk {
+        Some(d) => Some(Medium::with_disk(d, engine, notifier.clone())?),
+        None => None,
+    };
+    Ok(AtapiDrive::with_medium(&config, medium, notifier.clone()))
 }
 
 /// Refuse `--inject` rules for ports that have no disk.
@@ -671,11 +878,12 @@ pub fn attach(
     attach_with(ctx, disks, &StorageOptions::default())
 }
 
-/// Block SIGUSR1 in this thread (and the threads it starts from now on), so that only the
-/// signalfd sees it.
+/// Block SIGUSR1 and SIGUSR2 in this thread (and the threads it starts from now on), so that
+/// only the signalfd sees them.
 pub fn block_sigusr1() -> Result<SigSet, StorageError> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGUSR1);
+    mask.add(Signal::SIGUSR2);
     mask.thread_block()?;
     Ok(mask)
 }
@@ -704,13 +912,25 @@ pub fn attach_prepared(
     }
     check_inject_ports(&options.inject, disks.len())?;
     let ports = disks.len();
+    let specs: Vec<DiskSpec> = disks.iter().map(|d| d.spec().clone()).collect();
     // Before the drives start their threads, which inherit the mask.
     let mask = block_sigusr1()?;
     let notifier: CompletionNotifier = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
+    if let Some(control) = &options.inject_control {
+        control.bind_notifier(notifier.clone());
+    }
     let mut devices: Vec<Box<dyn SataDevice>> = Vec::new();
     let mut host_stats = Vec::new();
+    let mut media = Vec::new();
     for (port, d) in disks.into_iter().enumerate() {
-        let (drive, stats) = open_drive(d, &notifier, &options.tracer, port as u8)?;
+        let (drive, stats) = match d {
+            PreparedDisk::Cdrom { spec, disk } => {
+                let (drive, control) = open_cdrom(spec, disk, &notifier)?;
+                media.push((port, control));
+                (Box::new(drive) as Box<dyn SataDevice>, None)
+            }
+            d => open_drive(d, &notifier, &options.tracer, port as u8)?,
+        };
         let wrapped = InjectingDevice::new(
             drive,
             port as u8,
@@ -718,7 +938,9 @@ pub fn attach_prepared(
             notifier.clone(),
             options.tracer.clone(),
         );
-        devices.push(if wrapped.has_rules() {
+        devices.push(if let Some(control) = &options.inject_control {
+            Box::new(wrapped.with_control(control.clone()))
+        } else if wrapped.has_rules() {
             Box::new(wrapped)
         } else {
             wrapped.into_inner()
@@ -745,6 +967,11 @@ pub fn attach_prepared(
         PCI_INTX_GSI as u8,
         observers,
     )));
+    if let Some(hook) = &options.events {
+        ahci.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_event_hook(hook.clone());
+    }
     let device_number = ctx.pci.add(ahci.clone());
     ctx.pci_intx.push((device_number, 1));
     ahci.lock()
@@ -771,6 +998,8 @@ pub fn attach_prepared(
         ahci,
         host_stats: Arc::new(host_stats),
         tracer: options.tracer.clone(),
+        specs: Arc::new(specs),
+        media: Arc::new(media),
     };
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     ctx.events.add_subscriber(Box::new(StatsOnSignal {

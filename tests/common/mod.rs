@@ -19,6 +19,7 @@ use satavm::pci::PciFunction;
 use satavm::sata::{Fis, RegisterH2d, SataDevice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+pub mod atapi;
 pub mod trace;
 
 /// Guest RAM size.
@@ -127,6 +128,7 @@ impl TestHba {
                 path: img.0.clone(),
                 model: Some(MODEL.to_string()),
                 serial: Some(serial(p)),
+                wwn: None,
                 read_only: false,
                 engine: Default::default(),
             };

@@ -4,6 +4,7 @@
 use super::Port;
 use crate::ahci::command;
 use crate::ahci::completion::{CompletionTarget, InFlight};
+use crate::ahci::events::AhciEvent;
 use crate::ahci::regs::{pxis, pxtfd};
 use crate::sata::fis::SDB_STATUS_MASK;
 use crate::sata::{Fis, PioSetup, RegisterD2h, SetDeviceBits};
@@ -59,10 +60,17 @@ impl CompletionTarget for Port {
     }
 
     fn command_failed(&mut self, slot: u8, device_error: bool, bus_error: u32) {
-        self.raise(bus_error | if device_error { pxis::TFES } else { 0 });
+        let bits = bus_error | if device_error { pxis::TFES } else { 0 };
+        self.raise(bits);
         if bus_error != 0 {
             self.tfd |= pxtfd::ERR;
         }
+        self.report(AhciEvent::CommandError {
+            port: self.index(),
+            slot,
+            pxtfd: self.tfd,
+            pxis: bits,
+        });
         self.set_ccs(slot);
         self.halted = true;
         self.stats.errors += 1;

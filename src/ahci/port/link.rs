@@ -13,6 +13,7 @@
 //! which reset itself, sends its signature (PxSIG, PxTFD, the RFIS area if FRE is set).
 
 use super::{Link, Port};
+use crate::ahci::events::AhciEvent;
 use crate::ahci::regs::{pxis, pxserr, scr};
 use crate::sata::LinkEvent;
 use crate::trace::{Event, Layer};
@@ -48,6 +49,7 @@ impl Port {
         self.raise(pxis::PRCS);
         self.set_serr(pxserr::DIAG_N | pxserr::ERR_C);
         self.trace_link("lost");
+        self.report(AhciEvent::LinkLost { port: self.index() });
     }
 
     fn phy_up(&mut self) {
@@ -62,13 +64,16 @@ impl Port {
             self.signature_pending = Some(sig);
             self.link = Link::Down;
             self.trace_link("restored-held");
+            self.report(AhciEvent::LinkRestored { port: self.index() });
             return;
         }
         self.signature_pending = None;
         self.link = Link::Up;
+        self.negotiate_link();
         self.raise(pxis::PCS | pxis::PRCS);
         self.set_serr(pxserr::DIAG_X | pxserr::DIAG_N);
         self.trace_link("restored");
+        self.report(AhciEvent::LinkRestored { port: self.index() });
         self.accept_signature(sig);
     }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::ahci::checks::{Rule, SpecChecks};
 use crate::ahci::command::{self, FetchError};
 use crate::ahci::completion::{self, InFlight};
+use crate::ahci::events::{AhciEvent, EventHook};
 use crate::ahci::regs::{port as reg, pxcmd, pxis, pxserr, pxtfd, scr, COMMAND_SLOTS, SIG_RESET};
 use crate::ahci::rfis;
 use crate::ahci::sdb_aggregation::{AggregationMode, SdbAggregation};
@@ -51,6 +52,8 @@ pub struct Port {
     ci: u32,
     sntf: u32,
     link: Link,
+    /// The SATA generation the link negotiated at its last COMRESET ([`Port::negotiate_link`]).
+    link_gen: u8,
     /// The device reported that PhyRdy dropped ([`crate::sata::LinkEvent::Lost`]) and has not
     /// come back yet: PxSSTS.DET reads 0 and COMRESET cannot bring the link up.
     phy_lost: bool,
@@ -80,6 +83,8 @@ pub struct Port {
     /// A PxCI write left its commands for the next completion pass since
     /// [`Port::take_deferred_issue`] last looked.
     deferred_issue: bool,
+    /// Where link changes, errors and resets are reported (see [`crate::ahci::events`]).
+    events: Option<EventHook>,
 }
 
 impl std::fmt::Debug for Port {
@@ -142,6 +147,7 @@ impl Port {
             ci: 0,
             sntf: 0,
             link: Link::Up,
+            link_gen: 0,
             phy_lost: false,
             signature_pending: None,
             issued: 0,
@@ -156,6 +162,7 @@ impl Port {
             aggregation: SdbAggregation::default(),
             defer_busy_issue: false,
             deferred_issue: false,
+            events: None,
         };
         p.power_on_reset();
         p
@@ -185,6 +192,25 @@ impl Port {
         // FIS reception (until then they read 7Fh and FFFFFFFFh, as AHCI 3.3.8/3.3.9 allow for
         // a signature that has not arrived yet, and as QEMU's ahci-test expects).
         self.signature_pending = Some(self.device.comreset());
+        if self.link == Link::Up {
+            self.negotiate_link();
+        }
+    }
+
+    /// Speed negotiation as the link comes up (SATA 3.x 8.4.1; AHCI 3.3.11 PxSCTL.SPD): the
+    /// fastest generation the HBA (CAP.ISS), the device and the guest's limit (PxSCTL.SPD,
+    /// 0 = no limit) all allow. PxSSTS.SPD reports it and the device learns it (IDENTIFY word
+    /// 77). PxSCTL.IPM needs nothing: this link never leaves the active state (CAP.PSC and
+    /// CAP.SSC are clear, the device offers no DIPM), so every IPM restriction holds.
+    fn negotiate_link(&mut self) {
+        let limit = ((self.sctl & scr::SPD_MASK) >> scr::SPD_SHIFT) as u8;
+        let mut gen =
+            (crate::ahci::regs::cap::ISS_GEN3 as u8).min(self.device.max_link_gen().max(1));
+        if limit != 0 {
+            gen = gen.min(limit);
+        }
+        self.link_gen = gen;
+        self.device.link_negotiated(gen);
     }
 
     /// Forget every command the device held, with any completions held back for aggregation.
@@ -208,6 +234,18 @@ impl Port {
     /// caller makes that pass happen soon).
     pub fn take_deferred_issue(&mut self) -> bool {
         std::mem::take(&mut self.deferred_issue)
+    }
+
+    /// Report link changes, command errors and COMRESETs to `hook`.
+    pub fn set_event_hook(&mut self, hook: EventHook) {
+        self.events = Some(hook);
+    }
+
+    /// Tell the event hook, if there is one.
+    pub(crate) fn report(&self, event: AhciEvent) {
+        if let Some(hook) = &self.events {
+            hook.report(event);
+        }
     }
 
     /// How this port aggregates queued completions (see [`crate::ahci::sdb_aggregation`]).
@@ -314,7 +352,7 @@ impl Port {
             reg::SIG => self.sig,
             reg::SSTS => match self.link {
                 _ if self.phy_lost => 0,
-                Link::Up => scr::SSTS_LINK_UP,
+                Link::Up => scr::ssts_link_up(self.link_gen),
                 Link::Down if self.sctl & scr::DET_MASK == scr::DET_OFFLINE => scr::DET_OFFLINE,
                 Link::Down => 0,
             },
@@ -452,6 +490,7 @@ impl Port {
                         .port(self.index)
                         .str("state", "comreset")
                 });
+                self.report(AhciEvent::PortReset { port: self.index });
                 // The device is reset now; its signature is sent once the link comes back.
                 let sig = self.device.comreset();
                 self.signature_pending = Some(sig);
@@ -460,6 +499,7 @@ impl Port {
             // back when it does (see `link`).
             0 if self.link == Link::Down && !self.phy_lost => {
                 self.link = Link::Up;
+                self.negotiate_link();
                 // COMINIT from the device: presence changed (DIAG.X, mirrored by PxIS.PCS).
                 self.raise(pxis::PCS);
                 self.serr |= pxserr::DIAG_X;
@@ -613,7 +653,11 @@ impl Port {
             // C (4.2.2): clear BSY and the PxCI bit once the FIS is acknowledged.
             self.tfd &= !pxtfd::BSY;
         }
-        match self.device.submit(slot, &cmd.fis, data) {
+        let submitted = match &cmd.acmd {
+            Some(acmd) => self.device.submit_packet(slot, &cmd.fis, acmd, data),
+            None => self.device.submit(slot, &cmd.fis, data),
+        };
+        match submitted {
             Submission::Complete(c) => {
                 self.track(slot, record);
                 // Reported at once: this runs on the vCPU's write of PxCI, where nothing

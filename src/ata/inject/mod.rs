@@ -22,6 +22,7 @@
 //! [`SataDevice::next_deadline`]; the VMM's event loop arms its timer for it and the port
 //! collects what is due when it fires. Time comes from a [`Clock`] (tests move their own).
 
+pub mod control;
 pub mod rule;
 
 use std::collections::VecDeque;
@@ -42,6 +43,7 @@ use crate::sata::{
 };
 use crate::trace::{Event, Layer, Tracer};
 
+pub use control::{InjectControl, LinkRequest};
 pub use rule::{parse_file, Action, InjectedError, OpFilter, Rule, RuleError};
 
 /// What happens to a command's completion.
@@ -53,6 +55,8 @@ enum Fate {
 }
 
 struct RuleState {
+    /// Its id in the [`InjectControl`] (0 without one).
+    id: u32,
     rule: Rule,
     /// Commands that matched the filters so far (for `nth`).
     seen: u64,
@@ -76,6 +80,12 @@ pub struct InjectingDevice {
     started: Option<Instant>,
     /// The link is down until then.
     down_until: Option<Instant>,
+    /// The link is down until a [`LinkRequest::Up`].
+    down_indefinitely: bool,
+    /// Rules and link requests changed at run time, and the rules' generation last copied.
+    control: Option<(InjectControl, u64)>,
+    /// The control's change count when this device last looked.
+    control_seen: u64,
     link_events: VecDeque<LinkEvent>,
     clock: Arc<dyn Clock>,
 }
@@ -140,6 +150,7 @@ impl InjectingDevice {
                 .iter()
                 .filter(|r| r.port.is_none_or(|p| p == port))
                 .map(|r| RuleState {
+                    id: 0,
                     rule: r.clone(),
                     seen: 0,
                     fired: false,
@@ -152,9 +163,77 @@ impl InjectingDevice {
             ncq_error: None,
             started: None,
             down_until: None,
+            down_indefinitely: false,
+            control: None,
+            control_seen: u64::MAX,
             link_events: VecDeque::new(),
             clock,
         }
+    }
+
+    /// Take rules and link requests from `control` from now on (instead of the rules given
+    /// to [`InjectingDevice::new`]).
+    pub fn with_control(mut self, control: InjectControl) -> Self {
+        self.rules.clear();
+        self.control = Some((control, u64::MAX));
+        self.sync_control();
+        self
+    }
+
+    /// Copy the control's rules if they changed (keeping the counts of rules that stay), and
+    /// act on a link request.
+    fn sync_control(&mut self) {
+        let Some((control, generation)) = &self.control else {
+            return;
+        };
+        // Read before looking: a change made meanwhile is seen next time.
+        let changes = control.changes();
+        if changes == self.control_seen {
+            return;
+        }
+        self.control_seen = changes;
+        let request = control.take_link(self.port);
+        if let Some((g, rules)) = control.rules_since(*generation, self.port) {
+            let mut old = std::mem::take(&mut self.rules);
+            self.rules = rules
+                .into_iter()
+                .map(|(id, rule)| match old.iter().position(|st| st.id == id) {
+                    Some(at) => old.swap_remove(at),
+                    None => RuleState {
+                        id,
+                        rule,
+                        seen: 0,
+                        fired: false,
+                    },
+                })
+                .collect();
+            if let Some((_, generation)) = &mut self.control {
+                *generation = g;
+            }
+        }
+        match request {
+            Some(LinkRequest::Down(duration)) => {
+                self.go_down(
+                    duration.unwrap_or(Duration::ZERO),
+                    "link down (control socket)",
+                );
+                self.down_indefinitely = duration.is_none();
+                if self.down_indefinitely {
+                    self.down_until = None;
+                }
+            }
+            Some(LinkRequest::Up) if self.is_down() => {
+                self.down_until = None;
+                self.down_indefinitely = false;
+                self.trace(None, "link_up", "");
+                self.link_events.push_back(LinkEvent::Restored);
+            }
+            _ => {}
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        self.down_until.is_some() || self.down_indefinitely
     }
 
     /// True if some rule applies to this drive.
@@ -229,6 +308,10 @@ impl InjectingDevice {
 
     /// Time-triggered link drops whose time has come, and the end of an outage.
     fn check_timers(&mut self) {
+        self.sync_control();
+        if self.down_indefinitely {
+            return;
+        }
         let now = self.clock.now();
         if let Some(until) = self.down_until {
             if now >= until {
@@ -278,6 +361,7 @@ impl InjectingDevice {
                 lba,
                 device: tf.device,
                 count: tf.count,
+                sense: None,
             });
             self.held.push((
                 self.clock.now(),
@@ -333,7 +417,7 @@ impl InjectingDevice {
         if tf.count != 1 || data.write_at(0, &page).is_err() {
             return Some(Submission::Complete(Completion {
                 slot,
-                fises: vec![Fis::RegisterD2h(d2h_abort())],
+                fises: vec![Fis::RegisterD2h(d2h_abort(tf.device))],
                 bytes_transferred: 0,
             }));
         }
@@ -368,10 +452,28 @@ impl SataDevice for InjectingDevice {
         self.inner.device_control(fis)
     }
 
+    fn submit_packet(
+        &mut self,
+        slot: u8,
+        fis: &RegisterH2d,
+        acmd: &[u8; 16],
+        data: DataPath,
+    ) -> Submission {
+        // Rules match ATA commands; ATAPI commands pass, except into a dead link.
+        self.fate[usize::from(slot & 31)] = Fate::Normal;
+        self.sync_control();
+        if self.is_down() {
+            self.trace(Some(slot), "lost", "");
+            return Submission::Pending { accepted: None };
+        }
+        self.inner.submit_packet(slot, fis, acmd, data)
+    }
+
     fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission {
         let idx = usize::from(slot & 31);
         self.fate[idx] = Fate::Normal;
-        if self.down_until.is_some() {
+        self.sync_control();
+        if self.is_down() {
             // Sent into a dead link: lost.
             self.trace(Some(slot), "lost", "");
             return Submission::Pending { accepted: None };
@@ -396,7 +498,7 @@ impl SataDevice for InjectingDevice {
             if proto.is_some_and(Protocol::is_queued) {
                 return Submission::Complete(Completion {
                     slot,
-                    fises: vec![Fis::RegisterD2h(d2h_abort())],
+                    fises: vec![Fis::RegisterD2h(d2h_abort(tf.device))],
                     bytes_transferred: 0,
                 });
             }
@@ -446,6 +548,14 @@ impl SataDevice for InjectingDevice {
         self.inner.abort_all();
     }
 
+    fn max_link_gen(&self) -> u8 {
+        self.inner.max_link_gen()
+    }
+
+    fn link_negotiated(&mut self, gen: u8) {
+        self.inner.link_negotiated(gen)
+    }
+
     fn poll_link(&mut self) -> Option<LinkEvent> {
         self.check_timers();
         if let Some(ev) = self.link_events.pop_front() {
@@ -484,6 +594,7 @@ impl SataDevice for InjectingDevice {
         };
         let outage_or_drop = match self.down_until {
             Some(t) => Some(t),
+            None if self.down_indefinitely => None,
             None => link_drop(),
         };
         [

@@ -1,7 +1,7 @@
 # L2 side of ahci-two-disks: two ports, written and read at the same time. The two disks
 # probe in parallel, so sda/sdb can come in either order: find each by its model.
 set -u
-dmesg | grep -E 'ahci .*slots' | sed 's/^/@@L2 dmesg: /'
+dmesg | grep -E 'ahci .*(slots|ports implemented)' | sed 's/^/@@L2 dmesg: /'
 A= B=
 for d in sda sdb; do
     m=$(tr -d ' ' <"/sys/block/$d/device/model")

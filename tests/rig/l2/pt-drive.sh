@@ -24,12 +24,15 @@ wait
 echo "@@L2 parallel=done"
 
 # A refused command: SECURITY ERASE PREPARE (F3h) must come back aborted, never reaching the drive.
-# hdparm's exit status is not enough on Linux before 6.11: libata's fixed-format sense has the
-# ATA registers at bytes 8-11 instead of 3-6, hdparm cannot read them ("bad/missing sense
-# data") and carries on. Then the sense it prints shows the abort: ABORTED COMMAND (0b),
-# error 04h (ABRT), status 51h.
+# hdparm's exit status is not enough: hdparm reads only descriptor-format sense (72h), and
+# libata answers ATA PASS-THROUGH with fixed format (70h) by default, so hdparm says
+# "bad/missing sense data" and carries on. The sense it prints shows the abort: ABORTED
+# COMMAND (0b), error 04h (ABRT), then the status (41h, or 51h from satavm before 2026-12).
+# Linux 6.1 puts the ATA registers at bytes 8-11 (70 00 0b 00 00 00 00 0a 04 41); 6.11 and
+# later put them where SAT-5 puts them, in the INFORMATION field at bytes 3-6, with the
+# VALID bit set (f0 00 0b 04 41).
 if hdparm --security-erase NULL /dev/sda >/tmp/hdparm.out 2>&1; then
-    if grep -q 'sb\[\]: *70 00 0b 00 00 00 00 0a 04 51' /tmp/hdparm.out; then
+    if grep -Eq 'sb\[\]: *(70 00 0b 00 00 00 00 0a 04 [45]1|f0 00 0b 04 [45]1)' /tmp/hdparm.out; then
         echo "@@L2 security-erase=refused (ABRT in the sense data; hdparm exited 0)"
     else
         echo "@@L2 security-erase=accepted"

@@ -13,7 +13,10 @@ rc=$?
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc"
 rig_ok "satavm exited 0"
 
-rig_expect l2.out 'ahci .*AHCI 0001\.0301 32 slots 1 ports 6 Gbps' "ahci bound: AHCI 1.3.1, 32 slots"
+# Linux 6.1: "AHCI 0001.0301 32 slots 1 ports 6 Gbps 0x1 impl SATA mode";
+# 6.12: "AHCI vers 0001.0301, 32 command slots, 6 Gbps, SATA mode".
+rig_expect l2.out 'ahci .*AHCI (vers )?0001\.0301,? 32 (command )?slots,? (1 ports )?6 Gbps' \
+    "ahci bound: AHCI 1.3.1, 32 slots"
 rig_expect l2.out 'ahci .*flags: .*ncq' "HBA advertises NCQ"
 rig_expect l2.out 'ata1\.00: .*NCQ \(depth 32\)' "libata enabled NCQ with depth 32"
 rig_expect l2.out '^@@L2 model=SATAVM-EMU-MODEL' "configured model in IDENTIFY"

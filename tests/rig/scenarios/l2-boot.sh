@@ -16,6 +16,11 @@ rig_ok "satavm exited 0"
 rig_expect l2.out '^@@L2 BEGIN l2-boot' "L2 reached userspace and ran its scenario"
 rig_expect l2.out '^@@L2 nproc=2$' "L2 has 2 online CPUs"
 rig_expect l2.out '^@@L2 cpuinfo-processors=2$' "L2's /proc/cpuinfo lists 2 processors"
-rig_expect l2.out "^@@L2 uname-r=$(uname -r)\$" "L2 runs the rig's kernel"
+# A fixed string: Debian's 6.12 release names have a '+' ("6.12.NN+deb12-amd64").
+if tr -d '\r' <l2.out | grep -qxF "@@L2 uname-r=$(uname -r)"; then
+    rig_ok "L2 runs the rig's kernel ($(uname -r))"
+else
+    rig_fail "L2 runs the rig's kernel (no line '@@L2 uname-r=$(uname -r)' in l2.out)"
+fi
 rig_expect l2.out '^@@L2 END l2-boot rc=0' "L2's scenario script succeeded"
 echo "PASS"
