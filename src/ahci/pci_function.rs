@@ -239,6 +239,56 @@ impl AhciFunction {
         self.update_interrupts();
     }
 
+    /// Declare every port hot-pluggable (PxCMD.HPCP) and make the ports without a device
+    /// (`present[port]` false) empty from power-on (see [`super::port::hotplug`]).
+    pub fn set_hot_plug(&mut self, present: &[bool]) {
+        for (i, p) in self.hba.ports.iter_mut().enumerate() {
+            p.set_hot_plug();
+            if !present.get(i).copied().unwrap_or(true) {
+                p.make_empty();
+            }
+        }
+        self.update_interrupts();
+    }
+
+    /// Surprise removal of the device on `port` (a cable pull); `on_drained` runs once its
+    /// host I/O has drained and it was dropped.
+    pub fn detach_device(
+        &mut self,
+        port: usize,
+        on_drained: Option<super::port::hotplug::OnDrained>,
+    ) -> Result<(), HotPlugRequestError> {
+        let p = self
+            .hba
+            .ports
+            .get_mut(port)
+            .ok_or(HotPlugRequestError::NoPort(port))?;
+        p.detach(on_drained)?;
+        self.update_interrupts();
+        Ok(())
+    }
+
+    /// Put `device` on the empty `port` (COMINIT, the link up, its signature).
+    pub fn attach_device(
+        &mut self,
+        port: usize,
+        device: Box<dyn crate::sata::SataDevice>,
+    ) -> Result<(), HotPlugRequestError> {
+        let p = self
+            .hba
+            .ports
+            .get_mut(port)
+            .ok_or(HotPlugRequestError::NoPort(port))?;
+        p.attach(device)?;
+        self.update_interrupts();
+        Ok(())
+    }
+
+    /// Whether `port` has a device attached (None: no such port).
+    pub fn port_present(&self, port: usize) -> Option<bool> {
+        self.hba.ports.get(port).map(|p| p.present())
+    }
+
     /// Per-port statistics.
     pub fn port_stats(&self) -> Vec<PortStats> {
         self.hba.ports.iter().map(|p| p.stats()).collect()
@@ -425,6 +475,15 @@ impl PciFunction for AhciFunction {
             self.abar_write(offset, data);
         }
     }
+}
+
+/// Why [`AhciFunction::detach_device`] or [`AhciFunction::attach_device`] refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HotPlugRequestError {
+    #[error("no port {0}")]
+    NoPort(usize),
+    #[error(transparent)]
+    Port(#[from] super::port::hotplug::HotPlugError),
 }
 
 #[cfg(test)]
