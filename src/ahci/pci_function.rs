@@ -284,6 +284,17 @@ impl AhciFunction {
         Ok(())
     }
 
+    /// Changes to the ports' devices so far (hot plug): when it changes, the event loop
+    /// re-reads [`Self::device_ready_fds`].
+    pub fn plug_generation(&self) -> u64 {
+        self.hba.ports.iter().map(|p| p.plug_changes()).sum()
+    }
+
+    /// True while `port`'s devices (a removed one included) have host I/O in flight.
+    pub fn port_draining(&self, port: usize) -> bool {
+        self.hba.ports.get(port).is_some_and(|p| p.draining())
+    }
+
     /// Whether `port` has a device attached (None: no such port).
     pub fn port_present(&self, port: usize) -> Option<bool> {
         self.hba.ports.get(port).map(|p| p.present())

@@ -122,6 +122,7 @@ impl Port {
             retired.finish();
         }
         self.present = false;
+        self.plug_changes += 1;
         // Commands in flight are lost with the device; their PxCI/PxSACT bits stay set.
         self.drop_in_flight();
         self.issued = 0;
@@ -149,6 +150,7 @@ impl Port {
         }
         self.device = self.wrap_traced(device);
         self.present = true;
+        self.plug_changes += 1;
         self.trace_hotplug("inserted");
         self.report(AhciEvent::DeviceAdded { port: self.index });
         // COMINIT: the same as a device that comes back on its own (see `link`).
@@ -168,9 +170,17 @@ impl Port {
             .into_iter()
             .partition(|r| !r.device.draining());
         self.retired = busy;
+        if !done.is_empty() {
+            self.plug_changes += 1;
+        }
         for r in done {
             r.finish();
         }
+    }
+
+    /// Changes to the port's devices so far (attach, removal, a removed device released).
+    pub fn plug_changes(&self) -> u64 {
+        self.plug_changes
     }
 
     /// True while a removed device still has host I/O in flight.

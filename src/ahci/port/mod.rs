@@ -89,6 +89,9 @@ pub struct Port {
     present: bool,
     /// Removed devices whose host I/O has not drained yet.
     retired: Vec<hotplug::Retired>,
+    /// Counts attaches, removals and released devices (the event loop re-reads the devices'
+    /// descriptors when it changes).
+    plug_changes: u64,
 }
 
 impl std::fmt::Debug for Port {
@@ -136,6 +139,7 @@ impl Port {
             hot_plug: false,
             present: true,
             retired: Vec::new(),
+            plug_changes: 0,
             index,
             device,
             mem,
