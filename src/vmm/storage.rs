@@ -398,7 +398,10 @@ impl Storage {
 
     /// Host-side counters of port `port`, if its drive is a pass-through drive.
     pub fn host_stats(&self, port: usize) -> Option<PassthroughStats> {
-        lock(&self.host_stats).get(port)?.as_ref().map(|read| read())
+        lock(&self.host_stats)
+            .get(port)?
+            .as_ref()
+            .map(|read| read())
     }
 
     /// Every counter, read now.

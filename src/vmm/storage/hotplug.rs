@@ -90,7 +90,12 @@ impl Storage {
             .clone()
             .ok_or(HotPlugError::Empty(port))?;
         let sync = match (&spec, graceful) {
-            (DiskSpec::Image { path, read_only, .. }, true) if !read_only => {
+            (
+                DiskSpec::Image {
+                    path, read_only, ..
+                },
+                true,
+            ) if !read_only => {
                 // Opened now, while the drive still holds its lock on the file.
                 match std::fs::File::open(path) {
                     Ok(f) => Some((f, path.clone())),
