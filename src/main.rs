@@ -436,6 +436,12 @@ fn plan(cli: &Cli) -> Result<Plan, Failure> {
         }
         report.push(format!("port {port}: {}", d.describe()));
     }
+    if ports > 0 {
+        report.push(format!(
+            "{ports} AHCI ports, hot-pluggable, {} of them empty",
+            ports - specs.len()
+        ));
+    }
     for t in &traces {
         check_path(t, &own_files).map_err(|e| Failure::usage(e.to_string()))?;
         report.push(format!(
