@@ -25,7 +25,8 @@ while kill -0 "$reader" 2>/dev/null; do
     sleep 0.1
 done
 wait "$reader"
-dmesg | grep -m1 -E 'ata1: ' | sed 's/^/@@L2 first-ata1: /'
+# When libata first heard of it (its interrupt: PHY RDY / connection status changed).
+dmesg | grep -m1 -E 'ata1: .*(PHY RDY|connection status|exception)' | sed 's/^/@@L2 first-ata1: /'
 echo "@@L2 waiting-for-new"
 new=
 i=0

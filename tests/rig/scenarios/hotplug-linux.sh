@@ -64,8 +64,8 @@ rig_show l2.out
 rig_show events.out
 [ "$rc" = 0 ] || rig_fail "satavm exited with status $rc"
 rig_ok "satavm exited 0"
-rig_expect events.out '"event": *"DRIVE_REMOVED".*"port": *0' "event DRIVE_REMOVED for port 0"
-rig_expect events.out '"event": *"DRIVE_ADDED".*"port": *1' "event DRIVE_ADDED for port 1"
+rig_expect events.out '"data": *\{"port": *0\}, *"event": *"DRIVE_REMOVED"|"event": *"DRIVE_REMOVED", *"data": *\{"port": *0\}' "event DRIVE_REMOVED for port 0"
+rig_expect events.out '"data": *\{"port": *1\}, *"event": *"DRIVE_ADDED"|"event": *"DRIVE_ADDED", *"data": *\{"port": *1\}' "event DRIVE_ADDED for port 1"
 rig_expect l2.out '^@@L2 dd-ended errors=.*(I/O error|Input/output error|No such)' "L2's reads failed with an I/O error"
 rig_expect l2.out '@@L2 dmesg: .*ata1: SATA link down' "libata: ata1: SATA link down"
 rig_expect l2.out '^@@L2 sda-gone' "the sd device of the removed drive was removed"
