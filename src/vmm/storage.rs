@@ -1,6 +1,7 @@
-//! Plugs the AHCI function and its drives into the VM: one port per `--disk`, interrupts
-//! through KVM, device completions through the event loop; tracing, spec checks (`--strict`
-//! stops the VM through its [`super::ExitSignal`]), fault injection around each drive, and
+//! Plugs the AHCI function and its drives into the VM: one port per `--disk` (or `--ports N`,
+//! the rest empty and hot-pluggable: `storage/hotplug.rs`), interrupts through KVM, device
+//! completions through the event loop; tracing, spec checks (`--strict` stops the VM through
+//! its [`super::ExitSignal`]), fault injection around each drive, and
 //! statistics at exit and on SIGUSR1; SIGUSR2 re-reads the image path of every CD/DVD drive
 //! ([`crate::ata::atapi::MediaControl::reload`]: a file there is inserted, none ejects).
 
