@@ -1,4 +1,4 @@
-//! `--disk` specifications: `path=FILE[,model=M][,serial=S][,readonly=on][,lock=off]
+//! `--disk` specifications: `path=FILE[,model=M][,serial=S][,wwn=W][,readonly=on][,lock=off]
 //! [,engine=E]` for an emulated drive over an image file or block device,
 //! `passthrough=/dev/sgN|/dev/sdX[,timeout=SECS][,allow=all][,readonly=on][,lock=off]
 //! [,engine=sg|threads]` for a host SATA drive reached through SG_IO, and
@@ -26,6 +26,8 @@ pub enum DiskSpec {
         path: PathBuf,
         model: Option<String>,
         serial: Option<String>,
+        /// World wide name (NAA 5, IDENTIFY words 108-111); default derived from the serial.
+        wwn: Option<u64>,
         read_only: bool,
         /// Take an OFD lock on the file (`lock=off` turns it off; see [`crate::hostfile`]).
         lock: bool,
@@ -83,7 +85,7 @@ pub enum DiskSpecError {
     NoTarget(String),
     #[error("--disk: both path= and passthrough= given")]
     BothTargets,
-    #[error("--disk: unknown option {0:?} (known: path, model, serial, readonly, lock, engine, passthrough, timeout, allow, cdrom, media)")]
+    #[error("--disk: unknown option {0:?} (known: path, model, serial, wwn, readonly, lock, engine, passthrough, timeout, allow, cdrom, media)")]
     UnknownKey(String),
     #[error("--disk: {0}= needs a file name{hint}", hint = if *.0 == "path" { " (path=FILE, e.g. path=disk.img)" } else { " (passthrough=/dev/sgN or /dev/sdX)" })]
     EmptyPath(&'static str),
@@ -127,6 +129,28 @@ fn ata_string(key: &str, value: &str, max: usize) -> Result<String, DiskSpecErro
     Ok(value.to_string())
 }
 
+/// A world wide name: 16 hex digits (an optional 0x before them) of an NAA 5 name, the only
+/// format IDENTIFY words 108-111 carry (ACS-3 7.12.7.60: bits 63:60 = 5h).
+fn wwn(key: &str, value: &str) -> Result<u64, DiskSpecError> {
+    let digits = value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+        .unwrap_or(value);
+    let bad = |why| DiskSpecError::BadValue {
+        key: key.into(),
+        value: value.into(),
+        why,
+    };
+    if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad("expected 16 hex digits, e.g. 0x5000c500a1b2c3d4"));
+    }
+    let v = u64::from_str_radix(digits, 16).map_err(|_| bad("expected 16 hex digits"))?;
+    if v >> 60 != 5 {
+        return Err(bad("must be an NAA 5 name (first hex digit 5)"));
+    }
+    Ok(v)
+}
+
 /// `s` split at single commas, `,,` standing for a comma inside a part (QEMU's rule).
 fn split_options(s: &str) -> Vec<String> {
     let (mut parts, mut cur) = (Vec::new(), String::new());
@@ -160,6 +184,7 @@ impl FromStr for DiskSpec {
         let (mut path, mut passthrough, mut model, mut serial) = (None, None, None, None);
         let (mut read_only, mut timeout, mut allow_all, mut lock) = (false, None, false, true);
         let mut engine = None;
+        let mut wwn_value = None;
         // `cdrom=` (its file, None when empty) and `media=cdrom`.
         let (mut cdrom, mut media_cdrom): (Option<Option<PathBuf>>, bool) = (None, false);
         for part in split_options(s) {
@@ -196,6 +221,7 @@ impl FromStr for DiskSpec {
                 }
                 "model" => model = Some(ata_string(key, value, 40)?),
                 "serial" => serial = Some(ata_string(key, value, 20)?),
+                "wwn" => wwn_value = Some(wwn(key, value)?),
                 "readonly" => read_only = on_off(key, value)?,
                 "lock" => lock = on_off(key, value)?,
                 "engine" => {
@@ -237,6 +263,7 @@ impl FromStr for DiskSpec {
                 ("timeout", timeout.is_some()),
                 ("allow", allow_all),
                 ("engine=sg", engine == Some(EngineChoice::Sg)),
+                ("wwn", wwn_value.is_some()),
             ];
             if let Some((key, _)) = not_for_cdrom.iter().find(|(_, given)| *given) {
                 return Err(DiskSpecError::NotApplicable {
@@ -277,6 +304,7 @@ impl FromStr for DiskSpec {
                     path,
                     model,
                     serial,
+                    wwn: wwn_value,
                     read_only,
                     lock,
                     engine: engine.unwrap_or_default(),
@@ -289,8 +317,14 @@ impl FromStr for DiskSpec {
                         kind: "pass-through (Linux has no io_uring SG_IO; engine=sg or threads)",
                     });
                 }
-                if model.is_some() || serial.is_some() {
-                    let key = if model.is_some() { "model" } else { "serial" };
+                if model.is_some() || serial.is_some() || wwn_value.is_some() {
+                    let key = if model.is_some() {
+                        "model"
+                    } else if serial.is_some() {
+                        "serial"
+                    } else {
+                        "wwn"
+                    };
                     return Err(DiskSpecError::NotApplicable {
                         key: key.into(),
                         kind: "pass-through (the drive's own IDENTIFY data is used)",
@@ -322,11 +356,44 @@ mod tests {
                 path: "/tmp/d.img".into(),
                 model: Some("TEST MODEL".into()),
                 serial: Some("S1".into()),
+                wwn: None,
                 read_only: true,
                 lock: true,
                 engine: EngineChoice::Auto,
             })
         );
+        assert!(matches!(
+            "path=d.img,wwn=0x5000C500A1B2C3D4".parse(),
+            Ok(DiskSpec::Image {
+                wwn: Some(0x5000_c500_a1b2_c3d4),
+                ..
+            })
+        ));
+        assert!(matches!(
+            "path=d.img,wwn=5000c500a1b2c3d4".parse(),
+            Ok(DiskSpec::Image {
+                wwn: Some(0x5000_c500_a1b2_c3d4),
+                ..
+            })
+        ));
+        for bad in [
+            "0x6000c500a1b2c3d4",
+            "0x5000c500a1b2c3",
+            "0x5000c500a1b2c3dz",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    format!("path=d.img,wwn={bad}").parse::<DiskSpec>(),
+                    Err(DiskSpecError::BadValue { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            "passthrough=/dev/sg0,wwn=0x5000c500a1b2c3d4".parse::<DiskSpec>(),
+            Err(DiskSpecError::NotApplicable { .. })
+        ));
         assert!(matches!(
             "path=d.img,engine=threads".parse(),
             Ok(DiskSpec::Image {

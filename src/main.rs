@@ -413,6 +413,7 @@ fn plan(cli: &Cli) -> Result<Plan, Failure> {
             path: scratch.0.clone(),
             model: Some("SATAVM SELFTEST SCRATCH".into()),
             serial: Some(format!("SCRATCH{}", std::process::id())),
+            wwn: None,
             read_only: false,
             lock: true,
             engine: Default::default(),

@@ -111,7 +111,11 @@ fn check_reset_values(t: &mut TestHba, ports: usize) {
         for r in [px::SCTL, px::SERR, px::SACT, px::CI, px::SNTF] {
             assert_eq!(t.px_read(p, r), 0, "port {p} reg {r:#x}");
         }
-        assert_eq!(t.px_read(p, px::SSTS), 0x123, "device present, link up");
+        assert_eq!(
+            t.px_read(p, px::SSTS),
+            0x133,
+            "device present, link up at Gen3"
+        );
         for r in (0x40..0x80).step_by(4) {
             assert_eq!(t.px_read(p, r), 0, "port {p} reserved {r:#x}");
         }
@@ -884,4 +888,76 @@ fn ncq_aggregation_drops_held_completions_when_the_engine_stops() {
     );
     t.wait_until(|t| t.px_read(0, px::IS) & pxis::TFES != 0);
     assert_eq!(t.f.next_deadline(), None);
+}
+
+/// IDENTIFY word `w` from a 512-byte block.
+fn word(id: &[u8], w: usize) -> u16 {
+    u16::from_le_bytes([id[2 * w], id[2 * w + 1]])
+}
+
+#[test]
+fn sctl_spd_limits_the_link_at_comreset_and_identify_word_77_follows() {
+    let mut t = TestHba::new(1);
+    t.start_port(0);
+    let buf = TestHba::buf(0, 0);
+    let identify = |t: &mut TestHba| {
+        t.run(
+            0,
+            0,
+            &h2d(opcode::IDENTIFY_DEVICE, 0, 0),
+            &[(buf, 512)],
+            false,
+        );
+        t.mem_read(buf, 512)
+    };
+    let id = identify(&mut t);
+    assert_eq!(t.px_read(0, px::SSTS), 0x133);
+    assert_eq!((word(&id, 76) & 0xe, (word(&id, 77) >> 1) & 7), (0xe, 3));
+    // What libata does for libata.force=1.5G / sata_down_spd_limit: SControl 310h.
+    for (spd, ssts, gen) in [(1u32, 0x113u32, 1u16), (2, 0x123, 2), (0, 0x133, 3)] {
+        t.stop_port(0);
+        t.px_write(0, px::SCTL, 0x301 | spd << 4);
+        t.px_write(0, px::SCTL, 0x300 | spd << 4);
+        t.wait_until(|t| t.px_read(0, px::TFD) & pxtfd::BSY == 0);
+        assert_eq!(t.px_read(0, px::SSTS), ssts, "SPD {spd}");
+        t.px_write(0, px::SERR, u32::MAX);
+        t.px_write(0, px::IS, u32::MAX);
+        t.px_set(0, px::CMD, pxcmd::ST);
+        let id = identify(&mut t);
+        assert_eq!((word(&id, 77) >> 1) & 7, gen, "word 77 after SPD {spd}");
+    }
+}
+
+#[test]
+fn a_sleeping_drive_answers_nothing_until_comreset_then_reports_standby() {
+    let mut t = TestHba::new(1);
+    t.start_port(0);
+    let buf = TestHba::buf(0, 0);
+    t.run(0, 0, &h2d(opcode::SLEEP, 0, 0), &[], false);
+    // The emulated drive answers non-data commands while they are issued; asleep, it does
+    // not: the command stays issued with nothing in PxIS.
+    t.px_write(0, px::IS, u32::MAX);
+    t.issue(0, 1, &h2d(opcode::CHECK_POWER_MODE, 0, 0), &[], false);
+    assert_eq!(t.px_read(0, px::CI), 1 << 1);
+    assert_eq!(t.px_read(0, px::IS) & (pxis::DHRS | pxis::TFES), 0);
+    // libata's wake-up: stop the engine, COMRESET, restart.
+    t.stop_port(0);
+    assert_eq!(t.px_read(0, px::CI), 0);
+    t.px_write(0, px::SCTL, 0x301);
+    t.px_write(0, px::SCTL, 0x300);
+    t.wait_until(|t| t.px_read(0, px::TFD) & pxtfd::BSY == 0);
+    t.px_write(0, px::SERR, u32::MAX);
+    t.px_write(0, px::IS, u32::MAX);
+    t.px_set(0, px::CMD, pxcmd::ST);
+    t.run(0, 0, &h2d(opcode::CHECK_POWER_MODE, 0, 0), &[], false);
+    match t.rfis(0, rfis::RFIS, 20) {
+        Fis::RegisterD2h(d) => assert_eq!((d.status, d.count), (0x50, 0x00), "standby"),
+        f => panic!("{f:?}"),
+    }
+    t.run(0, 0, &h2d(opcode::READ_DMA_EXT, 0, 1), &[(buf, 512)], false);
+    t.run(0, 0, &h2d(opcode::CHECK_POWER_MODE, 0, 0), &[], false);
+    match t.rfis(0, rfis::RFIS, 20) {
+        Fis::RegisterD2h(d) => assert_eq!(d.count, 0xff, "active after the read"),
+        f => panic!("{f:?}"),
+    }
 }

@@ -41,6 +41,7 @@ fn hba_with_control(control: &InjectControl, queue: &EventQueue) -> (TestHba, co
         model: None,
         serial: None,
         read_only: false,
+        wwn: None,
         engine: Default::default(),
     };
     let drive = Box::new(EmulatedDrive::open(&cfg, notifier.clone()).unwrap());
@@ -102,7 +103,7 @@ fn hba_reset_comreset_drive_error_and_link_changes_become_events() {
         [("LINK_CHANGE".into(), json!({"port": 0, "state": "down"}))]
     );
     control.request_link(0, LinkRequest::Up);
-    t.wait_until(|t| t.px_read(0, px::SSTS) == 0x123);
+    t.wait_until(|t| t.px_read(0, px::SSTS) == 0x133);
     assert_eq!(
         drained(&queue),
         [("LINK_CHANGE".into(), json!({"port": 0, "state": "up"}))]
@@ -110,7 +111,7 @@ fn hba_reset_comreset_drive_error_and_link_changes_become_events() {
     // Down for a while: it comes back by itself.
     control.request_link(0, LinkRequest::Down(Some(Duration::from_millis(50))));
     t.wait_until(|t| t.f.port_stats()[0].link_drops == 2);
-    t.wait_until(|t| t.px_read(0, px::SSTS) == 0x123);
+    t.wait_until(|t| t.px_read(0, px::SSTS) == 0x133);
     let names: Vec<Value> = drained(&queue).into_iter().map(|(_, d)| d).collect();
     assert_eq!(
         names,
@@ -417,7 +418,7 @@ fn every_command_over_the_socket_and_quit_exits_0() {
     assert_eq!(p[0]["drive"]["kind"], "image");
     assert_eq!(
         p[0]["link"],
-        json!({"det": 3, "spd": 2, "ipm": 1, "up": true})
+        json!({"det": 3, "spd": 3, "ipm": 1, "up": true})
     );
     assert_eq!(
         (p[0]["st"].clone(), p[0]["pxci"].clone()),
@@ -663,6 +664,7 @@ fn patterned_drive(
         serial: None,
         read_only: false,
         engine: Default::default(),
+        wwn: None,
     };
     Box::new(EmulatedDrive::open(&cfg, notifier.clone()).unwrap())
 }
@@ -763,11 +765,11 @@ fn surprise_removal_with_ncq_in_flight_then_reinsert_and_an_empty_port_filled() 
     // Reinsert a new drive: COMINIT, then the guest's COMRESET gives the signature.
     let second = patterned_drive(&img1, 2, "SECOND", &notifier);
     t.f.attach_device(0, second).unwrap();
-    assert_eq!(t.px_read(0, px::SSTS), 0x123);
+    assert_eq!(t.px_read(0, px::SSTS), 0x133);
     assert_ne!(t.px_read(0, px::IS) & pxis::PCS, 0);
     assert_ne!(t.px_read(0, px::SERR) & pxserr::DIAG_X, 0);
     linux_comreset(&mut t, 0);
-    assert_eq!(t.px_read(0, px::SSTS), 0x123);
+    assert_eq!(t.px_read(0, px::SSTS), 0x133);
     assert_eq!(t.px_read(0, px::SIG), 0x101);
     t.start_port(0);
     let (model, data) = identify_and_read(&mut t, 0);

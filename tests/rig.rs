@@ -44,6 +44,9 @@ const SCENARIOS: &[&str] = &[
     "cdrom-passthrough",
     "integrity-verify",
     "integrity-kill",
+    "smart-power",
+    // 20 L2 boots of its own: --strict with the doorbells under parallel load.
+    "strict-boots",
     // Its L2 boots the initramfs variant with fio (scripts/rig builds it for the one boot).
     // Last of this boot: QEMU's stall (see `rig_boot_retrying`) came in about a third of its
     // runs, and a stall re-runs only the scenarios that had not finished.
@@ -68,6 +71,7 @@ const ON_LINUX_6_12: &[&str] = &[
     "inject-linux",
     "cdrom-linux",
     "integrity-fio",
+    "smart-power",
 ];
 
 /// A Debian kernel generation, in L1 and L2 (scripts/rig's `RIG_KERNEL`).
@@ -669,6 +673,38 @@ fn integrity_kill_loses_nothing_flushed() {
 }
 
 #[test]
+fn smart_power() {
+    check_smart_power(Kernel::Linux6_1);
+}
+
+fn check_smart_power(kernel: Kernel) {
+    let log = passed_on(kernel, "smart-power");
+    for needle in [
+        "ok: smartctl -a exit 0",
+        "ok: smartctl -a prints an attribute table",
+        "ok: smartctl -x exit 0",
+        "ok: short self-test completed without error and logged",
+        "ok: hdparm -y then -C: standby",
+        "ok: I/O after SLEEP recovers through libata's reset",
+        "ok: libata.force=1.5G: sata_spd 1.5 Gbps",
+        "ok: read-only: the kernel reports failed writes",
+        "ok: read-only: libata did not turn NCQ off or slow the link",
+    ] {
+        assert_log_line("smart-power", log, needle);
+    }
+}
+
+#[test]
+fn strict_boots() {
+    let log = passed_on(Kernel::Linux6_1, "strict-boots");
+    assert_log_line(
+        "strict-boots",
+        log,
+        "boots under --strict with doorbells and parallel load exited 0",
+    );
+}
+
+#[test]
 fn the_linux_6_12_scenarios_exist() {
     for name in ON_LINUX_6_12 {
         assert!(SCENARIOS.contains(name), "{name} is not in SCENARIOS");
@@ -712,6 +748,11 @@ mod linux_6_12 {
     #[test]
     fn integrity_fio_verify_two_disks_ncq() {
         check_integrity_fio_verify_two_disks_ncq(Kernel::Linux6_12);
+    }
+
+    #[test]
+    fn smart_power() {
+        check_smart_power(Kernel::Linux6_12);
     }
 
     #[test]

@@ -86,6 +86,7 @@ impl PooledDrive {
             path,
             model: None,
             serial: Some(serial),
+            wwn: None,
             read_only: false,
             engine: Default::default(),
         };

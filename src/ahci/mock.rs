@@ -27,6 +27,10 @@ pub struct MockState {
     pub ready: Vec<Completion>,
     /// Bytes written by WRITE commands, in order.
     pub written: Vec<Vec<u8>>,
+    /// The device's highest SATA generation; 0 reads as 3.
+    pub max_gen: u8,
+    /// The generations the port told the device it negotiated, in order.
+    pub negotiated: Vec<u8>,
     srst: bool,
 }
 
@@ -192,6 +196,17 @@ impl SataDevice for MockDevice {
 
     fn poll_completions(&mut self) -> Vec<Completion> {
         std::mem::take(&mut self.0.state().ready)
+    }
+
+    fn max_link_gen(&self) -> u8 {
+        match self.0.state().max_gen {
+            0 => 3,
+            g => g,
+        }
+    }
+
+    fn link_negotiated(&mut self, gen: u8) {
+        self.0.state().negotiated.push(gen);
     }
 
     fn abort_all(&mut self) {

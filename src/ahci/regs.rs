@@ -267,9 +267,15 @@ pub mod scr {
     pub const DET_OFFLINE: u32 = 4;
     /// SCTL.DET = 1: perform interface initialization (COMRESET).
     pub const SCTL_DET_COMRESET: u32 = 1;
-    /// SSTS with a device attached and the link up: IPM active (1), speed Gen2 (2; the
-    /// emulated link negotiates 3 Gbps below the HBA's Gen3 capability), DET 3.
-    pub const SSTS_LINK_UP: u32 = 0x123;
+    /// SSTS.IPM = 1: interface in the active state (bits 11:8).
+    pub const SSTS_IPM_ACTIVE: u32 = 0x100;
+    /// SSTS.SPD / SCTL.SPD: bits 7:4 (SCTL: 0 = no restriction, n = at most generation n).
+    pub const SPD_SHIFT: u32 = 4;
+    pub const SPD_MASK: u32 = 0xf << SPD_SHIFT;
+    /// PxSSTS of a link that is up at generation `gen`: IPM active, SPD `gen`, DET 3.
+    pub const fn ssts_link_up(gen: u8) -> u32 {
+        SSTS_IPM_ACTIVE | (gen as u32) << SPD_SHIFT | DET_PRESENT_PHY
+    }
     /// PxSCTL's writable bits: DET, SPD, IPM (the rest is reserved).
     pub const SCTL_WRITABLE: u32 = 0xfff;
 }

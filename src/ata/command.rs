@@ -5,6 +5,7 @@
 pub mod opcode {
     pub const NOP: u8 = 0x00;
     pub const DATA_SET_MANAGEMENT: u8 = 0x06;
+    pub const REQUEST_SENSE_DATA_EXT: u8 = 0x0b;
     pub const DEVICE_RESET: u8 = 0x08;
     pub const READ_SECTORS: u8 = 0x20;
     pub const READ_SECTORS_EXT: u8 = 0x24;
@@ -36,6 +37,7 @@ pub mod opcode {
     pub const PACKET: u8 = 0xa0;
     pub const IDENTIFY_PACKET_DEVICE: u8 = 0xa1;
     pub const SMART: u8 = 0xb0;
+    pub const DEVICE_CONFIGURATION_OVERLAY: u8 = 0xb1;
     pub const SANITIZE_DEVICE: u8 = 0xb4;
     pub const READ_MULTIPLE: u8 = 0xc4;
     pub const WRITE_MULTIPLE: u8 = 0xc5;
@@ -75,12 +77,25 @@ pub mod smart {
     pub const READ_DATA: u8 = 0xd0;
     pub const READ_THRESHOLDS: u8 = 0xd1;
     pub const ENABLE_DISABLE_AUTOSAVE: u8 = 0xd2;
+    /// SAVE ATTRIBUTE VALUES (obsolete since ATA/ATAPI-8, still sent by old tools).
+    pub const SAVE_ATTRIBUTE_VALUES: u8 = 0xd3;
     pub const EXECUTE_OFFLINE_IMMEDIATE: u8 = 0xd4;
     pub const READ_LOG: u8 = 0xd5;
     pub const WRITE_LOG: u8 = 0xd6;
     pub const ENABLE_OPERATIONS: u8 = 0xd8;
     pub const DISABLE_OPERATIONS: u8 = 0xd9;
     pub const RETURN_STATUS: u8 = 0xda;
+    /// ENABLE/DISABLE AUTOMATIC OFF-LINE (vendor specific in ACS-3, smartctl -o on/off).
+    pub const ENABLE_DISABLE_AUTO_OFFLINE: u8 = 0xdb;
+}
+
+/// DEVICE CONFIGURATION OVERLAY subcommands (Features register of opcode B1h; ACS-2 7.9,
+/// kept in ACS-3 as DCO).
+pub mod dco {
+    pub const RESTORE: u8 = 0xc0;
+    pub const FREEZE_LOCK: u8 = 0xc1;
+    pub const IDENTIFY: u8 = 0xc2;
+    pub const SET: u8 = 0xc3;
 }
 
 /// Which way data moves.
@@ -133,6 +148,7 @@ pub fn protocol(command: u8, features: u16) -> Option<Protocol> {
     use Direction::{In, Out};
     Some(match command {
         NOP
+        | REQUEST_SENSE_DATA_EXT
         | SEEK
         | SET_FEATURES
         | SET_MULTIPLE_MODE
@@ -197,7 +213,15 @@ pub fn protocol(command: u8, features: u16) -> Option<Protocol> {
             | smart::EXECUTE_OFFLINE_IMMEDIATE
             | smart::ENABLE_OPERATIONS
             | smart::DISABLE_OPERATIONS
-            | smart::RETURN_STATUS => Protocol::NonData,
+            | smart::RETURN_STATUS
+            | smart::SAVE_ATTRIBUTE_VALUES
+            | smart::ENABLE_DISABLE_AUTO_OFFLINE => Protocol::NonData,
+            _ => return None,
+        },
+        DEVICE_CONFIGURATION_OVERLAY => match features as u8 {
+            dco::IDENTIFY => Protocol::Pio(In),
+            dco::SET => Protocol::Pio(Out),
+            dco::RESTORE | dco::FREEZE_LOCK => Protocol::NonData,
             _ => return None,
         },
         _ => return None,
@@ -210,7 +234,8 @@ pub fn is_lba48(command: u8) -> bool {
     use opcode::*;
     matches!(
         command,
-        READ_SECTORS_EXT
+        REQUEST_SENSE_DATA_EXT
+            | READ_SECTORS_EXT
             | READ_DMA_EXT
             | READ_NATIVE_MAX_ADDRESS_EXT
             | READ_MULTIPLE_EXT
@@ -269,6 +294,20 @@ mod tests {
         assert_eq!(protocol(SMART, 0xda), Some(Protocol::NonData));
         assert_eq!(protocol(SMART, 0xd0), Some(Protocol::Pio(Direction::In)));
         assert_eq!(protocol(SMART, 0x42), None);
+        assert_eq!(protocol(SMART, 0xdb), Some(Protocol::NonData));
+        assert_eq!(
+            protocol(DEVICE_CONFIGURATION_OVERLAY, 0xc2),
+            Some(Protocol::Pio(Direction::In))
+        );
+        assert_eq!(
+            protocol(DEVICE_CONFIGURATION_OVERLAY, 0xc3),
+            Some(Protocol::Pio(Direction::Out))
+        );
+        assert_eq!(
+            protocol(DEVICE_CONFIGURATION_OVERLAY, 0xc0),
+            Some(Protocol::NonData)
+        );
+        assert_eq!(protocol(DEVICE_CONFIGURATION_OVERLAY, 0xc4), None);
         assert_eq!(protocol(0xff, 0), None);
         assert!(is_lba48(READ_LOG_EXT) && !is_lba48(READ_DMA));
     }

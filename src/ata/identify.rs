@@ -61,6 +61,31 @@ pub struct IdentifyParams<'a> {
     pub transfer_mode: TransferMode,
     /// DATA SET MANAGEMENT TRIM is offered (not on a read-only drive).
     pub trim: bool,
+    /// World wide name (words 108-111), NAA 5 in bits 63:60 ([`wwn_from_serial`]).
+    pub wwn: u64,
+    /// Highest SATA generation the device supports (word 76 bits 3:1): 1, 2 or 3.
+    pub max_gen: u8,
+    /// The generation the link negotiated (word 77 bits 3:1), 0 if not known.
+    pub current_gen: u8,
+    /// SMART enabled (word 85 bit 0).
+    pub smart_enabled: bool,
+    /// Sense data reporting enabled (word 120 bit 6; SET FEATURES C3h).
+    pub sense_reporting: bool,
+}
+
+/// The IEEE OUI in satavm's derived world wide names: 564D53h ("VMS"). Its first octet has the
+/// U/L bit (02h) set and is no CID (those have the nibble Ah): locally administered, so it
+/// cannot be any company's assigned OUI.
+pub const WWN_OUI: u64 = 0x56_4d53;
+
+/// A stable NAA 5 world wide name for `serial` (ACS-3 7.12.7.60, words 108-111: bits 63:60 NAA
+/// 5h, 59:36 the IEEE OUI, 35:0 a unique id): [`WWN_OUI`] and 36 bits of an FNV-1a hash of the
+/// serial number.
+pub fn wwn_from_serial(serial: &str) -> u64 {
+    let hash = serial.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    5 << 60 | WWN_OUI << 36 | (hash & 0xf_ffff_ffff)
 }
 
 /// Store `s` as an ATA string in `words`: two characters per word, the first in the high byte
@@ -95,6 +120,9 @@ pub fn identify_device(p: &IdentifyParams<'_>) -> [u16; 256] {
     // Word 0: general configuration; bit 15 clear = ATA device, bit 6 = fixed (obsolete).
     w[0] = 0x0040;
     w[1] = cylinders;
+    // Word 2: specific configuration C837h: no SET FEATURES needed to spin up, IDENTIFY
+    // DEVICE response complete (ACS-3 7.12.7.4).
+    w[2] = 0xc837;
     w[3] = 16;
     w[6] = 63;
     put_string(&mut w[10..20], p.serial);
@@ -102,12 +130,16 @@ pub fn identify_device(p: &IdentifyParams<'_>) -> [u16; 256] {
     put_string(&mut w[27..47], p.model);
     // Word 47: 8000h | max sectors per DRQ block of READ/WRITE MULTIPLE.
     w[47] = 0x8000 | u16::from(MAX_MULTIPLE_SECTORS);
+    // Word 48: trusted computing feature set options: bit 14 shall be one, bit 0 clear (not
+    // supported).
+    w[48] = 0x4000;
     // Word 49: bit 11 IORDY supported, bit 10 IORDY may be disabled, bit 9 LBA, bit 8 DMA.
     w[49] = 0x0f00;
     // Word 50: bit 14 shall be one.
     w[50] = 0x4000;
-    // Word 53: bit 2 word 88 valid, bit 1 words 64-70 valid.
-    w[53] = 0x0006;
+    // Word 53: bit 2 word 88 valid, bit 1 words 64-70 valid, bit 0 (obsolete, still read by
+    // hdparm) words 54-58 valid.
+    w[53] = 0x0007;
     // Words 54-58: current CHS translation.
     w[54] = cylinders;
     w[55] = 16;
@@ -143,29 +175,37 @@ pub fn identify_device(p: &IdentifyParams<'_>) -> [u16; 256] {
     }
     // Word 75: NCQ queue depth - 1.
     w[75] = u16::from(NCQ_QUEUE_DEPTH - 1);
-    // Word 76: SATA capabilities: bit 8 NCQ, bits 3:1 Gen3/Gen2/Gen1 signalling speeds.
-    w[76] = 0x010e;
-    // Word 77: bits 3:1 current negotiated speed (3 = Gen3, 6.0 Gb/s).
-    w[77] = 3 << 1;
-    // Words 78/79: optional SATA features supported/enabled: none (no software settings
-    // preservation, so every reset restores the power-on settings; no DIPM, no auto-activate).
-    w[78] = 0;
+    // Word 76: SATA capabilities: bit 8 NCQ, bits 3:1 Gen3/Gen2/Gen1 signalling speeds
+    // (every generation up to the device's highest).
+    let max_gen = p.max_gen.clamp(1, 3);
+    w[76] = 0x0100 | ((1u16 << max_gen) - 1) << 1;
+    // Word 77: bits 3:1 the current negotiated speed (ACS-3 7.12.7.35: 1 Gen1 .. 3 Gen3).
+    w[77] = u16::from(p.current_gen.min(max_gen)) << 1;
+    // Words 78/79: optional SATA features supported/enabled: bit 7 NCQ autosense (sense data
+    // in the NCQ Command Error log; no enable bit). Nothing else: no software settings
+    // preservation, so every reset restores the power-on settings; no DIPM, no auto-activate.
+    w[78] = 0x0080;
     w[79] = 0;
     // Word 80: major versions ATA/ATAPI-4 .. ACS-3 (bits 4..=10).
     w[80] = 0x07f0;
     // Word 81: minor version 010Ah = ACS-3 published, ANSI INCITS 522-2014.
     w[81] = 0x010a;
-    // Word 82: bit 6 look-ahead, bit 5 volatile write cache, bit 3 power management, bit 0
+    // Word 82: bit 6 look-ahead, bit 5 volatile write cache, bit 3 power management
+    // (mandatory: IDLE, STANDBY, SLEEP, CHECK POWER MODE; [`crate::ata::emulated`]), bit 0
     // SMART.
     w[82] = 0x0069;
     // Word 83: bit 14 shall be one, 13 FLUSH CACHE EXT, 12 FLUSH CACHE, 10 48-bit address.
     w[83] = 0x7400;
-    // Word 84: bit 14 shall be one, 6 WRITE DMA FUA EXT, 5 general purpose logging.
-    w[84] = 0x4060;
+    // Word 84: bit 14 shall be one, 8 world wide name, 6 WRITE DMA FUA EXT, 5 general
+    // purpose logging, 1 SMART self-test, 0 SMART error logging.
+    w[84] = 0x4163;
     // Words 85-87: the same features, "enabled" copies; 86 bit 15 = words 119-120 valid.
-    w[85] = 0x0009 | (u16::from(p.write_cache) << 5) | (u16::from(p.look_ahead) << 6);
+    w[85] = 0x0008
+        | u16::from(p.smart_enabled)
+        | (u16::from(p.write_cache) << 5)
+        | (u16::from(p.look_ahead) << 6);
     w[86] = 0xb400;
-    w[87] = 0x4060;
+    w[87] = 0x4163;
     // Word 93: SATA devices report 0 (no PATA hardware reset result).
     w[93] = 0;
     // Words 100-103: sectors addressable by 48-bit commands.
@@ -173,15 +213,20 @@ pub fn identify_device(p: &IdentifyParams<'_>) -> [u16; 256] {
     for (i, word) in w[100..104].iter_mut().enumerate() {
         *word = (lba48 >> (16 * i)) as u16;
     }
+    // Words 108-111: world wide name, most significant word first (NAA in word 108 15:12).
+    for (i, word) in w[108..112].iter_mut().enumerate() {
+        *word = (p.wwn >> (48 - 16 * i)) as u16;
+    }
     // Word 105: max 512-byte blocks of DSM LBA range entries.
     w[105] = DSM_MAX_BLOCKS;
     // Word 106: bit 14 shall be one; bits 13/12 clear: one 512-byte logical sector per
     // 512-byte physical sector.
     const _: () = assert!(SECTOR_SIZE == 512);
     w[106] = 0x4000;
-    // Words 119/120: bit 14 shall be one; bit 3 READ/WRITE LOG DMA EXT supported/enabled.
-    w[119] = 0x4008;
-    w[120] = 0x4008;
+    // Words 119/120: bit 14 shall be one; bit 6 sense data reporting, bit 3 READ/WRITE LOG
+    // DMA EXT supported/enabled.
+    w[119] = 0x4048;
+    w[120] = 0x4008 | u16::from(p.sense_reporting) << 6;
     // Word 169: bit 0 DATA SET MANAGEMENT TRIM supported.
     w[169] = u16::from(p.trim);
     // Word 217: nominal media rotation rate: 1 = non-rotating (solid state).
@@ -225,7 +270,48 @@ mod tests {
             look_ahead: true,
             transfer_mode: TransferMode::UltraDma(6),
             trim: true,
+            wwn: wwn_from_serial("SER123"),
+            max_gen: 3,
+            current_gen: 2,
+            smart_enabled: true,
+            sense_reporting: false,
         }
+    }
+
+    #[test]
+    fn wwn_is_naa5_stable_and_in_words_108_to_111() {
+        let a = wwn_from_serial("SER123");
+        assert_eq!(a >> 60, 5);
+        assert_eq!((a >> 36) & 0xff_ffff, WWN_OUI);
+        assert_eq!(a, wwn_from_serial("SER123"));
+        assert_ne!(a, wwn_from_serial("SER124"));
+        let w = identify_device(&IdentifyParams {
+            wwn: 0x5001_2345_6789_abcd,
+            ..params(1000)
+        });
+        assert_eq!(&w[108..112], &[0x5001, 0x2345, 0x6789, 0xabcd]);
+        assert_eq!((w[84] & 0x0100, w[87] & 0x0100), (0x0100, 0x0100));
+    }
+
+    #[test]
+    fn speeds_and_chs_words() {
+        let w = identify_device(&params(1_000_000));
+        assert_eq!(w[76] & 0x000e, 0x000e, "Gen1-3 supported");
+        assert_eq!((w[77] >> 1) & 7, 2, "Gen2 negotiated");
+        let w = identify_device(&IdentifyParams {
+            max_gen: 1,
+            current_gen: 3,
+            ..params(1_000_000)
+        });
+        assert_eq!((w[76] & 0x000e, (w[77] >> 1) & 7), (0x0002, 1));
+        // Current CHS: valid (word 53 bit 0), and words 57-58 = C * H * S.
+        assert_eq!(w[53] & 1, 1);
+        assert_eq!((w[54], w[55], w[56]), (w[1], 16, 63));
+        let chs = u32::from(w[57]) | u32::from(w[58]) << 16;
+        assert_eq!(chs, u32::from(w[54]) * 16 * 63);
+        assert!(u64::from(chs) <= 1_000_000);
+        assert_eq!(w[2], 0xc837);
+        assert_eq!(w[48], 0x4000);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod atapi;
 pub mod command;
+pub mod dco;
 pub mod emulated;
 pub mod identify;
 pub mod inject;
@@ -12,6 +13,8 @@ pub mod log;
 pub mod names;
 pub mod passthrough;
 pub mod registers;
+pub mod smart;
+pub mod stats_log;
 pub mod taskfile;
 
 pub use emulated::{DriveConfig, DriveError, EmulatedDrive};

@@ -12,6 +12,9 @@ pub mod status {
     pub const DSC: u8 = 0x10;
     /// DRQ: data request.
     pub const DRQ: u8 = 0x08;
+    /// SENSE DATA AVAILABLE (ACS-3 6.2.10, with sense data reporting enabled): REQUEST SENSE
+    /// DATA EXT has sense data for the command that just ended.
+    pub const SENSE: u8 = 0x02;
     /// ERR: an error occurred (see the Error register).
     pub const ERR: u8 = 0x01;
 }

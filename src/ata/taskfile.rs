@@ -15,6 +15,15 @@ pub const LBA28_MAX: u64 = 0x0fff_ffff;
 pub const STATUS_GOOD: u8 = status::DRDY | status::DSC;
 /// Status of a failed command in a Register D2H FIS (51h).
 pub const STATUS_ERROR: u8 = STATUS_GOOD | status::ERR;
+/// Status of a command the device refuses (ABRT): DRDY|ERR, 41h, what drives (and QEMU's
+/// ide-hd) answer: DSC/SERV is only meaningful after a seek or a service request, and ACS-3
+/// 6.2 lets it read 0 in the error outputs of every command that does not define it.
+pub const STATUS_ABORT: u8 = status::DRDY | status::ERR;
+
+/// The Error register of a write refused because the drive is read-only (`readonly=on`):
+/// ABRT and IDNF, the pair Linux's libata does not count against the link (the reasoning is at
+/// `EmulatedDrive::refuse_write`, src/ata/emulated/read_only.rs).
+pub const WRITE_PROTECTED_ERROR: u8 = error::ABRT | error::IDNF;
 
 /// A command's registers as the device interprets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,20 +133,33 @@ pub fn d2h_good() -> RegisterD2h {
     }
 }
 
-/// Register D2H FIS ending a command with `error` bits (I=1, status DRDY|ERR).
+/// Register D2H FIS ending a command with `error` bits (I=1, status DRDY|ERR; a plain ABRT
+/// reads 41h as in [`d2h_abort`], a media error 51h).
 pub fn d2h_error(error: u8) -> RegisterD2h {
     RegisterD2h {
         interrupt: true,
-        status: STATUS_ERROR,
+        status: if error == error::ABRT {
+            STATUS_ABORT
+        } else {
+            STATUS_ERROR
+        },
         error,
         device: device::LBA,
         ..Default::default()
     }
 }
 
-/// Register D2H FIS ending a command with ABRT.
-pub fn d2h_abort() -> RegisterD2h {
-    d2h_error(error::ABRT)
+/// Register D2H FIS ending a command with ABRT (ACS-3 "Error outputs" of every command:
+/// Error ABRT, Status DRDY|ERR = 41h). `device` is the command's Device register, which the
+/// device leaves as it was (drives return the Device field they were sent; libata prints it).
+pub fn d2h_abort(device: u8) -> RegisterD2h {
+    RegisterD2h {
+        interrupt: true,
+        status: STATUS_ABORT,
+        error: error::ABRT,
+        device,
+        ..Default::default()
+    }
 }
 
 /// Register D2H FIS reporting `lba` in the LBA fields (for a 28-bit command bits 27:24 go to

@@ -119,6 +119,16 @@ pub trait SataDevice: Send {
         None
     }
 
+    /// The highest SATA generation (1: 1.5, 2: 3.0, 3: 6.0 Gb/s) the device end of the link
+    /// can signal at; the port negotiates the link speed with it at every COMRESET.
+    fn max_link_gen(&self) -> u8 {
+        3
+    }
+
+    /// The link came up (after COMRESET or power-on) at generation `gen` (what the port
+    /// negotiated, SATA 3.x 8.4 OOB and speed negotiation); IDENTIFY word 77 reports it.
+    fn link_negotiated(&mut self, _gen: u8) {}
+
     /// A link change since the last call, if any. A device that has one signals its
     /// completion notifier; the port polls this whenever it collects completions. Devices
     /// whose link never changes keep the default.

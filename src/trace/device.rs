@@ -275,6 +275,14 @@ impl SataDevice for TracedDevice {
         self.inner.abort_all();
     }
 
+    fn max_link_gen(&self) -> u8 {
+        self.inner.max_link_gen()
+    }
+
+    fn link_negotiated(&mut self, gen: u8) {
+        self.inner.link_negotiated(gen)
+    }
+
     fn poll_link(&mut self) -> Option<LinkEvent> {
         self.inner.poll_link()
     }

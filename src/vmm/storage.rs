@@ -792,6 +792,7 @@ fn open_drive(
                     model,
                     serial,
                     read_only,
+                    wwn,
                     engine,
                     ..
                 },
@@ -802,6 +803,7 @@ fn open_drive(
                 model,
                 serial,
                 read_only,
+                wwn,
                 engine,
             };
             let drive =

@@ -128,6 +128,7 @@ impl TestHba {
                 path: img.0.clone(),
                 model: Some(MODEL.to_string()),
                 serial: Some(serial(p)),
+                wwn: None,
                 read_only: false,
                 engine: Default::default(),
             };

@@ -183,13 +183,13 @@ fn removal_with_ncq_in_flight_loses_the_commands_and_a_new_drive_answers() {
     let (dev2, h2) = mock();
     p.attach(dev2).unwrap();
     assert!(p.present());
-    assert_eq!(p.read(reg::SSTS), 0x123);
+    assert_eq!(p.read(reg::SSTS), 0x133);
     assert_eq!(p.read(reg::SERR), pxserr::DIAG_X | pxserr::DIAG_N);
     assert_eq!(p.take_new_events(), pxis::PCS | pxis::PRCS);
     assert_eq!(p.read(reg::SIG), 0x101);
     assert_eq!(p.read(reg::TFD), 0x150);
     linux_comreset(&mut p);
-    assert_eq!(p.read(reg::SSTS), 0x123);
+    assert_eq!(p.read(reg::SSTS), 0x133);
     assert_eq!(p.read(reg::SIG), 0x101);
     assert_eq!(h2.state().comresets, 2);
     p.write(reg::CMD, pxcmd::FRE | pxcmd::ST, ALL);
@@ -282,7 +282,7 @@ fn insertion_while_software_holds_comreset_comes_up_when_it_lets_go() {
     assert_eq!(p.read(reg::SSTS) & scr::DET_MASK, 0);
     assert_eq!(p.read(reg::SIG), 0xffff_ffff);
     p.write(reg::SCTL, 0x300, ALL);
-    assert_eq!(p.read(reg::SSTS), 0x123);
+    assert_eq!(p.read(reg::SSTS), 0x133);
     assert_eq!(p.read(reg::SIG), 0x101);
     assert_ne!(p.read(reg::IS) & pxis::PCS, 0);
 }
@@ -301,7 +301,7 @@ fn add_to_an_empty_port_then_linux_comreset_gives_the_signature() {
     // libahci's hot-plug EH: stop the engine, hard reset, classify by PxSIG, restart.
     p.write(reg::CMD, pxcmd::FRE, ALL);
     linux_comreset(&mut p);
-    assert_eq!(p.read(reg::SSTS), 0x123);
+    assert_eq!(p.read(reg::SSTS), 0x133);
     assert_eq!(p.read(reg::SIG), 0x101, "an ATA device");
     assert_eq!(p.read(reg::TFD) & 0xff, 0x50);
     p.write(reg::CMD, pxcmd::FRE | pxcmd::ST, ALL);

@@ -69,6 +69,7 @@ impl Port {
         }
         self.signature_pending = None;
         self.link = Link::Up;
+        self.negotiate_link();
         self.raise(pxis::PCS | pxis::PRCS);
         self.set_serr(pxserr::DIAG_X | pxserr::DIAG_N);
         self.trace_link("restored");

@@ -52,6 +52,8 @@ pub struct Port {
     ci: u32,
     sntf: u32,
     link: Link,
+    /// The SATA generation the link negotiated at its last COMRESET ([`Port::negotiate_link`]).
+    link_gen: u8,
     /// The device reported that PhyRdy dropped ([`crate::sata::LinkEvent::Lost`]) and has not
     /// come back yet: PxSSTS.DET reads 0 and COMRESET cannot bring the link up.
     phy_lost: bool,
@@ -158,6 +160,7 @@ impl Port {
             ci: 0,
             sntf: 0,
             link: Link::Up,
+            link_gen: 0,
             phy_lost: false,
             signature_pending: None,
             issued: 0,
@@ -203,6 +206,25 @@ impl Port {
         // a signature that has not arrived yet, and as QEMU's ahci-test expects).
         let sig = self.device.comreset();
         self.signature_pending = self.present.then_some(sig);
+        if self.link == Link::Up {
+            self.negotiate_link();
+        }
+    }
+
+    /// Speed negotiation as the link comes up (SATA 3.x 8.4.1; AHCI 3.3.11 PxSCTL.SPD): the
+    /// fastest generation the HBA (CAP.ISS), the device and the guest's limit (PxSCTL.SPD,
+    /// 0 = no limit) all allow. PxSSTS.SPD reports it and the device learns it (IDENTIFY word
+    /// 77). PxSCTL.IPM needs nothing: this link never leaves the active state (CAP.PSC and
+    /// CAP.SSC are clear, the device offers no DIPM), so every IPM restriction holds.
+    fn negotiate_link(&mut self) {
+        let limit = ((self.sctl & scr::SPD_MASK) >> scr::SPD_SHIFT) as u8;
+        let mut gen =
+            (crate::ahci::regs::cap::ISS_GEN3 as u8).min(self.device.max_link_gen().max(1));
+        if limit != 0 {
+            gen = gen.min(limit);
+        }
+        self.link_gen = gen;
+        self.device.link_negotiated(gen);
     }
 
     /// `device` as the port keeps it: wrapped for tracing when the tracer is on.
@@ -356,7 +378,7 @@ impl Port {
             reg::SIG => self.sig,
             reg::SSTS => match self.link {
                 _ if self.phy_lost => 0,
-                Link::Up => scr::SSTS_LINK_UP,
+                Link::Up => scr::ssts_link_up(self.link_gen),
                 Link::Down if self.sctl & scr::DET_MASK == scr::DET_OFFLINE => scr::DET_OFFLINE,
                 Link::Down => 0,
             },
@@ -503,6 +525,7 @@ impl Port {
             // back when it does (see `link`).
             0 if self.link == Link::Down && !self.phy_lost => {
                 self.link = Link::Up;
+                self.negotiate_link();
                 // COMINIT from the device: presence changed (DIAG.X, mirrored by PxIS.PCS).
                 self.raise(pxis::PCS);
                 self.serr |= pxserr::DIAG_X;

@@ -41,7 +41,8 @@ fn reset_values_then_signature_on_fis_receive_enable() {
     let (mut p, h, mem) = port();
     assert_eq!(p.read(reg::TFD), 0x7f);
     assert_eq!(p.read(reg::SIG), 0xffff_ffff);
-    assert_eq!(p.read(reg::SSTS), 0x123);
+    // IPM active, Gen3 (the HBA's and the mock device's best), DET 3.
+    assert_eq!(p.read(reg::SSTS), 0x133);
     assert_eq!(p.read(reg::CMD), pxcmd::SUD | pxcmd::POD);
     for r in [
         reg::IS,
@@ -321,7 +322,7 @@ fn comreset_through_sctl_posts_the_signature() {
     );
     assert_eq!(p.read(reg::TFD), 0x7f);
     p.write(reg::SCTL, 0x300, ALL);
-    assert_eq!(p.read(reg::SSTS), 0x123);
+    assert_eq!(p.read(reg::SSTS), 0x133);
     assert_eq!(p.read(reg::SIG), 0x101);
     assert_eq!(p.read(reg::TFD) & 0xff, 0x50);
     assert_eq!(
@@ -409,4 +410,37 @@ fn sub_dword_writes_touch_only_their_bytes() {
     assert_eq!(p.read(reg::IS), pxis::DHRS);
     p.write(reg::CLB, 0x0000_5400, 0x0000_ff00);
     assert_eq!(p.read(reg::CLB), 0x5400);
+}
+
+/// PxSCTL.SPD = `spd`, COMRESET, then the link up again.
+fn comreset_with_spd(p: &mut Port, spd: u32) {
+    p.write(reg::SCTL, 0x301 | spd << 4, ALL);
+    p.write(reg::SCTL, 0x300 | spd << 4, ALL);
+}
+
+#[test]
+fn link_speed_is_negotiated_at_comreset_from_sctl_spd_and_the_device() {
+    let (mut p, h, _mem) = started();
+    assert_eq!(h.state().negotiated, vec![3], "power-on: Gen3");
+    // The guest limits the link (libata.force=1.5G writes SControl 310h).
+    comreset_with_spd(&mut p, 1);
+    assert_eq!(p.read(reg::SSTS), 0x113);
+    comreset_with_spd(&mut p, 2);
+    assert_eq!(p.read(reg::SSTS), 0x123);
+    // A limit above what the HBA (CAP.ISS = 3) offers does not raise it; 0 lifts the limit.
+    comreset_with_spd(&mut p, 0xf);
+    assert_eq!(p.read(reg::SSTS), 0x133);
+    comreset_with_spd(&mut p, 0);
+    assert_eq!(p.read(reg::SSTS), 0x133);
+    // A device that only does Gen2 (a pass-through drive behind a 3 Gb/s host link).
+    h.state().max_gen = 2;
+    comreset_with_spd(&mut p, 0);
+    assert_eq!(p.read(reg::SSTS), 0x123);
+    comreset_with_spd(&mut p, 1);
+    assert_eq!(p.read(reg::SSTS), 0x113);
+    assert_eq!(h.state().negotiated, vec![3, 1, 2, 3, 3, 2, 1]);
+    // SPD only changes at COMRESET: written alone it leaves the link as it is.
+    p.write(reg::SCTL, 0x320, ALL);
+    assert_eq!(p.read(reg::SSTS), 0x113);
+    assert_eq!(p.read(reg::SCTL), 0x320);
 }

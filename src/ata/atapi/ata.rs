@@ -49,7 +49,8 @@ pub fn done(slot: u8, d2h: RegisterD2h) -> Submission {
 fn identify_packet(slot: u8, data: &DataPath, id: &PacketIdentity<'_>) -> Submission {
     let bytes = crate::ata::identify::to_bytes(&identify_packet_device(id));
     if data.write_at(0, &bytes).is_err() {
-        return done(slot, d2h_abort());
+        // (A PACKET device's Device register carries no address: 0.)
+        return done(slot, d2h_abort(0));
     }
     Submission::Complete(Completion {
         slot,
@@ -87,7 +88,7 @@ pub fn command(
         opcode::SET_FEATURES if fis.features as u8 == 0x03 => {
             return match TransferMode::from_count(fis.count as u8) {
                 Some(m) => (done(slot, d2h_good()), Effect::TransferMode(m)),
-                None => (done(slot, d2h_abort()), Effect::None),
+                None => (done(slot, d2h_abort(fis.device)), Effect::None),
             };
         }
         opcode::SET_FEATURES => done(slot, d2h_good()),
@@ -103,7 +104,7 @@ pub fn command(
         | opcode::IDLE
         | opcode::STANDBY
         | opcode::SLEEP => done(slot, d2h_good()),
-        _ => done(slot, d2h_abort()),
+        _ => done(slot, d2h_abort(fis.device)),
     };
     (s, Effect::None)
 }

@@ -263,7 +263,7 @@ impl AtapiHostDrive {
     ) -> Submission {
         let packet = PacketCommand::decode(fis);
         if self.current.is_some() {
-            return ata::done(slot, d2h_abort());
+            return ata::done(slot, d2h_abort(fis.device));
         }
         let cdb = &acmd[..usize::from(packet::PACKET_BYTES)];
         if cdb[0] == op::REQUEST_SENSE {
@@ -374,7 +374,7 @@ impl SataDevice for AtapiHostDrive {
 
     fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission {
         if self.current.is_some() {
-            return ata::done(slot, d2h_abort());
+            return ata::done(slot, d2h_abort(fis.device));
         }
         let id = PacketIdentity {
             serial: &self.serial,

@@ -270,7 +270,7 @@ impl AtapiDrive {
         let packet = PacketCommand::decode(fis);
         if self.reads.busy() {
             // Not queued: the port sends one command at a time; a second one is refused.
-            return ata::done(slot, d2h_abort());
+            return ata::done(slot, d2h_abort(fis.device));
         }
         let cdb = &acmd[..usize::from(packet::PACKET_BYTES)];
         match self.execute(slot, packet, cdb, &data) {
@@ -316,7 +316,7 @@ impl SataDevice for AtapiDrive {
 
     fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission {
         if self.reads.busy() {
-            return ata::done(slot, d2h_abort());
+            return ata::done(slot, d2h_abort(fis.device));
         }
         let id = identify::PacketIdentity {
             serial: &self.serial,

@@ -18,10 +18,13 @@
 //!   ending with a Register D2H FIS, or for PIO with its PIO Setup FISes — see [`media`].
 //! - IDENTIFY, logs, SMART, SET FEATURES and the other non-data commands answer at once from
 //!   the drive's own state ([`commands`]): a copy of at most a few sectors into guest memory.
+//!   SMART self-tests read the image through the engine in steps ([`smart`]); the power
+//!   states (IDLE, STANDBY, SLEEP: only a reset wakes it) are in [`power`].
 //!
 //! Errors: LBA range past the end: IDNF; host I/O error: UNC with the first failing LBA; PRDT
 //! overflow or a PRD entry outside guest RAM: ABRT (the AHCI layer reports the overflow in
-//! its own registers as well); writes or TRIM on a read-only drive: ABRT; unknown or
+//! its own registers as well); writes or TRIM on a read-only drive: ABRT|IDNF, WRITE PROTECTED
+//! sense data ([`read_only`]); unknown or
 //! unsupported commands: ABRT. A non-queued command while queued commands are outstanding is
 //! aborted (the outstanding ones continue); in the NCQ error state (after a queued command
 //! failed, or a queued command came with a tag already in use) new queued commands are aborted
@@ -34,6 +37,9 @@
 
 mod commands;
 pub mod media;
+pub mod power;
+mod read_only;
+pub mod smart;
 
 #[cfg(test)]
 mod tests;
@@ -54,13 +60,18 @@ use super::identify::TransferMode;
 use super::log::NcqError;
 use super::registers::control;
 use super::registers::error as ata_error;
-use super::taskfile::{d2h_abort, signature, FpdmaCommand, Taskfile, STATUS_ERROR};
+use super::taskfile::{d2h_abort, signature, FpdmaCommand, Taskfile, STATUS_ABORT, STATUS_ERROR};
 use media::{InFlight, MediaOp, Report};
+use read_only::Refusal;
+pub use read_only::WRITE_PROTECTED;
 
 /// Default model string (IDENTIFY words 27-46).
 pub const DEFAULT_MODEL: &str = "satavm emulated SATA drive";
-/// Firmware revision (IDENTIFY words 23-26).
-pub const FIRMWARE_REVISION: &str = "0.1.0";
+/// Firmware revision (IDENTIFY words 23-26). Four characters, because libata's SCSI
+/// translation takes the INQUIRY product revision from the last four characters of the
+/// eight, or the first four when those are blank (`ata_scsiop_inq_std`, as SAT-3 says): "SV01"
+/// reads the same in `hdparm -I`, `smartctl -i` and `lsblk -o REV`.
+pub const FIRMWARE_REVISION: &str = "SV01";
 
 /// How to create an [`EmulatedDrive`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +82,10 @@ pub struct DriveConfig {
     pub model: Option<String>,
     /// IDENTIFY serial number (at most 20 characters); default derived from the path.
     pub serial: Option<String>,
-    /// Refuse writes (they fail with ABRT).
+    /// Refuse writes (they fail with ABRT|IDNF and WRITE PROTECTED sense data).
     pub read_only: bool,
+    /// World wide name (IDENTIFY words 108-111); default derived from the serial number.
+    pub wwn: Option<u64>,
     /// Which I/O engine moves the data.
     pub engine: EngineChoice,
 }
@@ -129,6 +142,15 @@ pub struct EmulatedDrive {
     nonqueued_active: Option<u8>,
     /// Set when a queued command failed; cleared by reading log page 10h or a reset.
     ncq_error: Option<NcqError>,
+    wwn: u64,
+    /// The SATA generation the link negotiated (IDENTIFY word 77).
+    link_gen: u8,
+    power: power::PowerState,
+    smart: smart::SmartState,
+    /// Sense data reporting enabled (SET FEATURES C3h; IDENTIFY word 120 bit 6).
+    sense_reporting: bool,
+    /// Sense data for REQUEST SENSE DATA EXT: that of the last command that failed with it.
+    sense: Option<(u8, u8, u8)>,
 }
 
 impl std::fmt::Debug for EmulatedDrive {
@@ -184,14 +206,18 @@ impl EmulatedDrive {
             .serial
             .clone()
             .unwrap_or_else(|| serial_from_path(&config.path));
-        Ok(Self::with_engine(
+        let mut drive = Self::with_engine(
             engine,
             notifier,
             sectors,
             config.read_only,
             config.model.clone(),
             serial,
-        ))
+        );
+        if let Some(wwn) = config.wwn {
+            drive.wwn = wwn;
+        }
+        Ok(drive)
     }
 
     /// A drive of `capacity` sectors whose medium is behind `engine` (a test engine, or one
@@ -209,13 +235,37 @@ impl EmulatedDrive {
             capacity,
             read_only,
             model: model.unwrap_or_else(|| DEFAULT_MODEL.to_string()),
+            wwn: super::identify::wwn_from_serial(&serial),
             serial,
             settings: Settings::default(),
             srst: false,
             ncq_active: 0,
             nonqueued_active: None,
             ncq_error: None,
+            link_gen: 0,
+            power: power::PowerState::default(),
+            smart: smart::SmartState::default(),
+            sense_reporting: false,
+            sense: None,
         }
+    }
+
+    /// Take time (power-on hours, the self-test log's timestamps) from `clock`, which the
+    /// drive's power-on is set to now (tests).
+    pub fn set_clock(&mut self, clock: Arc<dyn crate::clock::Clock>) {
+        let old = std::mem::replace(&mut self.smart, smart::SmartState::with_clock(clock));
+        self.smart.sectors_read = old.sectors_read;
+        self.smart.sectors_written = old.sectors_written;
+    }
+
+    /// The power state (ACS-3 4.15).
+    pub fn power_state(&self) -> power::PowerState {
+        self.power
+    }
+
+    /// The world wide name IDENTIFY reports.
+    pub fn wwn(&self) -> u64 {
+        self.wwn
     }
 
     /// Capacity in 512-byte sectors.
@@ -231,9 +281,12 @@ impl EmulatedDrive {
     /// Power-on defaults: settings, write cache on, NCQ error state cleared, every command
     /// forgotten.
     fn reset_state(&mut self) {
+        self.smart.reset();
         self.abort_all();
         self.ncq_error = None;
+        self.sense = None;
         self.settings = Settings::default();
+        self.power = self.power.after_reset();
     }
 
     /// A command that ends at once.
@@ -245,9 +298,9 @@ impl EmulatedDrive {
         })
     }
 
-    /// A command that ends at once with ABRT.
-    fn abort(slot: u8) -> Submission {
-        Self::complete(slot, vec![Fis::RegisterD2h(d2h_abort())], 0)
+    /// A command that ends at once with ABRT (status 41h, the command's Device register).
+    fn abort(slot: u8, device: u8) -> Submission {
+        Self::complete(slot, vec![Fis::RegisterD2h(d2h_abort(device))], 0)
     }
 
     /// Hand a media command to the engine; it ends in `poll_completions`. A command the
@@ -281,11 +334,11 @@ impl EmulatedDrive {
                 fua: f.fua || !self.settings.write_cache,
             },
             // NCQ NON-DATA, SEND/RECEIVE FPDMA QUEUED are not offered (IDENTIFY word 77).
-            _ => return Self::abort(slot),
+            _ => return Self::abort(slot, tf.device),
         };
         let bit = 1u32 << f.tag;
         if self.ncq_error.is_some() || self.nonqueued_active.is_some() {
-            return Self::abort(slot);
+            return Self::abort(slot, tf.device);
         }
         if self.ncq_active & bit != 0 {
             // A tag already in use is a malformed queued command (SATA 2.6 13.5.2, SATA-IO
@@ -298,8 +351,9 @@ impl EmulatedDrive {
                 lba: f.lba,
                 device: tf.device,
                 count: tf.count,
+                sense: None,
             });
-            return Self::abort(slot);
+            return Self::abort(slot, tf.device);
         }
         let report = Report::Queued {
             tag: f.tag,
@@ -307,10 +361,10 @@ impl EmulatedDrive {
             device: tf.device,
         };
         if self.read_only && matches!(op, MediaOp::Write { .. }) {
-            // Accepted, then failed with ABRT without touching the medium.
+            // Accepted, then failed without touching the medium (`read_only`).
             self.ncq_active |= bit;
             let failure = media::Failure {
-                error: ata_error::ABRT,
+                error: read_only::WRITE_PROTECTED_ERROR,
                 lba: None,
             };
             self.io.fail_queued(slot, op, report, data, failure);
@@ -339,7 +393,7 @@ impl EmulatedDrive {
         &self,
         tf: &Taskfile,
         proto: Protocol,
-    ) -> Option<Result<(MediaOp, Report), ()>> {
+    ) -> Option<Result<(MediaOp, Report), Refusal>> {
         use opcode::*;
         let rw = |write: bool, fua: bool| {
             let sectors = tf.sector_count();
@@ -375,7 +429,7 @@ impl EmulatedDrive {
                 | WRITE_MULTIPLE_FUA_EXT
         );
         if writes && self.read_only {
-            return Some(Err(()));
+            return Some(Err(Refusal::WriteProtected));
         }
         Some(Ok(match tf.command {
             READ_DMA | READ_DMA_EXT => (rw(false, false), dma),
@@ -397,11 +451,11 @@ impl EmulatedDrive {
             DATA_SET_MANAGEMENT if matches!(proto, Protocol::Dma(_)) => {
                 // Features bit 0: TRIM; Count: 512-byte blocks of range entries.
                 let blocks = tf.sector_count();
-                if tf.features & 1 == 0
-                    || blocks > u32::from(super::identify::DSM_MAX_BLOCKS)
-                    || self.read_only
-                {
-                    return Some(Err(()));
+                if self.read_only {
+                    return Some(Err(Refusal::WriteProtected));
+                }
+                if tf.features & 1 == 0 || blocks > u32::from(super::identify::DSM_MAX_BLOCKS) {
+                    return Some(Err(Refusal::Invalid));
                 }
                 (MediaOp::Trim { blocks }, dma)
             }
@@ -437,19 +491,36 @@ impl SataDevice for EmulatedDrive {
 
     fn submit(&mut self, slot: u8, fis: &RegisterH2d, data: DataPath) -> Submission {
         let tf = Taskfile::decode(fis);
+        if self.power == power::PowerState::Sleep {
+            // Only a reset wakes a sleeping drive; the command gets no answer (`power`).
+            log::debug!(
+                "emulated drive: command {:#04x} while asleep: no answer until a reset",
+                tf.command
+            );
+            return Submission::Pending { accepted: None };
+        }
         let Some(proto) = protocol(tf.command, tf.features) else {
             log::debug!("emulated drive: unsupported command {:#04x}", tf.command);
-            return Self::abort(slot);
+            return Self::abort(slot, tf.device);
         };
         if proto.is_queued() {
+            self.power = self.power.after_media_access();
             return self.submit_queued(slot, &tf, data);
         }
         if self.ncq_active != 0 || self.nonqueued_active.is_some() {
-            return Self::abort(slot);
+            return Self::abort(slot, tf.device);
+        }
+        // Sense data describes the last command; REQUEST SENSE DATA EXT reads it.
+        if tf.command != opcode::REQUEST_SENSE_DATA_EXT {
+            self.sense = None;
         }
         match self.media_command(&tf, proto) {
-            Some(Ok((op, report))) => self.start(slot, op, report, data),
-            Some(Err(())) => Self::abort(slot),
+            Some(Ok((op, report))) => {
+                self.power = self.power.after_media_access();
+                self.start(slot, op, report, data)
+            }
+            Some(Err(Refusal::WriteProtected)) => self.refuse_write(slot, tf.device),
+            Some(Err(Refusal::Invalid)) => Self::abort(slot, tf.device),
             None => self.run_sync(slot, &tf, proto, &data),
         }
     }
@@ -464,18 +535,35 @@ impl SataDevice for EmulatedDrive {
                 Report::Queued { tag, count, device } => {
                     self.ncq_active &= !(1u32 << (tag & 0x1f));
                     if let Some(failure) = done.failure {
+                        // A write refused by a read-only drive: WRITE PROTECTED sense data in
+                        // the log (NCQ autosense; see `refuse_write`).
+                        let protected = self.read_only
+                            && failure.error == read_only::WRITE_PROTECTED_ERROR
+                            && matches!(done.op, MediaOp::Write { .. });
                         // SATA 3.x 13.6.5: the device reports the error with SActive clear for
                         // the tag, aborts every other outstanding command and refuses queued
                         // commands until log page 10h is read.
                         self.enter_ncq_error(NcqError {
                             tag,
-                            status: STATUS_ERROR,
+                            status: if protected {
+                                STATUS_ABORT | super::registers::status::SENSE
+                            } else {
+                                STATUS_ERROR
+                            },
                             error: failure.error,
                             lba: failure.lba.unwrap_or(done.start_lba),
                             device,
                             count,
+                            sense: protected.then_some(WRITE_PROTECTED),
                         });
+                    } else {
+                        self.count_media(&done);
                     }
+                }
+                Report::SelfTest => {
+                    self.smart
+                        .step_done(done.failure.map(|f| f.lba.unwrap_or(done.start_lba)));
+                    continue;
                 }
                 Report::DisableWriteCache => {
                     self.nonqueued_active = None;
@@ -483,10 +571,16 @@ impl SataDevice for EmulatedDrive {
                         self.settings.write_cache = false;
                     }
                 }
-                _ => self.nonqueued_active = None,
+                _ => {
+                    self.nonqueued_active = None;
+                    if done.failure.is_none() {
+                        self.count_media(&done);
+                    }
+                }
             }
             out.push(done.completion);
         }
+        self.advance_self_test();
         out
     }
 
@@ -494,6 +588,14 @@ impl SataDevice for EmulatedDrive {
         self.io.abort_all();
         self.ncq_active = 0;
         self.nonqueued_active = None;
+        // The port stopped its engine: a self-test goes on (a reset has ended it already in
+        // `reset_state`); its step in the engine was forgotten and is read again.
+        self.smart.step_lost();
+        self.advance_self_test();
+    }
+
+    fn link_negotiated(&mut self, gen: u8) {
+        self.link_gen = gen;
     }
 
     fn draining(&self) -> bool {

@@ -361,6 +361,7 @@ impl InjectingDevice {
                 lba,
                 device: tf.device,
                 count: tf.count,
+                sense: None,
             });
             self.held.push((
                 self.clock.now(),
@@ -416,7 +417,7 @@ impl InjectingDevice {
         if tf.count != 1 || data.write_at(0, &page).is_err() {
             return Some(Submission::Complete(Completion {
                 slot,
-                fises: vec![Fis::RegisterD2h(d2h_abort())],
+                fises: vec![Fis::RegisterD2h(d2h_abort(tf.device))],
                 bytes_transferred: 0,
             }));
         }
@@ -497,7 +498,7 @@ impl SataDevice for InjectingDevice {
             if proto.is_some_and(Protocol::is_queued) {
                 return Submission::Complete(Completion {
                     slot,
-                    fises: vec![Fis::RegisterD2h(d2h_abort())],
+                    fises: vec![Fis::RegisterD2h(d2h_abort(tf.device))],
                     bytes_transferred: 0,
                 });
             }
@@ -545,6 +546,14 @@ impl SataDevice for InjectingDevice {
         self.held.clear();
         self.fate = [Fate::Normal; 32];
         self.inner.abort_all();
+    }
+
+    fn max_link_gen(&self) -> u8 {
+        self.inner.max_link_gen()
+    }
+
+    fn link_negotiated(&mut self, gen: u8) {
+        self.inner.link_negotiated(gen)
     }
 
     fn poll_link(&mut self) -> Option<LinkEvent> {

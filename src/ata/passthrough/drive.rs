@@ -18,6 +18,7 @@ use super::transfer::{self, PlanError};
 use super::{PassthroughConfig, PassthroughStats};
 use crate::ata::command::{self, opcode, Protocol};
 use crate::ata::registers::{control, error, status, ATA_SIGNATURE_LBA, SECTOR_SIZE};
+use crate::ata::taskfile::{d2h_abort, WRITE_PROTECTED_ERROR};
 use crate::block::{Engine, EngineStats};
 use crate::sata::{Completion, DataPath, Fis, RegisterD2h, RegisterH2d, SataDevice, Submission};
 
@@ -53,6 +54,8 @@ pub struct PassthroughDrive {
     vanished_reported: bool,
     /// The locks on the host's device nodes, released with the drive (see `open.rs`).
     pub(super) host_locks: super::HostLocks,
+    /// The host link's negotiated SATA generation (sysfs `sata_spd`), if known.
+    host_link_gen: Option<u8>,
 }
 
 impl std::fmt::Debug for PassthroughDrive {
@@ -134,7 +137,14 @@ impl PassthroughDrive {
             srst: false,
             vanished_reported: false,
             host_locks: super::HostLocks::default(),
+            host_link_gen: None,
         }
+    }
+
+    /// The speed of the host's own link to the drive (SATA generation, from sysfs), which the
+    /// guest's link reports unless the guest limits it (PxSCTL.SPD).
+    pub fn set_host_link_gen(&mut self, gen: Option<u8>) {
+        self.host_link_gen = gen.filter(|g| (1..=3).contains(g));
     }
 
     /// The most 512-byte sectors one host command carries; longer guest transfers are split.
@@ -176,7 +186,34 @@ impl PassthroughDrive {
             fis.command,
             fis.features
         );
-        complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::ABRT))])
+        // satavm's own refusal reads as the drive's would: DRDY|ERR (41h), ABRT, the
+        // command's Device register left as it was.
+        complete(slot, vec![Fis::RegisterD2h(d2h_abort(fis.device))])
+    }
+
+    /// A write refused by `readonly=on`: ABRT|IDNF, as the emulated drive answers (libata
+    /// does not count it against the link). A queued one enters the NCQ error state naming
+    /// its tag, so that libata's READ LOG EXT 10h finds it (answered here, not by the drive).
+    fn refuse_write(&mut self, slot: u8, fis: &RegisterH2d, why: &str) -> Submission {
+        log::debug!(
+            "{}: guest command {:#04x} refused (read-only): {why}",
+            self.path.display(),
+            fis.command
+        );
+        let mut d2h = d2h_abort(fis.device);
+        d2h.error = WRITE_PROTECTED_ERROR;
+        let queued = command::protocol(fis.command, fis.features).is_some_and(|p| p.is_queued());
+        if queued && self.ncq_error.is_none() {
+            self.abort_queued();
+            let mut regs = fises::synthetic_error(WRITE_PROTECTED_ERROR);
+            regs.status = d2h.status;
+            regs.lba = fis.lba;
+            regs.count = fis.count;
+            regs.device = fis.device;
+            let tag = ((fis.count >> 3) & 0x1f) as u8;
+            self.ncq_error = Some(NcqErrorRecord { tag, regs });
+        }
+        complete(slot, vec![Fis::RegisterD2h(d2h)])
     }
 
     fn answer(&self, slot: u8, a: LocalAnswer) -> Submission {
@@ -379,6 +416,7 @@ impl SataDevice for PassthroughDrive {
         match policy::decide(fis, self.allow_all, self.read_only) {
             Decision::Forward => {}
             Decision::Refuse { reason } => return self.refuse(slot, fis, reason),
+            Decision::WriteProtected { reason } => return self.refuse_write(slot, fis, reason),
             Decision::Answer(a) => return self.answer(slot, a),
         }
         let Some(protocol) = command::protocol(fis.command, fis.features) else {
@@ -386,7 +424,7 @@ impl SataDevice for PassthroughDrive {
         };
         if self.exec.vanished.load(Ordering::Relaxed) {
             self.report_vanished();
-            return complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::ABRT))]);
+            return complete(slot, vec![Fis::RegisterD2h(d2h_abort(fis.device))]);
         }
         let tag = protocol
             .is_queued()
@@ -409,7 +447,7 @@ impl SataDevice for PassthroughDrive {
                 regs.count = fis.count;
                 regs.device = fis.device;
                 self.ncq_error = Some(NcqErrorRecord { tag: t, regs });
-                return complete(slot, vec![Fis::RegisterD2h(fises::error_d2h(error::ABRT))]);
+                return complete(slot, vec![Fis::RegisterD2h(d2h_abort(fis.device))]);
             }
             // (In the NCQ error state the guest must be able to read log page 10h.)
             None if self.active_tags != 0 && self.ncq_error.is_none() => {
@@ -485,6 +523,10 @@ impl SataDevice for PassthroughDrive {
             }
         }
         out
+    }
+
+    fn max_link_gen(&self) -> u8 {
+        self.host_link_gen.unwrap_or(3)
     }
 
     fn abort_all(&mut self) {

@@ -42,11 +42,21 @@ pub fn d2h(regs: &AtaRegisters) -> RegisterD2h {
     }
 }
 
+/// Status satavm reports for an error of its own: ABRT alone as drives answer it (41h, see
+/// [`crate::ata::taskfile::STATUS_ABORT`]), anything else 51h.
+fn own_error_status(err: u8) -> u8 {
+    if err == error::ABRT {
+        crate::ata::taskfile::STATUS_ABORT
+    } else {
+        STATUS_ERR
+    }
+}
+
 /// Register D2H FIS for an error found without the drive.
 pub fn error_d2h(err: u8) -> RegisterD2h {
     RegisterD2h {
         interrupt: true,
-        status: STATUS_ERR,
+        status: own_error_status(err),
         error: err,
         ..Default::default()
     }
@@ -55,7 +65,7 @@ pub fn error_d2h(err: u8) -> RegisterD2h {
 /// The registers reported for a command aborted without the drive's answer.
 pub fn synthetic_error(err: u8) -> AtaRegisters {
     AtaRegisters {
-        status: STATUS_ERR,
+        status: own_error_status(err),
         error: err,
         ..Default::default()
     }

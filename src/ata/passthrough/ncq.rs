@@ -50,6 +50,7 @@ pub fn build_page(rec: &NcqErrorRecord) -> [u8; 512] {
         lba: r.lba,
         device: r.device,
         count: r.count,
+        sense: None,
     }))
 }
 

@@ -86,6 +86,18 @@ impl PassthroughDrive {
         };
         let mut drive = PassthroughDrive::with_engine(engine, limits, config);
         drive.host_locks = locks;
+        let host_gen = paths.device.as_deref().and_then(sysfs::host_link_gen);
+        drive.set_host_link_gen(host_gen);
+        log::info!(
+            "{}: host link speed {}",
+            path.display(),
+            match host_gen {
+                Some(1) => "1.5 Gbps",
+                Some(2) => "3.0 Gbps",
+                Some(3) => "6.0 Gbps",
+                _ => "unknown (the guest's link offers 6.0 Gbps)",
+            }
+        );
         log::info!("{}: {how}", path.display());
         log::info!(
             "{}: ATA drive \"{}\", {} sectors; host limits {:?}: up to {} sectors per command",

@@ -8,7 +8,7 @@
 //! [`crate::ata::command::protocol`] does not know are always refused: without knowing the
 //! protocol there is no way to move their data correctly.
 
-use crate::ata::command::{opcode, protocol, smart};
+use crate::ata::command::{dco, opcode, protocol, smart};
 use crate::sata::RegisterH2d;
 
 /// A command (or one subcommand of it) the policy refuses.
@@ -76,6 +76,7 @@ const TRUSTED: &str = "trusted computing (TCG/OPAL) can lock or erase the drive"
 const SCT: &str =
     "SCT commands can overwrite LBA ranges (SCT Write Same) and change drive settings";
 const VENDOR: &str = "vendor-specific: its effect is unknown";
+const SMART_SETTINGS: &str = "changes the drive's SMART settings or saved attributes";
 
 static REFUSED_BY_DEFAULT: &[RefusedCommand] = &[
     refuse(opcode::DOWNLOAD_MICROCODE, "DOWNLOAD MICROCODE", FIRMWARE),
@@ -136,6 +137,41 @@ static REFUSED_BY_DEFAULT: &[RefusedCommand] = &[
         Selector::LogAddress(0xe0),
         "SMART WRITE LOG to the SCT Command/Status log",
         SCT,
+    ),
+    // DEVICE CONFIGURATION OVERLAY: SET, RESTORE and FREEZE LOCK change (or fix until the next
+    // power cycle) the capacity and the features the drive reports; DCO IDENTIFY only reads
+    // the overlay and is forwarded.
+    refuse_sub(
+        opcode::DEVICE_CONFIGURATION_OVERLAY,
+        Selector::Features(dco::SET),
+        "DEVICE CONFIGURATION SET",
+        CAPACITY,
+    ),
+    refuse_sub(
+        opcode::DEVICE_CONFIGURATION_OVERLAY,
+        Selector::Features(dco::RESTORE),
+        "DEVICE CONFIGURATION RESTORE",
+        CAPACITY,
+    ),
+    refuse_sub(
+        opcode::DEVICE_CONFIGURATION_OVERLAY,
+        Selector::Features(dco::FREEZE_LOCK),
+        "DEVICE CONFIGURATION FREEZE LOCK",
+        CAPACITY,
+    ),
+    // SMART subcommands that write the drive's SMART state (SMART WRITE LOG to the SCT log is
+    // above; host-specific logs stay writable).
+    refuse_sub(
+        opcode::SMART,
+        Selector::Features(smart::SAVE_ATTRIBUTE_VALUES),
+        "SMART SAVE ATTRIBUTE VALUES",
+        SMART_SETTINGS,
+    ),
+    refuse_sub(
+        opcode::SMART,
+        Selector::Features(smart::ENABLE_DISABLE_AUTO_OFFLINE),
+        "SMART ENABLE/DISABLE AUTOMATIC OFF-LINE",
+        SMART_SETTINGS,
     ),
     refuse(
         opcode::SLEEP,
@@ -248,6 +284,11 @@ pub enum Decision {
     Refuse {
         reason: &'static str,
     },
+    /// A write refused by `read_only`: abort it without sending it, with the error a
+    /// read-only drive answers ([`crate::ata::taskfile::WRITE_PROTECTED_ERROR`]).
+    WriteProtected {
+        reason: &'static str,
+    },
     Answer(LocalAnswer),
 }
 
@@ -287,7 +328,7 @@ pub fn decide(fis: &RegisterH2d, allow_all: bool, read_only: bool) -> Decision {
     }
     if read_only {
         if let Some(r) = find(REFUSED_WHEN_READ_ONLY, fis) {
-            return Decision::Refuse { reason: r.reason };
+            return Decision::WriteProtected { reason: r.reason };
         }
     }
     if !allow_all {
@@ -386,7 +427,10 @@ mod tests {
             (0x63, 6),
         ] {
             assert!(
-                matches!(decide(&cmd(op, f), true, true), Decision::Refuse { .. }),
+                matches!(
+                    decide(&cmd(op, f), true, true),
+                    Decision::WriteProtected { .. }
+                ),
                 "{op:#x}/{f:#x}"
             );
             assert_eq!(
@@ -439,6 +483,46 @@ mod tests {
             decide(&cmd(0x08, 0), true, false),
             Decision::Refuse { .. }
         ));
+    }
+
+    #[test]
+    fn dco_identify_is_forwarded_and_dco_changes_are_refused_unless_allow_all() {
+        assert_eq!(decide(&cmd(0xb1, 0xc2), false, false), Decision::Forward);
+        assert_eq!(decide(&cmd(0xb1, 0xc2), false, true), Decision::Forward);
+        for sub in [0xc0u16, 0xc1, 0xc3] {
+            assert_eq!(
+                decide(&cmd(0xb1, sub), false, false),
+                Decision::Refuse { reason: CAPACITY },
+                "{sub:#x}"
+            );
+            assert!(refused_by_default()
+                .iter()
+                .any(|r| r.opcode == 0xb1 && r.selector == Some(Selector::Features(sub as u8))));
+            assert_eq!(decide(&cmd(0xb1, sub), true, false), Decision::Forward);
+        }
+        // An unknown DCO subcommand has no protocol: refused even with allow_all.
+        assert!(matches!(
+            decide(&cmd(0xb1, 0xc4), true, false),
+            Decision::Refuse { .. }
+        ));
+    }
+
+    #[test]
+    fn smart_subcommands_that_write_are_refused_unless_allow_all() {
+        for sub in [0xd3u16, 0xdb] {
+            assert_eq!(
+                decide(&cmd(0xb0, sub), false, false),
+                Decision::Refuse {
+                    reason: SMART_SETTINGS
+                },
+                "{sub:#x}"
+            );
+            assert_eq!(decide(&cmd(0xb0, sub), true, false), Decision::Forward);
+        }
+        // Reading SMART and running a self-test (it only reads the medium) are forwarded.
+        for sub in [0xd0u16, 0xd1, 0xd4, 0xd5, 0xda, 0xd8] {
+            assert_eq!(decide(&cmd(0xb0, sub), false, false), Decision::Forward);
+        }
     }
 
     #[test]

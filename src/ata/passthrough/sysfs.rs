@@ -120,6 +120,39 @@ pub fn sg_name(device: &Path) -> Option<String> {
         .find(|n| n.starts_with("sg"))
 }
 
+/// The SATA generation in a libata `sata_spd` attribute ("1.5 Gbps", "3.0 Gbps", "6.0 Gbps";
+/// "<unknown>" while the link is down).
+pub fn parse_sata_spd(text: &str) -> Option<u8> {
+    match text.trim() {
+        "1.5 Gbps" => Some(1),
+        "3.0 Gbps" => Some(2),
+        "6.0 Gbps" => Some(3),
+        _ => None,
+    }
+}
+
+/// The negotiated speed of the host's SATA link to the SCSI device whose sysfs directory is
+/// `device` (…/ataN/hostM/target…/M:0:0:0): libata's `ataN/linkK/ata_link/linkK/sata_spd` of
+/// the nearest `ataN` above it. `None` where there is none (not libata, a USB bridge...).
+pub fn host_link_gen(device: &Path) -> Option<u8> {
+    let device = fs::canonicalize(device).ok()?;
+    let ata = device.ancestors().find(|d| {
+        d.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("ata"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })?;
+    fs::read_dir(ata)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("link"))
+        .find_map(|n| {
+            let f = ata.join(&n).join("ata_link").join(&n).join("sata_spd");
+            parse_sata_spd(&fs::read_to_string(f).ok()?)
+        })
+}
+
 /// Read the limits from `paths`.
 pub fn read_limits(paths: &SysfsPaths) -> QueueLimits {
     let q = |f: &str| paths.queue.as_ref().and_then(|d| read_u32(&d.join(f)));
@@ -222,5 +255,22 @@ mod tests {
         let l = QueueLimits::default();
         assert_eq!(l.max_transfer_sectors(), DEFAULT_MAX_SECTORS);
         assert_eq!(l.workers(), 8);
+    }
+
+    #[test]
+    fn host_link_speed_from_the_ata_link_above_the_scsi_device() {
+        assert_eq!(parse_sata_spd("1.5 Gbps\n"), Some(1));
+        assert_eq!(parse_sata_spd("6.0 Gbps"), Some(3));
+        assert_eq!(parse_sata_spd("<unknown>"), None);
+        let root = std::env::temp_dir().join(format!("satavm-sysfs-spd-{}", std::process::id()));
+        let ata = root.join("pci0000:00/0000:00:1f.2/ata3");
+        let dev = ata.join("host2/target2:0:0/2:0:0:0");
+        fs::create_dir_all(&dev).unwrap();
+        assert_eq!(host_link_gen(&dev), None, "no link directory");
+        let link = ata.join("link3/ata_link/link3");
+        fs::create_dir_all(&link).unwrap();
+        fs::write(link.join("sata_spd"), "3.0 Gbps\n").unwrap();
+        assert_eq!(host_link_gen(&dev), Some(2));
+        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -510,7 +510,7 @@ fn a_timeout_becomes_abrt() {
     let dp = r.data(0x1000, 4096);
     r.drive.submit(1, &cmd(0x25, 0, 8, 40), dp);
     let d = only_d2h(&r.wait(1)[0]);
-    assert_eq!((d.status, d.error), (0x51, 0x04));
+    assert_eq!((d.status, d.error), (0x41, 0x04));
     assert_eq!(r.drive.stats().timeouts, 1);
     // The user is told which command timed out.
     assert_eq!(
@@ -631,8 +631,12 @@ fn a_vanished_device_fails_everything_with_abrt() {
 fn refused_and_locally_answered_commands_never_reach_the_drive() {
     let mut r = rig();
     let dp = r.data(0x1000, 512);
-    let c = immediate(r.drive.submit(0, &cmd(0x92, 0x07, 1, 0), dp));
-    assert_eq!(only_d2h(&c).error, 0x04);
+    let mut microcode = cmd(0x92, 0x07, 1, 0);
+    microcode.device = 0xa5;
+    let c = immediate(r.drive.submit(0, &microcode, dp));
+    // Refused as a drive aborts: DRDY|ERR (41h), ABRT, the Device register preserved.
+    let d = only_d2h(&c);
+    assert_eq!((d.status, d.error, d.device), (0x41, 0x04, 0xa5));
     let dp = r.data(0x1000, 0);
     let c = immediate(r.drive.submit(0, &cmd(0xef, 0x03, 0x46, 0), dp.clone()));
     assert_eq!(only_d2h(&c).status, 0x50);
@@ -809,4 +813,56 @@ fn a_reused_ncq_tag_is_an_ncq_error_naming_that_tag() {
     assert_eq!(page[0], 3, "NQ clear, tag 3");
     assert_eq!(page[3], 0x04);
     assert_eq!(page.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+}
+
+#[test]
+fn the_link_offers_the_host_links_speed() {
+    let mut r = rig();
+    assert_eq!(r.drive.max_link_gen(), 3, "unknown: the HBA's best");
+    r.drive.set_host_link_gen(Some(2));
+    assert_eq!(r.drive.max_link_gen(), 2);
+    r.drive.set_host_link_gen(Some(1));
+    assert_eq!(r.drive.max_link_gen(), 1);
+    r.drive.set_host_link_gen(Some(9));
+    assert_eq!(r.drive.max_link_gen(), 3, "nonsense from sysfs is ignored");
+}
+
+#[test]
+fn read_only_writes_are_refused_as_the_emulated_drive_refuses_them() {
+    let fake = FakeSatl::new();
+    let notifier = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let limits = QueueLimits::default();
+    let engine =
+        SgThreadEngine::with_transport(fake.clone(), notifier.clone(), limits.workers()).unwrap();
+    let config = PassthroughConfig {
+        read_only: true,
+        ..PassthroughConfig::new("/dev/fake-ro")
+    };
+    let mut r = Rig {
+        drive: PassthroughDrive::with_engine(Box::new(engine), limits, &config),
+        fake,
+        mem: Arc::new(VecMemory::new(4 << 20)),
+        notifier,
+    };
+    // Non-queued: ABRT|IDNF (not counted against the link by libata), never sent.
+    let dp = r.data(0x1000, 512);
+    let d = only_d2h(&immediate(r.drive.submit(0, &cmd(0x35, 0, 1, 0), dp)));
+    assert_eq!((d.status, d.error), (0x41, 0x14));
+    // Queued: the same, and the NCQ error state names the tag for log page 10h.
+    let dp = r.data(0x1000, 4096);
+    let d = only_d2h(&immediate(r.drive.submit(
+        6,
+        &cmd(0x61, 8, 6 << 3, 0x40),
+        dp,
+    )));
+    assert_eq!((d.status, d.error), (0x41, 0x14));
+    let dp = r.data(0x8000, 512);
+    r.drive.submit(0, &cmd(0x2f, 0, 1, 0x10), dp.clone());
+    r.wait(1);
+    let page = r.guest_bytes(&dp);
+    assert_eq!((page[0], page[2], page[3], page[4]), (6, 0x41, 0x14, 0x40));
+    assert_eq!(page.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+    assert!(r
+        .fake
+        .with(|s| s.cdbs.iter().all(|c| c[14] != 0x35 && c[14] != 0x61)));
 }

@@ -63,6 +63,7 @@ pub(super) fn finish(cmd: Command, failure: Option<Failure>) -> Done {
             })],
             good,
         ),
+        Report::SelfTest => (Vec::new(), good),
         Report::DisableWriteCache => (
             vec![Fis::RegisterD2h(match failure {
                 None => d2h_good(),
@@ -119,6 +120,7 @@ pub(super) fn finish(cmd: Command, failure: Option<Failure>) -> Done {
         }
     };
     Done {
+        op: cmd.op,
         report: cmd.report,
         failure,
         start_lba,

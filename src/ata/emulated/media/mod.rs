@@ -77,6 +77,9 @@ pub enum Report {
     Queued { tag: u8, count: u16, device: u8 },
     /// SET FEATURES 82h: a Register D2H FIS once the cache is written back.
     DisableWriteCache,
+    /// A step of a SMART self-test the drive runs itself: no FISes, nobody on the link waits
+    /// (see `super::smart`).
+    SelfTest,
 }
 
 /// How a command failed: the Error register and the LBA to report, if any (the first bad
@@ -90,6 +93,7 @@ pub struct Failure {
 /// A finished command.
 #[derive(Debug)]
 pub struct Done {
+    pub op: MediaOp,
     pub report: Report,
     pub failure: Option<Failure>,
     /// The command's first LBA (what the NCQ error log names when the failure names none).
@@ -230,7 +234,7 @@ impl InFlight {
     ) -> Result<(), Completion> {
         let lba48 = match report {
             Report::Dma { lba48 } | Report::Pio { lba48, .. } => lba48,
-            Report::Queued { .. } | Report::DisableWriteCache => true,
+            Report::Queued { .. } | Report::DisableWriteCache | Report::SelfTest => true,
         };
         let id = self.next_command;
         self.next_command += 1;

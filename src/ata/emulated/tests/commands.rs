@@ -42,6 +42,7 @@ fn default_serial_is_stable_per_path() {
             path: p.clone(),
             model: None,
             serial: None,
+            wwn: None,
             read_only: true,
             engine: Default::default(),
         };
@@ -104,6 +105,7 @@ fn native_max_of_a_28_bit_command_uses_the_device_nibble() {
         path: path.clone(),
         model: None,
         serial: None,
+        wwn: None,
         read_only: false,
         engine: Default::default(),
     };
@@ -131,10 +133,15 @@ fn unknown_and_refused_commands_abort() {
         0x01,
         NCQ_NON_DATA,
     ] {
-        let c = r.run(0, cmd(command, 0, 0), r.none());
+        // ABRT reads as a drive's: DRDY|ERR (41h), the Device register as sent.
+        let fis = RegisterH2d {
+            device: 0xe3,
+            ..cmd(command, 0, 0)
+        };
+        let c = r.run(0, fis, r.none());
         assert_eq!(
-            (d2h(&c).status, d2h(&c).error),
-            (0x51, error::ABRT),
+            (d2h(&c).status, d2h(&c).error, d2h(&c).device),
+            (0x41, error::ABRT, 0xe3),
             "{command:#x}"
         );
     }
@@ -165,16 +172,16 @@ fn log_directory_and_identify_log() {
     let c = r.run(0, cmd(READ_LOG_DMA_EXT, 0x00, 1), r.data(BUF, 512));
     assert_eq!(d2h(&c).status, 0x50);
     let dir = r.read_mem(BUF, 512);
-    assert_eq!((dir[0x20], dir[0x60]), (1, 3));
+    assert_eq!((dir[0x20], dir[0x60]), (1, 9));
     // IDENTIFY DEVICE data log, pages 0-1 in one command (page number in LBA 15:8).
     let c = r.run(0, cmd(READ_LOG_EXT, 0x30, 2), r.data(BUF, 1024));
     assert_eq!(c.bytes_transferred, 1024);
     let p = r.read_mem(BUF, 1024);
-    assert_eq!(&p[8..12], &[3, 0, 1, 2]);
+    assert_eq!(&p[8..12], &[7, 0, 1, 2]);
     let w = r.identify();
     assert_eq!(p[512..514], w[0].to_le_bytes());
-    let c = r.run(0, cmd(READ_LOG_EXT, 0x30 | 2 << 8, 2), r.data(BUF, 1024));
-    assert_eq!(d2h(&c).error, error::ABRT, "page 3 does not exist");
+    let c = r.run(0, cmd(READ_LOG_EXT, 0x30 | 8 << 8, 2), r.data(BUF, 1024));
+    assert_eq!(d2h(&c).error, error::ABRT, "page 9 does not exist");
     let c = r.run(0, cmd(READ_LOG_EXT, 0x13, 1), r.data(BUF, 512));
     assert_eq!(d2h(&c).error, error::ABRT);
 }
@@ -199,4 +206,29 @@ fn resets_answer_with_the_signature_and_restore_defaults() {
     assert_eq!((sig.status, sig.error, sig.count, sig.lba), (0x50, 1, 1, 1));
     assert_eq!(r.identify()[59], 0);
     assert_eq!(r.drive.device_control(&RegisterH2d::default()), None);
+}
+
+#[test]
+fn dco_identify_answers_a_checksummed_page_and_dco_changes_abort() {
+    let mut r = rig(5000);
+    let fis = |sub: u16| RegisterH2d {
+        features: sub,
+        ..cmd(0xb1, 0, 0)
+    };
+    let c = r.run(0, fis(0xc2), r.data(BUF, 512));
+    assert_eq!(c.bytes_transferred, 512);
+    let p = r.read_mem(BUF, 512);
+    assert_eq!(u16::from_le_bytes([p[0], p[1]]), 2, "revision");
+    assert_eq!(u16::from_le_bytes([p[6], p[7]]), 4999, "highest LBA");
+    assert_eq!(p[510], 0xa5);
+    assert_eq!(p.iter().fold(0u8, |s, b| s.wrapping_add(*b)), 0);
+    for sub in [0xc0u16, 0xc1, 0xc3] {
+        let c = r.run(0, fis(sub), r.data(BUF, 512));
+        assert_eq!(
+            (d2h(&c).status, d2h(&c).error),
+            (0x41, error::ABRT),
+            "{sub:#x}"
+        );
+    }
+    assert_eq!(r.identify()[100], 5000, "capacity unchanged");
 }

@@ -61,6 +61,7 @@ fn rig_with(sectors: u64, read_only: bool) -> Rig {
         path: path.clone(),
         model: Some("Test Model".into()),
         serial: Some("TESTSERIAL".into()),
+        wwn: None,
         read_only,
         engine: Default::default(),
     };
@@ -207,3 +208,4 @@ mod commands;
 mod engine;
 mod io;
 mod ncq;
+mod smart_power;
