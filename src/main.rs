@@ -101,6 +101,11 @@ struct Cli {
     /// inside a value (path=a,,b.img is a,b.img).
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskSpec>,
+    /// The HBA has N ports (1 to 32), the --disks on the first ones and the rest empty; every
+    /// port is then declared hot-pluggable (PxCMD.HPCP) for drive-add/drive-del on the control
+    /// socket. Default: one port per --disk.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=32))]
+    ports: Option<u8>,
     /// Trace the SATA conversation (AHCI register accesses, FISes, ATA commands, SG_IO) to
     /// FILE as JSON lines (docs/trace-schema.md); `-` writes the compact text form to stderr
     /// instead. The file is created once the VM is set up.
@@ -434,13 +439,26 @@ fn plan(cli: &Cli) -> Result<Plan, Failure> {
     } else {
         None
     };
-    storage::check_inject_ports(&inject, specs.len())?;
+    let ports = usize::from(cli.ports.unwrap_or(0));
+    if ports > 0 && ports < specs.len() {
+        return Err(Failure::usage(format!(
+            "--ports {ports}: fewer ports than --disk options ({})",
+            specs.len()
+        )));
+    }
+    storage::check_inject_ports(&inject, specs.len().max(ports))?;
     let disks = storage::prepare(&specs)?;
     for (port, d) in disks.iter().enumerate() {
         if let Some(id) = d.id() {
             own_files.push((id, format!("the disk of port {port}")));
         }
         report.push(format!("port {port}: {}", d.describe()));
+    }
+    if ports > 0 {
+        report.push(format!(
+            "{ports} AHCI ports, hot-pluggable, {} of them empty",
+            ports - specs.len()
+        ));
     }
     for t in &traces {
         check_path(t, &own_files).map_err(|e| Failure::usage(e.to_string()))?;
@@ -497,6 +515,7 @@ fn plan(cli: &Cli) -> Result<Plan, Failure> {
         aggregation: cli.ncq_aggregation,
         doorbells: cli.doorbells,
         registers: cli.registers,
+        ports,
     };
     Ok(Plan {
         guest,

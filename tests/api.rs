@@ -643,3 +643,289 @@ fn media_change_swaps_the_disc_of_a_cd_drive() {
     c.ok("quit", json!({}));
     assert_eq!(vm.wait().0, 0);
 }
+
+// ---- hot plug (drive-add / drive-del) ----
+
+/// An emulated drive over `img` whose bytes are `pattern(.., seed)`, named `model`.
+fn patterned_drive(
+    img: &common::Image,
+    seed: u32,
+    model: &str,
+    notifier: &Arc<EventFd>,
+) -> Box<dyn SataDevice> {
+    std::fs::write(
+        &img.0,
+        common::pattern((IMAGE_SECTORS * 512) as usize, seed),
+    )
+    .unwrap();
+    let cfg = DriveConfig {
+        path: img.0.clone(),
+        model: Some(model.into()),
+        serial: None,
+        read_only: false,
+        engine: Default::default(),
+        wwn: None,
+    };
+    Box::new(EmulatedDrive::open(&cfg, notifier.clone()).unwrap())
+}
+
+/// libahci's hard reset after a hot-plug interrupt: clear PxSERR, COMRESET (PxSCTL.DET 1,
+/// then 0), the link up and the signature in PxSIG.
+fn linux_comreset(t: &mut TestHba, port: usize) {
+    t.px_write(port, px::SERR, u32::MAX);
+    t.px_write(port, px::SCTL, 0x301);
+    assert_eq!(t.px_read(port, px::SSTS) & 0xf, 0);
+    t.px_write(port, px::SCTL, 0x300);
+}
+
+/// IDENTIFY DEVICE's model and sector 9's bytes, read from the drive on `port`.
+fn identify_and_read(t: &mut TestHba, port: usize) -> (String, Vec<u8>) {
+    let buf = TestHba::buf(port, 0);
+    t.run(
+        port,
+        0,
+        &h2d(opcode::IDENTIFY_DEVICE, 0, 0),
+        &[(buf, 512)],
+        false,
+    );
+    let model = common::identify_string(&t.mem_read(buf, 512), 27, 20);
+    t.run(
+        port,
+        0,
+        &h2d(opcode::READ_DMA_EXT, 9, 1),
+        &[(buf, 512)],
+        false,
+    );
+    (model, t.mem_read(buf, 512))
+}
+
+#[test]
+fn surprise_removal_with_ncq_in_flight_then_reinsert_and_an_empty_port_filled() {
+    use satavm::ahci::regs::{pxcmd, pxserr};
+    let queue = EventQueue::new().unwrap();
+    let notifier = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let (img0, img1, img2) = (
+        common::Image::new(IMAGE_SECTORS),
+        common::Image::new(IMAGE_SECTORS),
+        common::Image::new(IMAGE_SECTORS),
+    );
+    let first = patterned_drive(&img0, 1, "FIRST", &notifier);
+    let empty: Box<dyn SataDevice> = Box::new(satavm::ahci::port::hotplug::NoDevice);
+    let mut t = TestHba::with_devices(vec![first, empty], notifier.clone());
+    t.f.set_hot_plug(&[true, false]);
+    t.f.set_event_hook(api::event_hook(queue.clone()));
+    // The empty port: no device, no signature, hot-pluggable.
+    assert_eq!(t.px_read(1, px::SSTS), 0);
+    assert_eq!(t.px_read(1, px::SIG), 0xffff_ffff);
+    assert_eq!(t.px_read(1, px::TFD), 0x7f);
+    assert_ne!(t.px_read(1, px::CMD) & pxcmd::HPCP, 0);
+    assert_ne!(t.px_read(0, px::CMD) & pxcmd::HPCP, 0);
+    t.start_port(0);
+    assert_eq!(identify_and_read(&mut t, 0).0, "FIRST");
+
+    // Eight queued reads go to the host, then the cable is pulled.
+    for tag in 0..8u8 {
+        let fis = common::fpdma(opcode::READ_FPDMA_QUEUED, tag, u64::from(tag) * 8, 8);
+        let buf = TestHba::buf(0, tag);
+        t.issue(0, tag, &fis, &[(buf, 4096)], false);
+    }
+    assert_eq!(t.px_read(0, px::SACT), 0xff);
+    t.f.detach_device(0, None).unwrap();
+    assert_eq!(t.px_read(0, px::SSTS), 0);
+    assert_eq!(
+        t.px_read(0, px::SERR),
+        pxserr::DIAG_N | pxserr::DIAG_X | pxserr::ERR_C
+    );
+    assert_eq!(
+        t.px_read(0, px::IS) & (pxis::PCS | pxis::PRCS),
+        pxis::PCS | pxis::PRCS
+    );
+    assert_ne!(
+        t.read(satavm::ahci::regs::hba::IS) & 1,
+        0,
+        "the port interrupts"
+    );
+    // The host I/O drains; none of the commands completes.
+    t.wait_until(|t| !t.f.port_draining(0));
+    t.f.process_completions();
+    assert_eq!(t.px_read(0, px::SACT), 0xff, "no completion after removal");
+    assert_eq!(t.px_read(0, px::IS) & pxis::SDBS, 0);
+    assert_eq!(
+        drained(&queue),
+        [("DRIVE_REMOVED".into(), json!({"port": 0}))]
+    );
+    // The guest's error handling: stop the engine, COMRESET an empty port.
+    t.stop_port(0);
+    assert_eq!(t.px_read(0, px::SACT), 0);
+    linux_comreset(&mut t, 0);
+    assert_eq!(t.px_read(0, px::SSTS), 0);
+    let _ = drained(&queue);
+    assert!(t.f.detach_device(0, None).is_err(), "already empty");
+
+    // Reinsert a new drive: COMINIT, then the guest's COMRESET gives the signature.
+    let second = patterned_drive(&img1, 2, "SECOND", &notifier);
+    t.f.attach_device(0, second).unwrap();
+    assert_eq!(t.px_read(0, px::SSTS), 0x133);
+    assert_ne!(t.px_read(0, px::IS) & pxis::PCS, 0);
+    assert_ne!(t.px_read(0, px::SERR) & pxserr::DIAG_X, 0);
+    linux_comreset(&mut t, 0);
+    assert_eq!(t.px_read(0, px::SSTS), 0x133);
+    assert_eq!(t.px_read(0, px::SIG), 0x101);
+    t.start_port(0);
+    let (model, data) = identify_and_read(&mut t, 0);
+    assert_eq!(model, "SECOND");
+    assert_eq!(
+        data,
+        common::pattern((IMAGE_SECTORS * 512) as usize, 2)[9 * 512..10 * 512]
+    );
+    assert_eq!(
+        drained(&queue),
+        [
+            ("DRIVE_ADDED".into(), json!({"port": 0})),
+            ("LINK_CHANGE".into(), json!({"port": 0, "state": "up"})),
+            ("PORT_RESET".into(), json!({"port": 0})),
+        ]
+    );
+
+    // The empty port gets a drive too.
+    let third = patterned_drive(&img2, 3, "THIRD", &notifier);
+    t.f.attach_device(1, third).unwrap();
+    let again: Box<dyn SataDevice> = Box::new(satavm::ahci::port::hotplug::NoDevice);
+    assert!(t.f.attach_device(1, again).is_err(), "occupied");
+    assert!(t
+        .f
+        .attach_device(5, Box::new(satavm::ahci::port::hotplug::NoDevice))
+        .is_err());
+    linux_comreset(&mut t, 1);
+    assert_eq!(t.px_read(1, px::SIG), 0x101);
+    t.start_port(1);
+    let (model, data) = identify_and_read(&mut t, 1);
+    assert_eq!(model, "THIRD");
+    assert_eq!(
+        data,
+        common::pattern((IMAGE_SECTORS * 512) as usize, 3)[9 * 512..10 * 512]
+    );
+}
+
+#[test]
+fn removal_while_the_engine_is_stopped() {
+    use satavm::ahci::regs::pxserr;
+    let queue = EventQueue::new().unwrap();
+    let notifier = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let img = common::Image::new(IMAGE_SECTORS);
+    let drive = patterned_drive(&img, 4, "STOPPED", &notifier);
+    let mut t = TestHba::with_devices(vec![drive], notifier.clone());
+    t.f.set_event_hook(api::event_hook(queue.clone()));
+    t.start_port(0);
+    t.stop_port(0);
+    t.f.detach_device(0, None).unwrap();
+    assert_eq!(t.px_read(0, px::SSTS), 0);
+    assert_eq!(t.px_read(0, px::SERR), pxserr::DIAG_N | pxserr::DIAG_X);
+    assert!(!t.f.port_draining(0));
+    assert_eq!(
+        drained(&queue),
+        [("DRIVE_REMOVED".into(), json!({"port": 0}))]
+    );
+    let back = patterned_drive(&img, 4, "BACK", &notifier);
+    t.f.attach_device(0, back).unwrap();
+    linux_comreset(&mut t, 0);
+    t.start_port(0);
+    assert_eq!(identify_and_read(&mut t, 0).0, "BACK");
+}
+
+#[test]
+fn drive_add_and_drive_del_over_the_socket() {
+    let vm = Vm::start_with("hotplug", &["--ports", "3"]);
+    let new_img = vm.dir.join("new.img");
+    std::fs::File::create(&new_img)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let mut c = vm.connect();
+    let mut events = vm.connect();
+    let p = c.ok("query-ports", json!({}));
+    assert_eq!(p.as_array().unwrap().len(), 3);
+    assert_eq!(p[1]["drive"], Value::Null);
+    assert_eq!(p[1]["link"]["det"], 0);
+
+    let err = |c: &mut Conn, cmd: &str, a: Value| -> String {
+        let v = c.call(cmd, a.clone());
+        assert_eq!(v["error"]["class"], "GenericError", "{cmd} {a}: {v}");
+        v["error"]["desc"].as_str().unwrap().to_string()
+    };
+    assert!(err(
+        &mut c,
+        "drive-add",
+        json!({"port": 0, "disk": "path=new.img"})
+    )
+    .contains("already has a drive"));
+    assert!(err(
+        &mut c,
+        "drive-add",
+        json!({"port": 7, "disk": "path=new.img"})
+    )
+    .contains("no port 7"));
+    assert!(err(&mut c, "drive-add", json!({"port": 1, "disk": "bogus=1"})).contains("disk"));
+    assert!(err(&mut c, "drive-add", json!({"port": 1})).contains("missing argument"));
+    assert!(err(
+        &mut c,
+        "drive-add",
+        json!({"port": 1, "disk": "path=nonexistent.img"})
+    )
+    .contains("nonexistent.img"));
+    assert!(
+        err(
+            &mut c,
+            "drive-add",
+            json!({"port": 1, "disk": "path=disk.img"})
+        )
+        .contains("same file"),
+        "port 0's image cannot be written by a second drive"
+    );
+    assert!(err(&mut c, "drive-del", json!({"port": 1})).contains("no drive"));
+    assert!(err(&mut c, "drive-del", json!({"port": 0, "graceful": 1})).contains("true or false"));
+    assert!(err(&mut c, "drive-del", json!({"port": 9})).contains("no port 9"));
+
+    let path = new_img.display().to_string();
+    assert_eq!(
+        c.ok(
+            "drive-add",
+            json!({"port": 1, "disk": format!("path={path},model=HOT ADDED")})
+        ),
+        json!({})
+    );
+    assert_eq!(
+        events.event()["event"],
+        "DRIVE_ADDED",
+        "then the link comes up"
+    );
+    assert_eq!(events.event()["data"], json!({"port": 1, "state": "up"}));
+    let p = c.ok("query-ports", json!({}));
+    assert_eq!(p[1]["drive"]["model"], "HOT ADDED");
+    assert_eq!(p[1]["drive"]["path"], path);
+    assert_eq!(p[1]["link"]["det"], 3);
+
+    assert_eq!(
+        c.ok("drive-del", json!({"port": 1, "graceful": true})),
+        json!({"draining": false})
+    );
+    let e = events.event();
+    assert_eq!(
+        (e["event"].clone(), e["data"].clone()),
+        (json!("DRIVE_REMOVED"), json!({"port": 1}))
+    );
+    let p = c.ok("query-ports", json!({}));
+    assert_eq!(p[1]["drive"], Value::Null);
+    assert_eq!(p[1]["link"]["det"], 0);
+    assert_eq!(p[1]["pxserr"], 0x0401_0000, "DIAG.X and DIAG.N");
+    // The file is free again: another drive may open (and lock) it.
+    c.ok(
+        "drive-add",
+        json!({"port": 2, "disk": format!("path={path}")}),
+    );
+    c.ok("drive-del", json!({"port": 0}));
+    assert_eq!(c.ok("query-ports", json!({}))[0]["drive"], Value::Null);
+    c.ok("quit", json!({}));
+    let (code, err) = vm.wait();
+    assert_eq!(code, 0, "{err}");
+}

@@ -892,3 +892,41 @@ fn cdrom_disks_are_checked_and_described() {
     let o = run(&dir, &["--check", "--disk", "cdrom=disc.iso,timeout=3"]);
     assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
 }
+
+#[test]
+fn ports_gives_empty_hot_pluggable_ports_and_refuses_too_few_or_too_many() {
+    let dir = scratch_dir("ports");
+    image(&dir, "a.img", 1 << 20);
+    image(&dir, "b.img", 1 << 20);
+    let o = run(&dir, &["--check", "--ports", "4", "--disk", "path=a.img"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("4 AHCI ports, hot-pluggable, 3 of them empty"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = run(&dir, &["--check", "--ports", "2"]);
+    assert_eq!(o.status.code(), Some(0), "no --disk at all: {}", stderr(&o));
+    let o = run(
+        &dir,
+        &[
+            "--check",
+            "--ports",
+            "1",
+            "--disk",
+            "path=a.img",
+            "--disk",
+            "path=b.img",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("fewer ports than --disk"),
+        "{}",
+        stderr(&o)
+    );
+    for bad in ["0", "33", "x"] {
+        let o = run(&dir, &["--check", "--ports", bad]);
+        assert_eq!(o.status.code(), Some(64), "--ports {bad}: {}", stderr(&o));
+    }
+}

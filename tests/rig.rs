@@ -42,6 +42,7 @@ const SCENARIOS: &[&str] = &[
     "selftest-image",
     "selftest-passthrough",
     "inject-linux",
+    "hotplug-linux",
     "cdrom-linux",
     "selftest-cdrom",
     // Needs QEMU's ide-cd in L1: an L1 boot of its own (see `run_rig`).
@@ -657,6 +658,24 @@ fn selftest_firmware_through_passthrough() {
 #[test]
 fn fault_injection_under_linux() {
     check_fault_injection_under_linux(Kernel::Linux6_1);
+}
+
+#[test]
+fn hotplug_surprise_removal_and_insertion_under_linux() {
+    let log = passed_on(Kernel::Linux6_1, "hotplug-linux");
+    for needle in [
+        "ok: L2's reads failed with an I/O error",
+        "ok: libata: ata1: SATA link down",
+        "ok: the sd device of the removed drive was removed",
+        "ok: L2 found a new sd device for the added drive",
+        "ok: L2 read the new image's bytes correctly",
+        "ok: event DRIVE_REMOVED for port 0",
+        "ok: event DRIVE_ADDED for port 1",
+        "ok: satavm exited 0",
+        "latency: drive-del to L2's sda removal",
+    ] {
+        assert_log_line("hotplug-linux", log, needle);
+    }
 }
 
 fn check_fault_injection_under_linux(kernel: Kernel) {

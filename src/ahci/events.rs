@@ -28,6 +28,10 @@ pub enum AhciEvent {
     PortReset { port: u8 },
     /// Software reset the whole HBA (GHC.HR).
     HbaReset,
+    /// A device was taken off the port (hot plug: a surprise removal).
+    DeviceRemoved { port: u8 },
+    /// A device was put on the empty port (hot plug: COMINIT follows).
+    DeviceAdded { port: u8 },
 }
 
 /// Where the HBA reports [`AhciEvent`]s.

@@ -166,7 +166,7 @@ impl Hba {
     pub fn device_ready_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.ports
             .iter()
-            .filter_map(Port::device_ready_fd)
+            .flat_map(|p| p.device_ready_fd().into_iter().chain(p.retired_ready_fds()))
             .collect()
     }
 

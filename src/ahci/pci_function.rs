@@ -239,6 +239,67 @@ impl AhciFunction {
         self.update_interrupts();
     }
 
+    /// Declare every port hot-pluggable (PxCMD.HPCP) and make the ports without a device
+    /// (`present[port]` false) empty from power-on (see [`super::port::hotplug`]).
+    pub fn set_hot_plug(&mut self, present: &[bool]) {
+        for (i, p) in self.hba.ports.iter_mut().enumerate() {
+            p.set_hot_plug();
+            if !present.get(i).copied().unwrap_or(true) {
+                p.make_empty();
+            }
+        }
+        self.update_interrupts();
+    }
+
+    /// Surprise removal of the device on `port` (a cable pull); `on_drained` runs once its
+    /// host I/O has drained and it was dropped.
+    pub fn detach_device(
+        &mut self,
+        port: usize,
+        on_drained: Option<super::port::hotplug::OnDrained>,
+    ) -> Result<(), HotPlugRequestError> {
+        let p = self
+            .hba
+            .ports
+            .get_mut(port)
+            .ok_or(HotPlugRequestError::NoPort(port))?;
+        p.detach(on_drained)?;
+        self.update_interrupts();
+        Ok(())
+    }
+
+    /// Put `device` on the empty `port` (COMINIT, the link up, its signature).
+    pub fn attach_device(
+        &mut self,
+        port: usize,
+        device: Box<dyn crate::sata::SataDevice>,
+    ) -> Result<(), HotPlugRequestError> {
+        let p = self
+            .hba
+            .ports
+            .get_mut(port)
+            .ok_or(HotPlugRequestError::NoPort(port))?;
+        p.attach(device)?;
+        self.update_interrupts();
+        Ok(())
+    }
+
+    /// Changes to the ports' devices so far (hot plug): when it changes, the event loop
+    /// re-reads [`Self::device_ready_fds`].
+    pub fn plug_generation(&self) -> u64 {
+        self.hba.ports.iter().map(|p| p.plug_changes()).sum()
+    }
+
+    /// True while `port`'s devices (a removed one included) have host I/O in flight.
+    pub fn port_draining(&self, port: usize) -> bool {
+        self.hba.ports.get(port).is_some_and(|p| p.draining())
+    }
+
+    /// Whether `port` has a device attached (None: no such port).
+    pub fn port_present(&self, port: usize) -> Option<bool> {
+        self.hba.ports.get(port).map(|p| p.present())
+    }
+
     /// Per-port statistics.
     pub fn port_stats(&self) -> Vec<PortStats> {
         self.hba.ports.iter().map(|p| p.stats()).collect()
@@ -425,6 +486,15 @@ impl PciFunction for AhciFunction {
             self.abar_write(offset, data);
         }
     }
+}
+
+/// Why [`AhciFunction::detach_device`] or [`AhciFunction::attach_device`] refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HotPlugRequestError {
+    #[error("no port {0}")]
+    NoPort(usize),
+    #[error(transparent)]
+    Port(#[from] super::port::hotplug::HotPlugError),
 }
 
 #[cfg(test)]

@@ -228,6 +228,8 @@ pub mod pxcmd {
     pub const FR: u32 = 1 << 14;
     /// CR: command list running.
     pub const CR: u32 = 1 << 15;
+    /// HPCP: hot plug capable port (read-only, set on ports declared hot-pluggable).
+    pub const HPCP: u32 = 1 << 18;
     /// ATAPI: the device is an ATAPI device (software-owned).
     pub const ATAPI: u32 = 1 << 24;
     /// DLAE: drive LED on ATAPI enable (software-owned).

@@ -1,6 +1,7 @@
-//! Plugs the AHCI function and its drives into the VM: one port per `--disk`, interrupts
-//! through KVM, device completions through the event loop; tracing, spec checks (`--strict`
-//! stops the VM through its [`super::ExitSignal`]), fault injection around each drive, and
+//! Plugs the AHCI function and its drives into the VM: one port per `--disk` (or `--ports N`,
+//! the rest empty and hot-pluggable: `storage/hotplug.rs`), interrupts through KVM, device
+//! completions through the event loop; tracing, spec checks (`--strict` stops the VM through
+//! its [`super::ExitSignal`]), fault injection around each drive, and
 //! statistics at exit and on SIGUSR1; SIGUSR2 re-reads the image path of every CD/DVD drive
 //! ([`crate::ata::atapi::MediaControl::reload`]: a file there is inserted, none ejects).
 
@@ -36,6 +37,9 @@ use crate::mem::GuestMemory;
 use crate::sata::{CompletionNotifier, SataDevice};
 use crate::trace::Tracer;
 
+mod hotplug;
+pub use hotplug::{HotPlugError, Removed};
+
 /// Most ports an AHCI HBA has (CAP.NP is 5 bits).
 pub const MAX_DISKS: usize = 32;
 
@@ -44,6 +48,8 @@ pub const MAX_DISKS: usize = 32;
 pub enum StorageError {
     #[error("at most {MAX_DISKS} --disk options (one AHCI port each), got {0}")]
     TooManyDisks(usize),
+    #[error("--ports {ports}: must be 1 to {MAX_DISKS} and at least the number of --disk options ({disks})")]
+    Ports { ports: usize, disks: usize },
     #[error("--disk {path}: {source}")]
     Drive {
         path: String,
@@ -108,6 +114,9 @@ pub struct StorageOptions {
     pub inject_control: Option<crate::ata::inject::InjectControl>,
     /// Where link changes, command errors and resets are reported (the control socket).
     pub events: Option<crate::ahci::events::EventHook>,
+    /// `--ports N`: the HBA has N ports, those past the disks empty, every port declared
+    /// hot-pluggable (0: one port per disk, none hot-pluggable).
+    pub ports: usize,
 }
 
 /// How guest reads of the HBA registers are answered (`--registers`).
@@ -139,6 +148,10 @@ struct CompletionPump {
     ahci: Arc<Mutex<AhciFunction>>,
     notifier: CompletionNotifier,
     timer: TimerFd,
+    /// Duplicates of the drives' own descriptors, watched now (they change with hot plug).
+    watched: Vec<std::os::fd::OwnedFd>,
+    /// [`AhciFunction::plug_generation`] when they were read.
+    generation: Option<u64>,
 }
 
 impl CompletionPump {
@@ -151,7 +164,40 @@ impl CompletionPump {
             ahci,
             notifier,
             timer,
+            watched: Vec::new(),
+            generation: None,
         })
+    }
+
+    /// Watch the drives' own readiness descriptors, again whenever the drives changed (hot
+    /// plug). The loop watches duplicates of them, so that a descriptor closed with its
+    /// drive can be taken out of epoll, and a new drive's descriptor that reuses its number
+    /// is not mistaken for it.
+    fn watch_ready_fds(&mut self, ops: &mut EventOps) {
+        let ahci = lock(&self.ahci);
+        let generation = ahci.plug_generation();
+        if self.generation == Some(generation) {
+            return;
+        }
+        self.generation = Some(generation);
+        for fd in self.watched.drain(..) {
+            let _ = ops.remove(Events::new_raw(fd.as_raw_fd(), EventSet::IN));
+        }
+        for fd in ahci.device_ready_fds() {
+            // SAFETY: the drive owns `fd` and keeps it open while the HBA is locked.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let dup = match borrowed.try_clone_to_owned() {
+                Ok(d) => d,
+                Err(e) => {
+                    log::error!("AHCI: cannot watch a drive's I/O engine: {e}");
+                    continue;
+                }
+            };
+            match ops.add(Events::new_raw(dup.as_raw_fd(), EventSet::IN)) {
+                Ok(()) => self.watched.push(dup),
+                Err(e) => log::error!("AHCI: cannot watch a drive's I/O engine: {e:?}"),
+            }
+        }
     }
 
     fn pump(&mut self) {
@@ -188,16 +234,7 @@ impl MutEventSubscriber for CompletionPump {
         if let Err(e) = ops.add(Events::new(&*self.notifier, EventSet::IN)) {
             log::error!("AHCI: cannot watch drive completions: {e:?}");
         }
-        let fds = self
-            .ahci
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .device_ready_fds();
-        for fd in fds {
-            if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
-                log::error!("AHCI: cannot watch a drive's I/O engine: {e:?}");
-            }
-        }
+        self.watch_ready_fds(ops);
         if let Err(e) = ops.add(Events::new_raw(
             self.timer.as_fd().as_raw_fd(),
             EventSet::IN,
@@ -207,7 +244,7 @@ impl MutEventSubscriber for CompletionPump {
             ahci.set_aggregation(AggregationMode::Off);
         }
     }
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
         if events.fd() == self.notifier.as_raw_fd() {
             let _ = self.notifier.read();
         } else if events.fd() == self.timer.as_fd().as_raw_fd() {
@@ -215,6 +252,7 @@ impl MutEventSubscriber for CompletionPump {
             let _ = self.timer.wait();
         }
         self.pump();
+        self.watch_ready_fds(ops);
     }
 }
 
@@ -251,12 +289,26 @@ type HostStatsReader = Box<dyn Fn() -> PassthroughStats + Send + Sync>;
 #[derive(Clone)]
 pub struct Storage {
     ahci: Arc<Mutex<AhciFunction>>,
-    host_stats: Arc<Vec<Option<HostStatsReader>>>,
+    host_stats: Arc<Mutex<Vec<Option<HostStatsReader>>>>,
     tracer: Tracer,
-    /// The `--disk` of each port.
-    specs: Arc<Vec<DiskSpec>>,
+    /// The `--disk` of each port (None: an empty port).
+    specs: Arc<Mutex<Vec<Option<DiskSpec>>>>,
     /// The tray of each CD/DVD drive, by port.
-    media: Arc<Vec<(usize, MediaControl)>>,
+    media: Arc<Mutex<Vec<(usize, MediaControl)>>>,
+    /// What opening a drive needs, for `drive-add`.
+    plug: Arc<PlugContext>,
+}
+
+/// What a drive is opened and wrapped with (at start and by [`Storage::add_drive`]).
+struct PlugContext {
+    notifier: CompletionNotifier,
+    tracer: Tracer,
+    inject: Vec<Rule>,
+    inject_control: Option<crate::ata::inject::InjectControl>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Every counter the statistics report, read at one time: the text at exit and on SIGUSR1
@@ -347,7 +399,10 @@ impl Storage {
 
     /// Host-side counters of port `port`, if its drive is a pass-through drive.
     pub fn host_stats(&self, port: usize) -> Option<PassthroughStats> {
-        self.host_stats.get(port)?.as_ref().map(|read| read())
+        lock(&self.host_stats)
+            .get(port)?
+            .as_ref()
+            .map(|read| read())
     }
 
     /// Every counter, read now.
@@ -370,15 +425,20 @@ impl Storage {
         }
     }
 
-    /// The `--disk` of each port.
-    pub fn specs(&self) -> &[DiskSpec] {
-        &self.specs
+    /// The `--disk` of each port now (None: an empty port).
+    pub fn specs(&self) -> Vec<Option<DiskSpec>> {
+        lock(&self.specs).clone()
+    }
+
+    /// How many ports the HBA has.
+    pub fn port_count(&self) -> usize {
+        lock(&self.specs).len()
     }
 
     /// Port `port`'s registers now (None if there is no such port).
     pub fn port_registers(&self, port: usize) -> Option<PortRegisters> {
         use crate::ahci::regs::{hba, port as px};
-        if port >= self.specs.len() {
+        if port >= self.port_count() {
             return None;
         }
         let ahci = self.ahci.lock().unwrap_or_else(|e| e.into_inner());
@@ -446,16 +506,17 @@ impl Storage {
     }
 
     /// The trays of the CD/DVD drives, by port (for SIGUSR2 and a control socket).
-    pub fn media_controls(&self) -> &[(usize, MediaControl)] {
-        &self.media
+    pub fn media_controls(&self) -> Vec<(usize, MediaControl)> {
+        lock(&self.media).clone()
     }
 
     /// SIGUSR2: every CD/DVD drive re-reads its image path (see [`MediaControl::reload`]).
     pub fn reload_media(&self) {
-        if self.media.is_empty() {
+        let media = self.media_controls();
+        if media.is_empty() {
             eprintln!("satavm: SIGUSR2: no CD/DVD drive (--disk cdrom=ISO) to change the disc of");
         }
-        for (port, control) in self.media.iter() {
+        for (port, control) in media.iter() {
             let path = control
                 .path()
                 .map_or_else(String::new, |p| p.display().to_string());
@@ -855,6 +916,49 @@ fn open_cdrom(
     Ok(AtapiDrive::with_medium(&config, medium, notifier.clone()))
 }
 
+/// A drive opened for a port, wrapped for injection.
+struct OpenedPort {
+    device: Box<dyn SataDevice>,
+    host_stats: Option<HostStatsReader>,
+    media: Option<MediaControl>,
+}
+
+impl PlugContext {
+    /// Open `d`'s drive for `port` and wrap it for fault injection.
+    fn open(&self, d: PreparedDisk, port: u8) -> Result<OpenedPort, StorageError> {
+        let notifier = &self.notifier;
+        let (drive, host_stats, media) = match d {
+            PreparedDisk::Cdrom { spec, disk } => {
+                let (drive, control) = open_cdrom(spec, disk, notifier)?;
+                (Box::new(drive) as Box<dyn SataDevice>, None, Some(control))
+            }
+            d => {
+                let (drive, stats) = open_drive(d, notifier, &self.tracer, port)?;
+                (drive, stats, None)
+            }
+        };
+        let wrapped = InjectingDevice::new(
+            drive,
+            port,
+            &self.inject,
+            notifier.clone(),
+            self.tracer.clone(),
+        );
+        let device: Box<dyn SataDevice> = if let Some(control) = &self.inject_control {
+            Box::new(wrapped.with_control(control.clone()))
+        } else if wrapped.has_rules() {
+            Box::new(wrapped)
+        } else {
+            wrapped.into_inner()
+        };
+        Ok(OpenedPort {
+            device,
+            host_stats,
+            media,
+        })
+    }
+}
+
 /// Refuse `--inject` rules for ports that have no disk.
 pub fn check_inject_ports(rules: &[Rule], disks: usize) -> Result<(), StorageError> {
     match rules
@@ -904,48 +1008,49 @@ pub fn attach_prepared(
     disks: Vec<PreparedDisk>,
     options: &StorageOptions,
 ) -> Result<Option<Storage>, StorageError> {
-    if disks.is_empty() {
+    if disks.is_empty() && options.ports == 0 {
         return Ok(None);
     }
     if disks.len() > MAX_DISKS {
         return Err(StorageError::TooManyDisks(disks.len()));
     }
-    check_inject_ports(&options.inject, disks.len())?;
-    let ports = disks.len();
-    let specs: Vec<DiskSpec> = disks.iter().map(|d| d.spec().clone()).collect();
+    if options.ports > MAX_DISKS || options.ports > 0 && options.ports < disks.len() {
+        return Err(StorageError::Ports {
+            ports: options.ports,
+            disks: disks.len(),
+        });
+    }
+    let ports = disks.len().max(options.ports);
+    check_inject_ports(&options.inject, ports)?;
+    let mut specs: Vec<Option<DiskSpec>> = disks.iter().map(|d| Some(d.spec().clone())).collect();
+    specs.resize(ports, None);
     // Before the drives start their threads, which inherit the mask.
     let mask = block_sigusr1()?;
     let notifier: CompletionNotifier = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
     if let Some(control) = &options.inject_control {
         control.bind_notifier(notifier.clone());
     }
+    let plug = PlugContext {
+        notifier: notifier.clone(),
+        tracer: options.tracer.clone(),
+        inject: options.inject.clone(),
+        inject_control: options.inject_control.clone(),
+    };
     let mut devices: Vec<Box<dyn SataDevice>> = Vec::new();
     let mut host_stats = Vec::new();
     let mut media = Vec::new();
+    let present = specs.iter().map(Option::is_some).collect::<Vec<_>>();
     for (port, d) in disks.into_iter().enumerate() {
-        let (drive, stats) = match d {
-            PreparedDisk::Cdrom { spec, disk } => {
-                let (drive, control) = open_cdrom(spec, disk, &notifier)?;
-                media.push((port, control));
-                (Box::new(drive) as Box<dyn SataDevice>, None)
-            }
-            d => open_drive(d, &notifier, &options.tracer, port as u8)?,
-        };
-        let wrapped = InjectingDevice::new(
-            drive,
-            port as u8,
-            &options.inject,
-            notifier.clone(),
-            options.tracer.clone(),
-        );
-        devices.push(if let Some(control) = &options.inject_control {
-            Box::new(wrapped.with_control(control.clone()))
-        } else if wrapped.has_rules() {
-            Box::new(wrapped)
-        } else {
-            wrapped.into_inner()
-        });
-        host_stats.push(stats);
+        let opened = plug.open(d, port as u8)?;
+        if let Some(control) = opened.media {
+            media.push((port, control));
+        }
+        devices.push(opened.device);
+        host_stats.push(opened.host_stats);
+    }
+    while devices.len() < ports {
+        devices.push(Box::new(crate::ahci::port::hotplug::NoDevice));
+        host_stats.push(None);
     }
     let mem: Arc<dyn GuestMemory> = ctx.mem.clone();
     let irq = Arc::new(KvmInterrupts::new(ctx.vm.clone(), PCI_INTX_GSI));
@@ -972,6 +1077,9 @@ pub fn attach_prepared(
             .unwrap_or_else(|e| e.into_inner())
             .set_event_hook(hook.clone());
     }
+    if options.ports > 0 {
+        lock(&ahci).set_hot_plug(&present);
+    }
     let device_number = ctx.pci.add(ahci.clone());
     ctx.pci_intx.push((device_number, 1));
     ahci.lock()
@@ -996,10 +1104,11 @@ pub fn attach_prepared(
     }
     let storage = Storage {
         ahci,
-        host_stats: Arc::new(host_stats),
+        host_stats: Arc::new(Mutex::new(host_stats)),
         tracer: options.tracer.clone(),
-        specs: Arc::new(specs),
-        media: Arc::new(media),
+        specs: Arc::new(Mutex::new(specs)),
+        media: Arc::new(Mutex::new(media)),
+        plug: Arc::new(plug),
     };
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     ctx.events.add_subscriber(Box::new(StatsOnSignal {

@@ -52,7 +52,7 @@ impl Port {
         self.report(AhciEvent::LinkLost { port: self.index() });
     }
 
-    fn phy_up(&mut self) {
+    pub(super) fn phy_up(&mut self) {
         if !self.phy_lost {
             return;
         }

@@ -85,6 +85,15 @@ pub struct Port {
     deferred_issue: bool,
     /// Where link changes, errors and resets are reported (see [`crate::ahci::events`]).
     events: Option<EventHook>,
+    /// Declared hot-pluggable (PxCMD.HPCP).
+    hot_plug: bool,
+    /// A device is attached (see [`hotplug`]); an empty port holds a [`hotplug::NoDevice`].
+    present: bool,
+    /// Removed devices whose host I/O has not drained yet.
+    retired: Vec<hotplug::Retired>,
+    /// Counts attaches, removals and released devices (the event loop re-reads the devices'
+    /// descriptors when it changes).
+    plug_changes: u64,
 }
 
 impl std::fmt::Debug for Port {
@@ -129,6 +138,10 @@ impl Port {
             device
         };
         let mut p = Port {
+            hot_plug: false,
+            present: true,
+            retired: Vec::new(),
+            plug_changes: 0,
             index,
             device,
             mem,
@@ -191,7 +204,8 @@ impl Port {
         // The device answers with its signature; PxTFD and PxSIG show it once software enables
         // FIS reception (until then they read 7Fh and FFFFFFFFh, as AHCI 3.3.8/3.3.9 allow for
         // a signature that has not arrived yet, and as QEMU's ahci-test expects).
-        self.signature_pending = Some(self.device.comreset());
+        let sig = self.device.comreset();
+        self.signature_pending = self.present.then_some(sig);
         if self.link == Link::Up {
             self.negotiate_link();
         }
@@ -211,6 +225,15 @@ impl Port {
         }
         self.link_gen = gen;
         self.device.link_negotiated(gen);
+    }
+
+    /// `device` as the port keeps it: wrapped for tracing when the tracer is on.
+    fn wrap_traced(&self, device: Box<dyn SataDevice>) -> Box<dyn SataDevice> {
+        if self.tracer.enabled() {
+            Box::new(TracedDevice::new(device, self.index, self.tracer.clone()))
+        } else {
+            device
+        }
     }
 
     /// Forget every command the device held, with any completions held back for aggregation.
@@ -347,7 +370,10 @@ impl Port {
             reg::FBU => self.fbu,
             reg::IS => self.is(),
             reg::IE => self.ie,
-            reg::CMD => self.cmd | pxcmd::SUD | pxcmd::POD,
+            reg::CMD => {
+                let hpcp = if self.hot_plug { pxcmd::HPCP } else { 0 };
+                self.cmd | pxcmd::SUD | pxcmd::POD | hpcp
+            }
             reg::TFD => self.tfd,
             reg::SIG => self.sig,
             reg::SSTS => match self.link {
@@ -447,7 +473,7 @@ impl Port {
         self.issued = 0;
         self.halted = false;
         self.cmd &= !pxcmd::CCS_MASK;
-        self.cr_held = self.device.draining();
+        self.cr_held = self.draining();
         if !self.cr_held {
             self.cmd &= !pxcmd::CR;
         }
@@ -456,12 +482,12 @@ impl Port {
     /// True while aborted commands' host I/O is still in flight (CR held, or an HBA reset
     /// that cannot complete yet).
     pub fn draining(&self) -> bool {
-        self.device.draining()
+        self.device.draining() || self.retired_draining()
     }
 
     /// CR was held for a drain that is over now: clear it.
     fn release_cr(&mut self) {
-        if self.cr_held && !self.device.draining() {
+        if self.cr_held && !self.draining() {
             self.cr_held = false;
             if !self.started() {
                 self.cmd &= !pxcmd::CR;
@@ -493,7 +519,7 @@ impl Port {
                 self.report(AhciEvent::PortReset { port: self.index });
                 // The device is reset now; its signature is sent once the link comes back.
                 let sig = self.device.comreset();
-                self.signature_pending = Some(sig);
+                self.signature_pending = self.present.then_some(sig);
             }
             // A device that dropped off the link does not answer a COMRESET; the link comes
             // back when it does (see `link`).
@@ -701,6 +727,7 @@ impl Port {
     /// Collect the device's completions and apply them (called when its notifier fired), and
     /// report held completions whose time has come.
     pub fn process_completions(&mut self) {
+        self.poll_retired();
         self.poll_link();
         let done = self.device.poll_completions();
         if !done.is_empty() {
@@ -785,7 +812,10 @@ const DEVICE_BUSY_DEPTH: usize = 2;
 
 mod checks;
 mod completion_target;
+pub mod hotplug;
 mod link;
 
+#[cfg(test)]
+mod hotplug_tests;
 #[cfg(test)]
 mod tests;

@@ -8,16 +8,16 @@ use crate::ata::command::opcode;
 use crate::mem::VecMemory;
 use crate::sata::{Fis, RegisterH2d};
 
-const ALL: u32 = u32::MAX;
+pub(super) const ALL: u32 = u32::MAX;
 
-fn port() -> (Port, MockHandle, Arc<VecMemory>) {
+pub(super) fn port() -> (Port, MockHandle, Arc<VecMemory>) {
     let mem = Arc::new(VecMemory::new(MEM_SIZE));
     let (dev, h) = mock();
     (Port::new(0, dev, mem.clone()), h, mem)
 }
 
 /// A port brought up as software does it (10.1.2): CLB/FB, FRE, clear SERR/IS, ST.
-fn started() -> (Port, MockHandle, Arc<VecMemory>) {
+pub(super) fn started() -> (Port, MockHandle, Arc<VecMemory>) {
     let (mut p, h, mem) = port();
     p.write(reg::CLB, CLB as u32, ALL);
     p.write(reg::FB, FB as u32, ALL);
@@ -30,7 +30,7 @@ fn started() -> (Port, MockHandle, Arc<VecMemory>) {
     (p, h, mem)
 }
 
-fn rfis(mem: &VecMemory, off: u64, len: usize) -> Fis {
+pub(super) fn rfis(mem: &VecMemory, off: u64, len: usize) -> Fis {
     let mut b = vec![0u8; len];
     mem.read(FB + off, &mut b).unwrap();
     Fis::decode(&b).unwrap()
@@ -114,7 +114,7 @@ fn non_queued_read_completes_with_prdbc_and_dhrs() {
 
 /// READ FPDMA QUEUED of 8 sectors in slots (and tags) 0..n, at LBA 8 * tag, 4 KiB each at
 /// DATA + 4 KiB * tag.
-fn queued_reads(mem: &VecMemory, n: u8) {
+pub(super) fn queued_reads(mem: &VecMemory, n: u8) {
     for tag in 0..n {
         let fis = fpdma(opcode::READ_FPDMA_QUEUED, tag, u64::from(tag) * 8, 8);
         put_command(

@@ -22,7 +22,7 @@ use crate::vmm::exit::{ExitSignal, VmExit};
 use crate::vmm::storage::{StatsSnapshot, Storage};
 
 /// Every command, for `CommandNotFound` and the README table.
-pub const COMMANDS: [&str; 10] = [
+pub const COMMANDS: [&str; 12] = [
     "query-status",
     "query-ports",
     "query-stats",
@@ -32,6 +32,8 @@ pub const COMMANDS: [&str; 10] = [
     "link",
     "trace",
     "media-change",
+    "drive-add",
+    "drive-del",
     "quit",
 ];
 
@@ -129,7 +131,11 @@ fn port_stats_json(port: usize, snap: &StatsSnapshot) -> Value {
     })
 }
 
-fn drive_json(spec: &DiskSpec) -> Value {
+fn drive_json(spec: Option<&DiskSpec>) -> Value {
+    let Some(spec) = spec else {
+        // An empty port.
+        return Value::Null;
+    };
     match spec {
         DiskSpec::Image {
             path,
@@ -180,7 +186,7 @@ impl VmCommands {
 
     fn port_arg(&self, args: &Map<String, Value>) -> Result<u8, ApiError> {
         let port = required(arg_u64(args, "port")?, "port")?;
-        let ports = self.storage()?.specs().len();
+        let ports = self.storage()?.port_count();
         match u8::try_from(port) {
             Ok(p) if usize::from(p) < ports => Ok(p),
             _ => Err(bad(format!("no port {port} (this HBA has {ports})"))),
@@ -199,14 +205,14 @@ impl VmCommands {
 
     fn query_ports(&self) -> Result<Value, ApiError> {
         let storage = self.storage()?;
-        let ports = storage.specs().iter().enumerate().map(|(port, spec)| {
+        let ports = storage.specs().into_iter().enumerate().map(|(port, spec)| {
             let r = storage.port_registers(port);
             let reg = |f: fn(&crate::vmm::storage::PortRegisters) -> u32| r.as_ref().map(f);
             let ssts = reg(|r| r.ssts).unwrap_or(0);
             let cmd = reg(|r| r.cmd).unwrap_or(0);
             json!({
                 "port": port,
-                "drive": drive_json(spec),
+                "drive": drive_json(spec.as_ref()),
                 // PxSSTS (3.3.10): DET 3 = device present, Phy communication established.
                 "link": {
                     "det": ssts & scr::DET_MASK,
@@ -241,7 +247,7 @@ impl VmCommands {
         only(args, &["rule"])?;
         let text = required(arg_str(args, "rule")?, "rule")?;
         let rule: Rule = text.parse().map_err(|e| bad(format!("{e}")))?;
-        let ports = self.storage.as_ref().map_or(0, |s| s.specs().len());
+        let ports = self.storage.as_ref().map_or(0, |s| s.port_count());
         if let Some(p) = rule.port.filter(|p| usize::from(*p) >= ports) {
             return Err(bad(format!(
                 "rule for port {p}, but there are only {ports} disks"
@@ -288,6 +294,41 @@ impl VmCommands {
         Ok(json!({}))
     }
 
+    /// `drive-add`: a `--disk` spec (same parser, checks and locks) on an empty port.
+    fn drive_add(&self, args: &Map<String, Value>) -> Result<Value, ApiError> {
+        only(args, &["port", "disk"])?;
+        let port = self.port_arg(args)?;
+        let text = required(arg_str(args, "disk")?, "disk")?;
+        let spec: DiskSpec = text.parse().map_err(|e| bad(format!("disk: {e}")))?;
+        if let Some(id) = FileId::of_path(spec.path()) {
+            if let Some((_, what)) = self.own_files.iter().find(|(f, _)| *f == id) {
+                if !what.starts_with("the disk of port") {
+                    return Err(bad(format!("{} is {what}", spec.path().display())));
+                }
+            }
+        }
+        self.storage()?
+            .add_drive(usize::from(port), spec)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(json!({}))
+    }
+
+    /// `drive-del`: surprise removal of the drive on a port.
+    fn drive_del(&self, args: &Map<String, Value>) -> Result<Value, ApiError> {
+        only(args, &["port", "graceful"])?;
+        let port = self.port_arg(args)?;
+        let graceful = match args.get("graceful") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(bad("\"graceful\" must be true or false")),
+        };
+        let removed = self
+            .storage()?
+            .remove_drive(usize::from(port), graceful)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(json!({ "draining": removed.draining }))
+    }
+
     fn trace(&self, args: &Map<String, Value>) -> Result<Value, ApiError> {
         only(args, &["state", "file"])?;
         let file = arg_str(args, "file")?.map(PathBuf::from);
@@ -332,7 +373,7 @@ impl Handler for VmCommands {
                 let storage = self.storage()?;
                 let control = storage
                     .media_controls()
-                    .iter()
+                    .into_iter()
                     .find(|(p, _)| *p == usize::from(port))
                     .map(|(_, c)| c)
                     .ok_or_else(|| bad(format!("port {port} is not a CD/DVD drive")))?;
@@ -343,6 +384,8 @@ impl Handler for VmCommands {
                 .map(|()| json!({}))
                 .map_err(|e| bad(e.to_string()))
             }
+            "drive-add" => self.drive_add(args),
+            "drive-del" => self.drive_del(args),
             "quit" => {
                 none(args)?;
                 self.tracer.flush();

@@ -34,6 +34,10 @@ pub mod event {
     pub const HBA_RESET: &str = "HBA_RESET";
     /// `{"count": N}`: N events were dropped because the loop fell behind.
     pub const EVENTS_LOST: &str = "EVENTS_LOST";
+    /// `{"port": N}`: the drive on port N was removed (`drive-del`).
+    pub const DRIVE_REMOVED: &str = "DRIVE_REMOVED";
+    /// `{"port": N}`: a drive was put on port N (`drive-add`).
+    pub const DRIVE_ADDED: &str = "DRIVE_ADDED";
 }
 
 /// The HBA's events, queued for the control socket's clients.
@@ -59,6 +63,10 @@ pub fn event_hook(queue: EventQueue) -> EventHook {
         ),
         AhciEvent::PortReset { port } => queue.push(event::PORT_RESET, json!({"port": port})),
         AhciEvent::HbaReset => queue.push(event::HBA_RESET, json!({})),
+        AhciEvent::DeviceRemoved { port } => {
+            queue.push(event::DRIVE_REMOVED, json!({"port": port}))
+        }
+        AhciEvent::DeviceAdded { port } => queue.push(event::DRIVE_ADDED, json!({"port": port})),
     })
 }
 
