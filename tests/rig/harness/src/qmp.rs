@@ -114,12 +114,18 @@ pub fn device_del(socket: &Path, id: &str) -> (Result<(), Error>, Transcript) {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
+    use std::thread::JoinHandle;
 
-    /// A fake QEMU monitor: greets, answers capabilities and device_del, then sends an
-    /// unrelated event and the right DEVICE_DELETED.
-    #[test]
-    fn device_del_waits_for_its_event() {
-        let dir = std::env::temp_dir().join(format!("satavm-rig-qmp-{}", std::process::id()));
+    /// A fake QEMU monitor on a fresh socket: it greets, then answers each request it reads
+    /// with the next of `replies` (lines written as given), then writes `after`. Its thread
+    /// returns the requests it read.
+    fn fake_monitor(
+        name: &str,
+        replies: &'static [&'static str],
+        after: &'static str,
+    ) -> (PathBuf, JoinHandle<Vec<Value>>) {
+        let dir = std::env::temp_dir().join(format!("satavm-rig-{name}-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let sock = dir.join("qmp.sock");
         let _ = std::fs::remove_file(&sock);
@@ -130,22 +136,30 @@ mod tests {
             let mut input = BufReader::new(stream);
             writeln!(out, r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#).unwrap();
             let mut requests = Vec::new();
-            for reply in [
-                r#"{"return": {}}"#,
-                "{\"event\": \"DEVICE_DELETED\", \"data\": {\"device\": \"other\"}}\n{\"return\": {}}",
-            ] {
+            for reply in replies {
                 let mut line = String::new();
                 input.read_line(&mut line).unwrap();
                 requests.push(serde_json::from_str::<Value>(&line).unwrap());
                 writeln!(out, "{reply}").unwrap();
             }
-            writeln!(
-                out,
-                r#"{{"event": "DEVICE_DELETED", "data": {{"device": "ahci-vanish"}}}}"#
-            )
-            .unwrap();
+            writeln!(out, "{after}").unwrap();
             requests
         });
+        (sock, server)
+    }
+
+    /// Capabilities and device_del answered, then an unrelated device's DEVICE_DELETED
+    /// before the right one.
+    #[test]
+    fn device_del_waits_for_its_event() {
+        let (sock, server) = fake_monitor(
+            "qmp",
+            &[
+                r#"{"return": {}}"#,
+                "{\"event\": \"DEVICE_DELETED\", \"data\": {\"device\": \"other\"}}\n{\"return\": {}}",
+            ],
+            r#"{"event": "DEVICE_DELETED", "data": {"device": "ahci-vanish"}}"#,
+        );
         let (result, transcript) = device_del(&sock, "ahci-vanish");
         let requests = server.join().unwrap();
         assert!(result.is_ok(), "{result:?}");
@@ -155,35 +169,22 @@ mod tests {
         // greeting, capabilities' return, the other device's event, device_del's return, ours
         assert_eq!(transcript.len(), 5);
         assert!(transcript[4].1.contains("ahci-vanish"));
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(sock.parent().unwrap_or(&sock));
     }
 
     #[test]
     fn an_error_reply_is_an_error() {
-        let dir = std::env::temp_dir().join(format!("satavm-rig-qmp-err-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let sock = dir.join("qmp.sock");
-        let _ = std::fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock).expect("bind");
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().expect("accept");
-            let mut out = stream.try_clone().expect("clone");
-            let mut input = BufReader::new(stream);
-            writeln!(out, r#"{{"QMP": {{}}}}"#).unwrap();
-            let mut line = String::new();
-            input.read_line(&mut line).unwrap();
-            writeln!(out, r#"{{"return": {{}}}}"#).unwrap();
-            line.clear();
-            input.read_line(&mut line).unwrap();
-            writeln!(
-                out,
-                r#"{{"error": {{"class": "DeviceNotFound", "desc": "no such device"}}}}"#
-            )
-            .unwrap();
-        });
+        let (sock, server) = fake_monitor(
+            "qmp-err",
+            &[
+                r#"{"return": {}}"#,
+                r#"{"error": {"class": "DeviceNotFound", "desc": "no such device"}}"#,
+            ],
+            "",
+        );
         let (result, _) = device_del(&sock, "nothing");
         server.join().unwrap();
         assert!(matches!(result, Err(Error::Qmp(m)) if m.contains("DeviceNotFound")));
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(sock.parent().unwrap_or(&sock));
     }
 }
