@@ -90,7 +90,7 @@ pub fn wwn_from_serial(serial: &str) -> u64 {
 
 /// Store `s` as an ATA string in `words`: two characters per word, the first in the high byte
 /// (ACS-3 3.4.9), padded with spaces; characters outside printable ASCII become '?'.
-fn put_string(words: &mut [u16], s: &str) {
+pub(crate) fn put_string(words: &mut [u16], s: &str) {
     let mut bytes = s
         .bytes()
         .map(|b| if (0x20..0x7f).contains(&b) { b } else { b'?' })
@@ -233,8 +233,13 @@ pub fn identify_device(p: &IdentifyParams<'_>) -> [u16; 256] {
     w[217] = 1;
     // Word 222: transport major version: bits 15:12 = 1 serial; bits 6:0 SATA 1.0a..3.0.
     w[222] = 0x107f;
-    // Word 255: integrity word: A5h signature in bits 7:0, checksum in 15:8 so that the 512
-    // bytes sum to 0 modulo 256 (ACS-3 7.12.7.91).
+    seal(&mut w);
+    w
+}
+
+/// Word 255, the integrity word of IDENTIFY (PACKET) DEVICE data: A5h signature in bits 7:0,
+/// checksum in 15:8 so that the 512 bytes sum to 0 modulo 256 (ACS-3 7.12.7.91).
+pub(crate) fn seal(w: &mut [u16; 256]) {
     w[255] = 0x00a5;
     let sum = w[..255]
         .iter()
@@ -243,7 +248,6 @@ pub fn identify_device(p: &IdentifyParams<'_>) -> [u16; 256] {
         })
         .wrapping_add(0xa5);
     w[255] |= u16::from(sum.wrapping_neg()) << 8;
-    w
 }
 
 /// The words as the 512 little-endian bytes of the data block.

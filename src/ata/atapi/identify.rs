@@ -1,7 +1,7 @@
 //! IDENTIFY PACKET DEVICE data (ACS-3 7.13, table 46): a removable CD/DVD device of the
 //! PACKET feature set with 12-byte commands, PIO and Ultra DMA.
 
-use crate::ata::identify::TransferMode;
+use crate::ata::identify::{put_string, seal, TransferMode};
 
 /// The facts IDENTIFY PACKET DEVICE reports.
 #[derive(Debug, Clone)]
@@ -14,19 +14,6 @@ pub struct PacketIdentity<'a> {
     pub model: &'a str,
     /// The DMA mode SET FEATURES selected.
     pub transfer_mode: TransferMode,
-}
-
-/// Two characters a word, the first in the high byte, padded with spaces (ACS-3 3.4.9).
-fn put_string(words: &mut [u16], s: &str) {
-    let mut bytes = s
-        .bytes()
-        .map(|b| if (0x20..0x7f).contains(&b) { b } else { b'?' })
-        .chain(std::iter::repeat(b' '));
-    for w in words.iter_mut() {
-        let hi = bytes.next().unwrap_or(b' ');
-        let lo = bytes.next().unwrap_or(b' ');
-        *w = u16::from(hi) << 8 | u16::from(lo);
-    }
 }
 
 /// The 256 words, with the integrity word (255) filled in.
@@ -75,15 +62,8 @@ pub fn identify_packet_device(p: &PacketIdentity<'_>) -> [u16; 256] {
     w[88] = 0x007f | udma_sel;
     // Word 222: transport major version: serial, SATA 1.0a..3.0.
     w[222] = 0x107f;
-    // Word 255: integrity word (ACS-3 7.12.7.91): A5h and a checksum making the bytes sum 0.
-    w[255] = 0x00a5;
-    let sum = w[..255]
-        .iter()
-        .fold(0u8, |s, x| {
-            s.wrapping_add(*x as u8).wrapping_add((x >> 8) as u8)
-        })
-        .wrapping_add(0xa5);
-    w[255] |= u16::from(sum.wrapping_neg()) << 8;
+    // Word 255: the integrity word (ACS-3 7.12.7.91).
+    seal(&mut w);
     w
 }
 
