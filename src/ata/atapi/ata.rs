@@ -9,7 +9,7 @@ use super::identify::{identify_packet_device, PacketIdentity};
 use super::ATAPI_SIGNATURE_LBA;
 use crate::ata::command::opcode;
 use crate::ata::identify::TransferMode;
-use crate::ata::registers::{error as ata_error, status};
+use crate::ata::registers::{control, error as ata_error, status};
 use crate::ata::taskfile::{d2h_abort, d2h_good, STATUS_GOOD};
 use crate::sata::{Completion, DataPath, Fis, PioSetup, RegisterD2h, RegisterH2d, Submission};
 
@@ -34,6 +34,27 @@ pub fn signature(interrupt: bool) -> RegisterD2h {
         count: 1,
         ..Default::default()
     }
+}
+
+/// What a Device Control FIS did to SRST (the software reset, SATA 3.x 11.4.4): setting it
+/// resets the device; clearing it makes the device send its signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftReset {
+    Asserted,
+    Released,
+    Unchanged,
+}
+
+/// Follows SRST across Device Control FISes; `asserted` is the device's memory of it.
+pub fn soft_reset(asserted: &mut bool, fis: &RegisterH2d) -> SoftReset {
+    let srst = fis.control & control::SRST != 0;
+    let edge = match (*asserted, srst) {
+        (false, true) => SoftReset::Asserted,
+        (true, false) => SoftReset::Released,
+        _ => SoftReset::Unchanged,
+    };
+    *asserted = srst;
+    edge
 }
 
 /// A command that ends at once with `d2h`.

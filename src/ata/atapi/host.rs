@@ -31,7 +31,6 @@ use super::sense::{key, Sense};
 use crate::ata::command::opcode;
 use crate::ata::identify::TransferMode;
 use crate::ata::passthrough::HostLocks;
-use crate::ata::registers::control;
 use crate::ata::taskfile::d2h_abort;
 use crate::block::sg::{host_status, scsi_status, DataDirection, SgRequest, SgResult, SgTransport};
 use crate::block::{Completed, Engine, EngineStats, Reply, Request, ScsiCommand};
@@ -357,18 +356,13 @@ impl SataDevice for AtapiHostDrive {
     }
 
     fn device_control(&mut self, fis: &RegisterH2d) -> Option<RegisterD2h> {
-        let srst = fis.control & control::SRST != 0;
-        match (self.srst, srst) {
-            (false, true) => {
+        match ata::soft_reset(&mut self.srst, fis) {
+            ata::SoftReset::Asserted => {
                 self.reset();
-                self.srst = true;
                 None
             }
-            (true, false) => {
-                self.srst = false;
-                Some(ata::signature(false))
-            }
-            _ => None,
+            ata::SoftReset::Released => Some(ata::signature(false)),
+            ata::SoftReset::Unchanged => None,
         }
     }
 

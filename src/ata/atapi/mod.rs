@@ -43,7 +43,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::ata::command::opcode;
 use crate::ata::identify::TransferMode;
-use crate::ata::registers::control;
 use crate::ata::taskfile::d2h_abort;
 use crate::block::{EngineChoice, EngineStats};
 use crate::sata::{
@@ -299,18 +298,13 @@ impl SataDevice for AtapiDrive {
     }
 
     fn device_control(&mut self, fis: &RegisterH2d) -> Option<RegisterD2h> {
-        let srst = fis.control & control::SRST != 0;
-        match (self.srst, srst) {
-            (false, true) => {
+        match ata::soft_reset(&mut self.srst, fis) {
+            ata::SoftReset::Asserted => {
                 self.reset();
-                self.srst = true;
                 None
             }
-            (true, false) => {
-                self.srst = false;
-                Some(ata::signature(false))
-            }
-            _ => None,
+            ata::SoftReset::Released => Some(ata::signature(false)),
+            ata::SoftReset::Unchanged => None,
         }
     }
 
