@@ -5,13 +5,16 @@
 //! that is already taken, and clients that misbehave while the VM runs.
 
 mod common;
+#[path = "common/testfw.rs"]
+mod testfw;
+use testfw::testfw;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{h2d, TestHba, IMAGE_SECTORS};
@@ -245,28 +248,6 @@ fn trace_on_writes_a_file_and_off_stops() {
 }
 
 // ---- the binary ----
-
-fn testfw() -> &'static Path {
-    static ELF: OnceLock<PathBuf> = OnceLock::new();
-    ELF.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/testfw.S");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-testfw.elf");
-        let st = Command::new("gcc")
-            .args([
-                "-nostdlib",
-                "-static",
-                "-Wl,-Ttext=0x200000",
-                "-Wl,--build-id=none",
-            ])
-            .arg("-o")
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .expect("gcc");
-        assert!(st.success());
-        out
-    })
-}
 
 fn scratch_dir(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("api-{name}"));

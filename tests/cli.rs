@@ -7,13 +7,16 @@
 //! deadline, never a fixed sleep.
 
 mod common;
+#[path = "common/testfw.rs"]
+mod testfw;
+use testfw::testfw;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -23,29 +26,6 @@ use serde_json::json;
 const SATAVM: &str = env!("CARGO_BIN_EXE_satavm");
 /// Longest a run may take to reach a line (the software KVM is slow, CI machines are busy).
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The test firmware, built once.
-fn testfw() -> &'static Path {
-    static ELF: OnceLock<PathBuf> = OnceLock::new();
-    ELF.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/testfw.S");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testfw.elf");
-        let st = Command::new("gcc")
-            .args([
-                "-nostdlib",
-                "-static",
-                "-Wl,-Ttext=0x200000",
-                "-Wl,--build-id=none",
-            ])
-            .arg("-o")
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .expect("gcc");
-        assert!(st.success(), "building {}", src.display());
-        out
-    })
-}
 
 /// A fresh directory for one test (also the TMPDIR of the satavm it runs).
 fn scratch_dir(name: &str) -> PathBuf {
