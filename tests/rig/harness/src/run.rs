@@ -79,7 +79,9 @@ pub fn run(
     fs::create_dir_all(logs).map_err(|e| Error::io(logs, e))?;
     let results_path = prepared.build.join("results.txt");
     let console = logs.join("console.log");
-    for f in [&results_path, &console] {
+    // L1's heartbeat (its third serial port): the stall watch's sign of life.
+    let heartbeat = prepared.build.join("heartbeat.txt");
+    for f in [&results_path, &console, &heartbeat] {
         let _ = fs::remove_file(f);
     }
     let _ = fs::remove_file(logs.join("summary.tsv"));
@@ -95,7 +97,9 @@ pub fn run(
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .arg("-serial")
-        .arg(format!("file:{}", results_path.display()));
+        .arg(format!("file:{}", results_path.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", heartbeat.display()));
     let qmp_socket = prepared
         .fault_drives
         .then(|| std::env::temp_dir().join(format!("satavm-rig-qmp.{}", std::process::id())));
@@ -112,7 +116,7 @@ pub fn run(
     say(format!("rig: booting L1 for: {}", names.join(" ")));
     let t0 = Instant::now();
     let mut child = cmd.spawn().map_err(|e| Error::io(&prepared.qemu_bin, e))?;
-    let mut watch = StallWatch::new(child.id(), t0);
+    let mut watch = StallWatch::new(child.id(), Some(heartbeat.clone()), t0);
     let deadline = t0 + overall;
     let mut done_deadline: Option<Instant> = None;
     let (mut size, mut reported, mut unplugs_done) = (0u64, 0usize, 0usize);
@@ -153,11 +157,8 @@ pub fn run(
             timed_out = true;
             break stop(&mut child);
         }
-        if watch.stalled(now) {
-            say(
-                "rig: QEMU used under 1 s of CPU in the last 60 s: L1 stalled; stopping QEMU"
-                    .into(),
-            );
+        if let Some(stall) = watch.stalled(now) {
+            say(format!("rig: {}; stopping QEMU", stall.describe()));
             stalled = true;
             break stop(&mut child);
         }
