@@ -14,6 +14,8 @@ sums() {
     umount /mnt
 }
 sums 1 || exit 1
+. /scenarios/sr-read.sh
+sr_read_figure "emulated (the ISO on L1's tmpfs)" || echo "@@L2 timed read failed"
 # Without this, opening a drive whose tray is open closes it (cdrom.c's autoclose).
 echo 0 >/proc/sys/dev/cdrom/autoclose
 eject /dev/sr0 || { echo "@@L2 eject failed"; exit 1; }

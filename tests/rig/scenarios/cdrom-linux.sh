@@ -454,6 +454,8 @@ done
 rig_expect l2.out '^@@L2 ejected: no medium' "after the guest's eject the drive has no medium"
 rig_expect l2.out '^@@L2 loaded: .*LABEL="SATAVM_DISC1"' "after the guest closes the tray the disc is back"
 rig_expect l2.out '^@@L2 swapped: .*LABEL="SATAVM_DISC2"' "the guest sees the host's disc swap"
+tr -d '\r' <l2.out | sed -n 's/^@@L2 figure: /figure: /p'
+rig_expect l2.out '^@@L2 figure: emulated' "L2 timed its 1 MiB reads of sr0"
 rig_expect l2.out '^@@L2 END cdrom-linux rc=0' "L2 script succeeded"
 if grep -q -- '--strict:' l2.out; then rig_fail "a --strict spec rule was raised"; fi
 rig_ok "no --strict rule raised"
