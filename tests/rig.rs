@@ -43,6 +43,7 @@ const SCENARIOS: &[&str] = &[
     "selftest-passthrough",
     "inject-linux",
     "hotplug-linux",
+    "hotplug-passthrough",
     "cdrom-linux",
     "selftest-cdrom",
     // Needs QEMU's ide-cd in L1: an L1 boot of its own (see `run_rig`).
@@ -63,6 +64,8 @@ const SCENARIOS: &[&str] = &[
     "pt-timeout",
     // After it: it unplugs the vanishing drive's controller from L1 for good.
     "pt-vanish",
+    // Needs the installed Debian's drive (tests/rig/debian/run --env): an L1 boot of its own.
+    "debian-boot",
 ];
 
 /// The scenarios that run on Linux 6.12 too: every one where a Linux driver (L2's libahci,
@@ -166,6 +169,9 @@ fn run_rig(kernel: Kernel) -> RigRun {
     // is there only for them, for the same reason.
     let (cdrom, plain): (Vec<&str>, Vec<&str>) =
         plain.into_iter().partition(|n| marked(n, "host-cdrom"));
+    // The installed Debian boots from a drive of its own (1 GiB, with QEMU in L1): likewise.
+    let (debian, plain): (Vec<&str>, Vec<&str>) =
+        plain.into_iter().partition(|n| marked(n, "debian-drive"));
     let (mut outcomes, mut output) = rig_boot_retrying(&rig, &plain, &[]);
     if !faults.is_empty() {
         let (more, said) = rig_boot_retrying(&rig, &faults, &[]);
@@ -178,12 +184,17 @@ fn run_rig(kernel: Kernel) -> RigRun {
         output +=
             &format!("\n--- the host optical drive scenarios, in an L1 boot of their own\n{said}");
     }
+    if !debian.is_empty() {
+        let (more, said) = rig_boot_retrying(&rig, &debian, &debian_drive_env(&rig_dir));
+        outcomes.extend(more);
+        output += &format!("\n--- the installed Debian, in an L1 boot of its own\n{said}");
+    }
     RigRun { outcomes, output }
 }
 
 /// The L1 of `# rig: host-cdrom` scenarios: QEMU's ide-cd on L1's AHCI port 3 with the
 /// first disc of cdrom-linux (tests/rig/cdrom/host-iso.sh writes it), sr_mod in L1.
-fn host_cdrom_env(rig_dir: &Path) -> Vec<(&'static str, String)> {
+fn host_cdrom_env(rig_dir: &Path) -> Vec<(String, String)> {
     let iso = rig_dir.join("host-cd.iso");
     fs::create_dir_all(rig_dir).expect("cannot create the rig directory");
     let made = Command::new(repo().join("tests/rig/cdrom/host-iso.sh"))
@@ -192,15 +203,45 @@ fn host_cdrom_env(rig_dir: &Path) -> Vec<(&'static str, String)> {
         .expect("cannot run tests/rig/cdrom/host-iso.sh");
     assert!(made.success(), "tests/rig/cdrom/host-iso.sh failed");
     vec![
-        ("RIG_L1_MODULES_EXTRA", "sr_mod".to_string()),
+        ("RIG_L1_MODULES_EXTRA".to_string(), "sr_mod".to_string()),
         (
-            "RIG_QEMU_ARGS",
+            "RIG_QEMU_ARGS".to_string(),
             format!(
                 "-drive if=none,id=cd0,file={},media=cdrom,readonly=on -device ide-cd,drive=cd0,bus=ahci.3",
                 iso.display()
             ),
         ),
     ]
+}
+
+/// The L1 of `# rig: debian-drive` scenarios, as `tests/rig/debian/run --env` prints it
+/// (after building the installation once): the Debian drive on L1's AHCI port 3, QEMU and
+/// e2fsprogs in L1, more memory, a longer scenario timeout.
+fn debian_drive_env(rig_dir: &Path) -> Vec<(String, String)> {
+    let made = Command::new(repo().join("tests/rig/debian/run"))
+        .arg("--env")
+        .env("RIG_DIR", rig_dir)
+        .env_remove("RIG_QEMU_ARGS")
+        .env_remove("RIG_L1_BINARIES")
+        .env_remove("RIG_L1_FILES")
+        .output()
+        .expect("cannot run tests/rig/debian/run --env");
+    assert!(
+        made.status.success(),
+        "tests/rig/debian/run --env failed ({}):\n{}",
+        made.status,
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let env: Vec<(String, String)> = String::from_utf8_lossy(&made.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(
+        env.iter().any(|(k, _)| k == "RIG_QEMU_ARGS"),
+        "tests/rig/debian/run --env printed no RIG_QEMU_ARGS: {env:?}"
+    );
+    env
 }
 
 /// Whether scenario `name` asks for the rig's fault drives (a `# rig: fault-drives` line).
@@ -231,7 +272,7 @@ struct Rig<'a> {
 fn rig_boot_retrying(
     rig: &Rig<'_>,
     names: &[&str],
-    env: &[(&'static str, String)],
+    env: &[(String, String)],
 ) -> (BTreeMap<String, Outcome>, String) {
     let (mut outcomes, mut output) = rig_boot(rig, names, env);
     // Now and then QEMU's vCPU stops for good (below satavm: L1's own watchdogs and heartbeats
@@ -267,7 +308,7 @@ const STALL_RETRIES: usize = 2;
 fn rig_boot(
     rig: &Rig<'_>,
     names: &[&str],
-    env: &[(&'static str, String)],
+    env: &[(String, String)],
 ) -> (BTreeMap<String, Outcome>, String) {
     let logs = rig.dir.join(rig.kernel.logs());
     let result = Command::new(repo().join("scripts").join("rig"))
@@ -280,7 +321,7 @@ fn rig_boot(
         .env("RIG_KERNEL", rig.kernel.rig_kernel())
         .env_remove("RIG_L1_KERNEL")
         .env_remove("RIG_L2_KERNEL")
-        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("cannot start scripts/rig");
     let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
@@ -402,6 +443,7 @@ fn check_cdrom_under_linux(kernel: Kernel) {
         "ok: after the guest closes the tray the disc is back",
         "ok: the guest sees the host's disc swap",
         "ok: disc 2: ./numbers2.txt has the md5 L1 expects",
+        "ok: L2 timed its 1 MiB reads of sr0",
         "ok: no --strict rule raised",
     ] {
         assert_log_line("cdrom-linux", log, needle);
@@ -416,10 +458,35 @@ fn cdrom_passthrough_of_a_host_drive() {
         "ok: blkid sees iso9660",
         "ok: ./dir/big.bin has the md5 L1 expects",
         "ok: L2's read of the disc equals L1's /dev/sr0",
+        "ok: L2 timed its 1 MiB reads of sr0",
+        "figure: L1 itself: 1 MiB read of sr0",
+        "ok: the guest's WRITE(10) was refused with ILLEGAL REQUEST",
         "ok: no --strict rule raised",
     ] {
         assert_log_line("cdrom-passthrough", log, needle);
     }
+    // satavm's trace of every SG_IO it sent the host drive: the reads are there, the refused
+    // WRITE(10) (opcode 2Ah) is not.
+    let cdbs: Vec<String> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("json-sg_io: "))
+        .map(|l| {
+            let e: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("trace line {l}: {e}"));
+            e["cdb"]
+                .as_str()
+                .unwrap_or_else(|| panic!("sg_io trace line without a cdb: {l}"))
+                .to_string()
+        })
+        .collect();
+    assert!(
+        cdbs.iter().any(|c| c.starts_with("28")),
+        "no READ(10) among the SG_IO commands sent to the host drive: {cdbs:?}"
+    );
+    assert!(
+        !cdbs.iter().any(|c| c.starts_with("2a")),
+        "the refused WRITE(10) reached the host drive: {cdbs:?}"
+    );
 }
 
 #[test]
@@ -430,6 +497,40 @@ fn selftest_firmware_with_an_atapi_drive() {
         log,
         "satavm-selftest: RESULT PASS (15 checks)",
     );
+}
+
+#[test]
+fn an_installed_debian_boots_from_the_drive_passed_through_from_an_image_and_under_qemu() {
+    let log = passed_on(Kernel::Linux6_1, "debian-boot");
+    for needle in [
+        "ok: pt: systemd reached the autologin shell on ttyS0",
+        "ok: pt: systemd is running (or degraded, failed units listed)",
+        "ok: pt: satavm exited 0 after systemctl poweroff",
+        "ok: pt: hdparm in L2 sees the real drive's model",
+        "ok: pt: e2fsck -fn finds the filesystem clean",
+        "ok: pt: L1 finds the file L2 wrote, on the drive",
+        "ok: image: satavm exited 0 after systemctl poweroff",
+        "ok: image: hdparm in L2 sees the emulated drive's model",
+        "ok: image: e2fsck -fn finds the filesystem clean",
+        "ok: image: L1 finds the file L2 wrote, in the image",
+        "ok: qemu: QEMU exited 0 after systemctl poweroff",
+        "ok: qemu: e2fsck -fn finds the filesystem clean",
+    ] {
+        assert_log_line("debian-boot", log, needle);
+    }
+    // The boot-time table of issue 19: one figure per VMM, a number of seconds each.
+    for vmm in ["pt", "image", "qemu"] {
+        let prefix = format!("figure: {vmm} boot to the root shell ");
+        let secs = log
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok());
+        assert!(
+            secs.is_some_and(|s| s > 0.0),
+            "debian-boot: no boot time for {vmm} in its log:\n{log}"
+        );
+    }
 }
 
 #[test]
@@ -676,6 +777,73 @@ fn hotplug_surprise_removal_and_insertion_under_linux() {
     ] {
         assert_log_line("hotplug-linux", log, needle);
     }
+}
+
+#[test]
+fn control_socket_on_a_passthrough_drive_under_linux() {
+    let log = passed_on(Kernel::Linux6_1, "hotplug-passthrough");
+    for needle in [
+        "ok: query-stats answered twice while L2 read",
+        "ok: after inject-add, L2's read of LBA 4096 failed",
+        "ok: after inject-del, L2 reads LBA 4096 again",
+        "ok: libata reported the injected error (UNC)",
+        "ok: the block layer reported LBA 4096 failed",
+        "ok: event DRIVE_ERROR for the injected error",
+        "ok: libata: ata1: SATA link down",
+        "ok: L2's reads failed with an I/O error",
+        "ok: event DRIVE_REMOVED",
+        "ok: event DRIVE_ADDED",
+        "ok: the drive put back reads what L1 reads",
+        "ok: satavm exited 0",
+        "latency: drive-del to L2's sda removal",
+    ] {
+        assert_log_line("hotplug-passthrough", log, needle);
+    }
+    // The replies the scenario logged, parsed as JSON.
+    let json = |name: &str| -> serde_json::Value {
+        let prefix = format!("json: {name} ");
+        let line = log
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("hotplug-passthrough: no {name} reply in its log:\n{log}"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"))
+    };
+    // query-stats while L2 read: port 0's pass-through drive moved data between the two
+    // snapshots, through the host (SG_IO) side.
+    let port0 = |v: &serde_json::Value, key: &str| -> u64 {
+        v["ports"][0][key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("query-stats: no number ports[0].{key}: {v}"))
+    };
+    let host0 = |v: &serde_json::Value, key: &str| -> u64 {
+        v["ports"][0]["host"][key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("query-stats: no number ports[0].host.{key}: {v}"))
+    };
+    let (before, after) = (json("stats-before"), json("stats-after"));
+    assert!(
+        port0(&after, "bytes_read") > port0(&before, "bytes_read"),
+        "bytes_read did not grow while L2 read: {before} then {after}"
+    );
+    assert!(
+        port0(&after, "commands") > port0(&before, "commands"),
+        "commands did not grow while L2 read: {before} then {after}"
+    );
+    assert!(
+        host0(&after, "commands_sent") > host0(&before, "commands_sent"),
+        "the host side sent no SG_IO commands meanwhile: {before} then {after}"
+    );
+    // The rule added at run time is listed with its id, in --inject's syntax.
+    let id = json("inject-add")["id"].as_u64().expect("inject-add's id");
+    let list = json("inject-list");
+    let rules = list.as_array().expect("inject-list returns an array");
+    assert!(
+        rules.iter().any(|r| r["id"].as_u64() == Some(id)
+            && r["rule"]
+                .as_str()
+                .is_some_and(|t| t.contains("lba=4096-4103"))),
+        "inject-list does not list rule {id}: {list}"
+    );
 }
 
 fn check_fault_injection_under_linux(kernel: Kernel) {
