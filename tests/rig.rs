@@ -799,14 +799,20 @@ fn control_socket_on_a_passthrough_drive_under_linux() {
     ] {
         assert_log_line("hotplug-passthrough", log, needle);
     }
-    // The replies the scenario logged, parsed as JSON.
+    // The replies the scenario logged (satavm ctl prints the whole reply object), parsed as
+    // JSON: their `return` values.
     let json = |name: &str| -> serde_json::Value {
         let prefix = format!("json: {name} ");
         let line = log
             .lines()
             .find_map(|l| l.strip_prefix(prefix.as_str()))
             .unwrap_or_else(|| panic!("hotplug-passthrough: no {name} reply in its log:\n{log}"));
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"))
+        let reply: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
+        reply
+            .get("return")
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: a reply without `return`: {line}"))
     };
     // query-stats while L2 read: port 0's pass-through drive moved data between the two
     // snapshots, through the host (SG_IO) side.

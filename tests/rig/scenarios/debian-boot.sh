@@ -103,7 +103,8 @@ debian_boot() {
     rc=$?
     exec 8>&-
     rig_show "$out"
-    tr -d '\r' <"$out" | grep -o '@@DEB [A-Za-z].*' | sed "s/^@@DEB /$name: /"
+    # What the guest answered (not the echo of the typed lines, which hold $ or quotes).
+    tr -d '\r' <"$out" | grep -o '@@DEB [A-Za-z].*' | grep -v '[$"]' | sed "s/^@@DEB /$name: /"
     rig_expect "$out" '@@DEB state=(running|degraded)' "$name: systemd is running (or degraded, failed units listed)"
 }
 

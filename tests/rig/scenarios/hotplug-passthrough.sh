@@ -45,7 +45,8 @@ rig_ok "query-stats answered twice while L2 read"
 wait_l2 '^@@L2 probe ok$' 60 "L2's first read of LBA $bad failed"
 ctl inject-add "{\"rule\": \"port=0,op=read,lba=$bad-$((bad + 7)),error=unc\"}" >add-rule.out ||
     rig_fail "inject-add refused: $(cat add-rule.out)"
-id=$(sed -n 's/.*"id": *\([0-9]*\).*/\1/p' add-rule.out)
+# satavm ctl prints the whole reply: {"id": request, "return": {"id": rule}}.
+id=$(sed -n 's/.*"return": *{"id": *\([0-9]*\).*/\1/p' add-rule.out)
 [ -n "$id" ] || rig_fail "inject-add returned no id: $(cat add-rule.out)"
 echo "json: inject-add $(cat add-rule.out)"
 ctl inject-list >list.out || rig_fail "inject-list failed"
