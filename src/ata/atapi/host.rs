@@ -282,7 +282,12 @@ impl AtapiHostDrive {
             log::debug!("cdrom pass-through: refused {}", cdb::name(cdb[0]));
             return Submission::Complete(self.check(slot, &packet, Sense::INVALID_OPCODE));
         }
-        let len = data.len().min(MAX_TRANSFER as u64) as u32;
+        // No more than the command asks for: a CDB's allocation length caps its data-in
+        // (SPC-4 4.2.5.6), so a guest buffer larger than it (Linux maps whole pages) does
+        // not become a longer host transfer, and the byte count the HBA reports (PRDBC) is
+        // what the drive can have sent even where the host reports no residue.
+        let asked = cdb::allocation_length(cdb).map_or(u64::MAX, u64::from);
+        let len = data.len().min(MAX_TRANSFER as u64).min(asked) as u32;
         let direction = match (len, data_out(cdb[0])) {
             (0, _) => DataDirection::None,
             (_, true) => DataDirection::ToDevice,
@@ -502,6 +507,8 @@ mod tests {
     struct FakeCd {
         log: Mutex<Vec<u8>>,
         gone: Mutex<bool>,
+        /// The data length of every INQUIRY it got.
+        lens: Mutex<Vec<usize>>,
     }
 
     impl SgTransport for FakeCd {
@@ -513,10 +520,14 @@ mod tests {
             let good = SgResult::default();
             match req.cdb[0] {
                 op::INQUIRY if req.cdb[1] & 1 == 0 => {
-                    req.data[0] = 5;
-                    req.data[8..16].copy_from_slice(b"HOSTVEND");
-                    req.data[16..32].copy_from_slice(b"HOST DVD-RW     ");
-                    req.data[32..36].copy_from_slice(b"1.02");
+                    let mut page = [0u8; 36];
+                    page[0] = 5;
+                    page[8..16].copy_from_slice(b"HOSTVEND");
+                    page[16..32].copy_from_slice(b"HOST DVD-RW     ");
+                    page[32..36].copy_from_slice(b"1.02");
+                    self.lens.lock().unwrap().push(req.data.len());
+                    let n = req.data.len().min(page.len());
+                    req.data[..n].copy_from_slice(&page[..n]);
                     Ok(good)
                 }
                 op::READ_10 => {
@@ -605,6 +616,25 @@ mod tests {
         mem.read(0x1000, &mut s).unwrap();
         assert_eq!((s[0], s[2], s[12]), (0x70, 5, 0x24));
         assert_eq!(cd.log.lock().unwrap().len(), before);
+    }
+
+    #[test]
+    fn the_allocation_length_caps_the_host_transfer() {
+        let (mut d, cd, mem) = drive(false);
+        // INQUIRY for 4 bytes into a 16 KiB buffer (as Linux's sr maps it): the host is
+        // asked for 4, and 4 are reported moved.
+        let c = run(&mut d, &mem, &[op::INQUIRY, 0, 0, 0, 4, 0], 16384);
+        assert_eq!((error(&c), c.bytes_transferred), (None, 4));
+        // A buffer smaller than the allocation length: the buffer's length.
+        let c = run(&mut d, &mem, &[op::INQUIRY, 0, 0, 0, 96, 0], 36);
+        assert_eq!((error(&c), c.bytes_transferred), (None, 36));
+        assert_eq!(*cd.lens.lock().unwrap().last().unwrap(), 36);
+        let lens = cd.lens.lock().unwrap().clone();
+        assert_eq!(
+            lens[lens.len() - 2],
+            4,
+            "INQUIRY lengths the host saw: {lens:?}"
+        );
     }
 
     #[test]
