@@ -17,34 +17,8 @@ reader=$!
 echo "@@L2 reading sda, uptime $(up)"
 while [ -e /sys/block/sda ]; do sleep 0.01; done
 echo "@@L2 sda-gone uptime=$(up)"
-# The reader must end by itself (no hang): its dd fails once sda is gone.
-i=0
-while kill -0 "$reader" 2>/dev/null; do
-    i=$((i + 1))
-    [ "$i" -le 600 ] || { echo "@@L2 reader hung"; exit 1; }
-    sleep 0.1
-done
-wait "$reader"
+. /scenarios/hotplug-common.sh
+wait_reader "$reader"
 # When libata first heard of it (its interrupt: PHY RDY / connection status changed).
 dmesg | grep -m1 -E 'ata1: .*(PHY RDY|connection status|exception)' | sed 's/^/@@L2 first-ata1: /'
-echo "@@L2 waiting-for-new"
-new=
-i=0
-while [ -z "$new" ]; do
-    for d in /sys/block/sd*; do
-        [ -e "$d/device/model" ] || continue
-        case "$(cat "$d/device/model")" in HOTPLUG-NEW*) new=${d##*/} ;; esac
-    done
-    i=$((i + 1))
-    [ "$i" -le 600 ] || { echo "@@L2 no new disk"; ls /sys/block; exit 1; }
-    [ -n "$new" ] || sleep 0.1
-done
-echo "@@L2 new-disk=$new model=$(cat /sys/block/$new/device/model) uptime=$(up)"
-got=$(dd if=/dev/$new bs=1M count=1 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
-if [ "$got" = "$want" ]; then
-    echo "@@L2 new-read=ok $got"
-else
-    echo "@@L2 new-read=bad got $got want $want"
-fi
-dmesg | grep -E 'ata[12]|sd[a-z]|I/O error' | tail -60 | sed 's/^/@@L2 dmesg: /'
-[ "$got" = "$want" ]
+check_new_disk HOTPLUG-NEW "$want"
