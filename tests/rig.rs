@@ -1,8 +1,8 @@
 //! The nested test rig as cargo tests.
 //!
-//! `scripts/rig payload` prepares an L1 boot (the Debian kernel, an initramfs with the
-//! satavm binary cargo built and the scenarios) and the rig's harness (tests/rig/harness,
-//! used here as a library) boots it: QEMU (TCG, emulated AMD SVM) runs L1, which has a real
+//! The rig's harness (tests/rig/harness, used here as a library) prepares an L1 boot (the
+//! Debian kernel, an initramfs with the satavm binary cargo built and the scenarios) and
+//! boots it: QEMU (TCG, emulated AMD SVM) runs L1, which has a real
 //! KVM and QEMU's AHCI disk as a real SATA drive; inside it, satavm boots L2. The rig runs
 //! once per test binary and kernel generation, all scenarios in one L1 boot (those needing
 //! the fault drives in a second); each `#[test]` then checks one scenario's result and log.
@@ -19,9 +19,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
-use satavm_rig::prepared::Prepared;
+use satavm_rig::prepare::{self, payload, Knobs, Mode, Satavm};
 use satavm_rig::run;
 
 /// Every scenario in tests/rig/scenarios/, each with its `#[test]` below.
@@ -53,7 +52,7 @@ const SCENARIOS: &[&str] = &[
     "smart-power",
     // 20 L2 boots of its own: --strict with the doorbells under parallel load.
     "strict-boots",
-    // Its L2 boots the initramfs variant with fio (scripts/rig builds it for the one boot).
+    // Its L2 boots the initramfs variant with fio (the harness builds it for the one boot).
     // Last of this boot: QEMU's stall (see `rig_boot_retrying`) came in about a third of its
     // runs, and a stall re-runs only the scenarios that had not finished.
     "integrity-fio",
@@ -82,7 +81,7 @@ const ON_LINUX_6_12: &[&str] = &[
     "smart-power",
 ];
 
-/// A Debian kernel generation, in L1 and L2 (scripts/rig's `RIG_KERNEL`).
+/// A Debian kernel generation, in L1 and L2 (the rig's `RIG_KERNEL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kernel {
     /// bookworm's linux-image-amd64.
@@ -126,7 +125,7 @@ struct Outcome {
 /// The result of one kernel generation's rig boots in this test binary.
 struct RigRun {
     outcomes: BTreeMap<String, Outcome>,
-    /// What scripts/rig printed (stdout, then stderr), for failure messages.
+    /// What the harness said while preparing and booting, for failure messages.
     output: String,
 }
 
@@ -251,15 +250,11 @@ fn needs_fault_drives(name: &str) -> bool {
 
 /// Whether scenario `name` has a line `# rig: MARKER`.
 fn marked(name: &str, marker: &str) -> bool {
-    let file = repo()
-        .join("tests")
-        .join("rig")
-        .join("scenarios")
-        .join(format!("{name}.sh"));
-    fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-        .lines()
-        .any(|l| l.trim() == format!("# rig: {marker}"))
+    let knobs = Knobs::from_lookup(|_| None).expect("the rig's default knobs");
+    payload::markers(&knobs, name)
+        .unwrap_or_else(|e| panic!("scenario {name}: {e}"))
+        .iter()
+        .any(|m| m == marker)
 }
 
 /// Where and on which kernel generation the rig runs.
@@ -276,7 +271,7 @@ fn rig_boot_retrying(
 ) -> (BTreeMap<String, Outcome>, String) {
     let (mut outcomes, mut output) = rig_boot(rig, names, env);
     // Now and then QEMU's vCPU stops for good (below satavm: L1's own watchdogs and heartbeats
-    // stop too); scripts/rig then says "L1 stalled". Under integrity-fio's long I/O load that
+    // stop too); the harness then says "L1 stalled". Under integrity-fio's long I/O load that
     // came in 8 of 25 L1 boots. Scenarios that never finished get up to two more, fresh L1
     // boots, and the output says so.
     let mut stalled = output.contains("L1 stalled");
@@ -303,57 +298,48 @@ fn rig_boot_retrying(
 /// Fresh L1 boots for scenarios an L1 stall left unfinished.
 const STALL_RETRIES: usize = 2;
 
-/// One L1 boot for `names`, `env` set for `scripts/rig payload`: it prepares the boot, the
-/// harness boots it. Returns the outcomes and what both printed.
+/// One L1 boot for `names`, with the knobs of this process's environment and `env` on top:
+/// the harness prepares it (kernels, initramfs, this test binary's satavm) and boots it.
+/// Returns the outcomes and what it said.
 fn rig_boot(
     rig: &Rig<'_>,
     names: &[&str],
     env: &[(String, String)],
 ) -> (BTreeMap<String, Outcome>, String) {
     let logs = rig.dir.join(rig.kernel.logs());
-    let result = Command::new(repo().join("scripts").join("rig"))
-        .arg("payload")
-        .arg("--satavm")
-        .arg(env!("CARGO_BIN_EXE_satavm"))
-        .args(names)
-        .env("RIG_DIR", rig.dir)
-        .env("RIG_LOGS", &logs)
-        .env("RIG_KERNEL", rig.kernel.rig_kernel())
-        .env_remove("RIG_L1_KERNEL")
-        .env_remove("RIG_L2_KERNEL")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("cannot start scripts/rig");
-    let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
-    let mut output = format!(
-        "RIG_KERNEL={} scripts/rig payload exited with {}\n--- stdout\n{stdout}--- stderr\n{}",
-        rig.kernel.rig_kernel(),
-        result.status,
-        String::from_utf8_lossy(&result.stderr)
-    );
-    println!("{output}");
-    let payload = stdout.lines().rev().find_map(|l| {
-        let rest = l.strip_prefix("prepared=")?;
-        let (file, overall) = rest.split_once(" overall=")?;
-        Some((PathBuf::from(file), overall.trim().parse::<u64>().ok()?))
-    });
-    let Some((file, overall)) = payload.filter(|_| result.status.success()) else {
-        return (BTreeMap::new(), output);
+    let mut set: BTreeMap<&str, String> =
+        env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    set.insert("RIG_DIR", rig.dir.display().to_string());
+    set.insert("RIG_LOGS", logs.display().to_string());
+    set.insert("RIG_KERNEL", rig.kernel.rig_kernel().to_string());
+    let lookup = |name: &str| match name {
+        // Both levels on this run's generation.
+        "RIG_L1_KERNEL" | "RIG_L2_KERNEL" => None,
+        _ => set.get(name).cloned().or_else(|| std::env::var(name).ok()),
     };
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let boot = Prepared::load(&file).and_then(|prepared| {
-        run::run(
-            &prepared,
-            &names,
-            Duration::from_secs(overall),
-            &mut |line| {
-                // Shown with --nocapture, and kept in the failure messages below.
-                println!("{line}");
-                output.push_str(&line);
-                output.push('\n');
-            },
-        )
+    let mut output = format!(
+        "RIG_KERNEL={} {}\n",
+        rig.kernel.rig_kernel(),
+        env.iter()
+            .map(|(k, v)| format!("{k}={v:?} "))
+            .collect::<String>()
+    );
+    let mut say = |line: &str| {
+        // Shown with --nocapture, and kept in the failure messages below.
+        println!("{line}");
+        output.push_str(line);
+        output.push('\n');
+    };
+    let prepared = Knobs::from_lookup(lookup).and_then(|knobs| {
+        let mode = Mode::Run {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            timeout: knobs.scenario_timeout,
+        };
+        let satavm = Satavm::Path(env!("CARGO_BIN_EXE_satavm").into());
+        prepare::boot(&knobs, mode, &satavm, &mut |l| say(&format!("rig: {l}")))
     });
+    let boot = prepared
+        .and_then(|boot| run::run(&boot.prepared, &boot.names, boot.overall, &mut |l| say(&l)));
     match boot {
         Ok(report) => {
             if report.stalled {
@@ -374,7 +360,7 @@ fn rig_boot(
             (outcomes, output)
         }
         Err(e) => {
-            output += &format!("the harness could not boot L1: {e}\n");
+            output += &format!("the harness could not prepare or boot L1: {e}\n");
             (BTreeMap::new(), output)
         }
     }

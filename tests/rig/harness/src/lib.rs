@@ -1,12 +1,14 @@
 //! The host side of satavm's nested test rig (tests/rig/README.md).
 //!
-//! `scripts/rig` prepares (Debian packages, the kernels, the initramfs with satavm and the
-//! scenarios) and describes the machine it prepared ([`prepared`]); this crate boots it:
-//! L1's QEMU ([`machine`]), the results protocol L1 speaks on its second serial port
-//! ([`protocol`]), QEMU's monitor ([`qmp`]), stall detection ([`stall`]) and the boot loop
-//! ([`run`]). `tests/rig.rs` uses it as a library, `scripts/rig run` through its binary.
+//! [`prepare`] gets a boot ready: Debian packages, the kernels and QEMU 10 in the cache, the
+//! initramfs bases, then per boot the payload (satavm, the scenarios, the settings) and the
+//! machine description ([`prepared`]). The rest boots it: L1's QEMU ([`machine`]), the
+//! results protocol L1 speaks on its second serial port ([`protocol`]), QEMU's monitor
+//! ([`qmp`]), stall detection ([`stall`]) and the boot loop ([`run`]). `tests/rig.rs` uses it
+//! as a library, `scripts/rig` through its binary.
 
 pub mod machine;
+pub mod prepare;
 pub mod prepared;
 pub mod protocol;
 pub mod qmp;
@@ -28,6 +30,10 @@ pub enum Error {
     Qmp(String),
     #[error("{0}")]
     Usage(String),
+    #[error("preparing: {0}")]
+    Prepare(String),
+    #[error("{0}")]
+    Command(String),
 }
 
 impl Error {

@@ -1,76 +1,169 @@
-//! `satavm-rig`: what `scripts/rig run|shell|satavm` hand over to once they prepared a boot.
+//! `satavm-rig`: the nested test rig's command (what `scripts/rig` runs).
 //!
 //! ```text
-//! satavm-rig run --prepared FILE [--overall-timeout SECS] NAME...
-//! satavm-rig shell --prepared FILE      L1's console on this terminal (Ctrl-A x quits)
-//! satavm-rig satavm --prepared FILE     satavm's output here; exits with its status
+//! satavm-rig prepare
+//! satavm-rig run [--satavm PATH | --no-satavm] [--timeout SECS] [--overall-timeout SECS] [NAME...]
+//! satavm-rig payload [the same options]   prepare a run, print "prepared=FILE overall=SECS"
+//! satavm-rig shell [--satavm PATH] [--l1] [-- SATAVM-ARGS...]
+//! satavm-rig satavm [--satavm PATH] [--] SATAVM-ARGS...
 //! ```
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use satavm_rig::machine::Machine;
+use satavm_rig::prepare::{self, Knobs, Mode, Satavm};
 use satavm_rig::prepared::Prepared;
 use satavm_rig::protocol::Results;
 use satavm_rig::{run, Error};
+
+/// `scripts/rig --help`.
+const USAGE: &str = include_str!("usage.txt");
 
 fn main() -> ExitCode {
     match real_main() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("satavm-rig: error: {e}");
+            eprintln!("rig: error: {e}");
             ExitCode::from(2)
         }
     }
 }
 
-struct Args {
-    command: String,
-    prepared: PathBuf,
+/// What the options of run, payload, shell and satavm say.
+struct Options {
+    satavm: Satavm,
+    timeout: Option<u64>,
     overall: Option<u64>,
-    names: Vec<String>,
+    l1: bool,
+    /// Scenario names (run, payload) or satavm's arguments (shell, satavm).
+    rest: Vec<String>,
 }
 
-fn parse_args() -> Result<Args, Error> {
-    let mut args = std::env::args().skip(1);
-    let command = args.next().ok_or_else(|| {
-        Error::Usage("usage: satavm-rig run|shell|satavm --prepared FILE ...".into())
-    })?;
-    let (mut prepared, mut overall, mut names) = (None, None, Vec::new());
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--prepared" => prepared = args.next().map(PathBuf::from),
-            "--overall-timeout" => {
-                let v = args.next().unwrap_or_default();
-                overall = Some(v.parse().map_err(|_| {
-                    Error::Usage(format!("--overall-timeout {v:?}: seconds expected"))
-                })?);
+fn parse_options(command: &str, args: &[String]) -> Result<Option<Options>, Error> {
+    let mut o = Options {
+        satavm: Satavm::Build,
+        timeout: None,
+        overall: None,
+        l1: false,
+        rest: Vec::new(),
+    };
+    let scenarios = matches!(command, "run" | "payload");
+    let seconds = |v: Option<&String>, name: &str| -> Result<u64, Error> {
+        let v = v.ok_or_else(|| Error::Usage(format!("{name} needs seconds")))?;
+        v.parse()
+            .map_err(|_| Error::Usage(format!("{name} {v:?}: seconds expected")))
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        match a {
+            "-h" | "--help" => return Ok(None),
+            "--satavm" => {
+                let p = args
+                    .get(i + 1)
+                    .ok_or_else(|| Error::Usage("--satavm needs a path".into()))?;
+                o.satavm = Satavm::Path(p.into());
+                i += 1;
             }
-            _ if a.starts_with('-') => return Err(Error::Usage(format!("unknown option {a}"))),
-            _ => names.push(a),
+            "--no-satavm" if scenarios => o.satavm = Satavm::None,
+            "--timeout" if scenarios => {
+                o.timeout = Some(seconds(args.get(i + 1), "--timeout")?);
+                i += 1;
+            }
+            "--overall-timeout" if scenarios => {
+                o.overall = Some(seconds(args.get(i + 1), "--overall-timeout")?);
+                i += 1;
+            }
+            "--l1" if command == "shell" => o.l1 = true,
+            "--" if !scenarios => {
+                o.rest.extend(args[i + 1..].iter().cloned());
+                break;
+            }
+            _ if a.starts_with('-') && (scenarios || command == "shell") => {
+                return Err(Error::Usage(format!(
+                    "unknown option {a} (see scripts/rig --help)"
+                )))
+            }
+            _ if scenarios => o.rest.push(a.to_string()),
+            _ if command == "satavm" => {
+                // The first word that is not ours starts satavm's arguments.
+                o.rest.extend(args[i..].iter().cloned());
+                break;
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "unexpected {a:?} (satavm's arguments go after --)"
+                )))
+            }
         }
+        i += 1;
     }
-    let prepared = prepared.ok_or_else(|| Error::Usage("--prepared FILE is required".into()))?;
-    Ok(Args {
-        command,
-        prepared,
-        overall,
-        names,
-    })
+    Ok(Some(o))
 }
 
 fn real_main() -> Result<ExitCode, Error> {
-    let args = parse_args()?;
-    let prepared = Prepared::load(&args.prepared)?;
-    match args.command.as_str() {
-        "run" => {
-            if args.names.is_empty() {
-                return Err(Error::Usage("run: no scenario named".into()));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first().map(String::as_str) else {
+        eprint!("{USAGE}");
+        return Ok(ExitCode::from(2));
+    };
+    if matches!(command, "help" | "-h" | "--help") {
+        print!("{USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !matches!(command, "prepare" | "run" | "payload" | "shell" | "satavm") {
+        return Err(Error::Usage(format!(
+            "unknown command {command:?} (see scripts/rig --help)"
+        )));
+    }
+    let knobs = Knobs::from_env()?;
+    let mut log = |line: &str| eprintln!("rig: {line}");
+    if command == "prepare" {
+        prepare::prepare(&knobs, &mut log)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(mut options) = parse_options(command, &args[1..])? else {
+        print!("{USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mode = match command {
+        "run" | "payload" => Mode::Run {
+            names: std::mem::take(&mut options.rest),
+            timeout: options.timeout.unwrap_or(knobs.scenario_timeout),
+        },
+        "shell" => {
+            if options.l1
+                && options.satavm == Satavm::Build
+                && !prepare::default_satavm_built(&knobs)
+            {
+                options.satavm = Satavm::None;
             }
-            let overall = Duration::from_secs(args.overall.unwrap_or(420));
-            let report = run::run(&prepared, &args.names, overall, &mut |line| {
+            Mode::Shell {
+                l1: options.l1,
+                args: std::mem::take(&mut options.rest),
+            }
+        }
+        _ => Mode::Satavm {
+            args: std::mem::take(&mut options.rest),
+        },
+    };
+    let boot = prepare::boot(&knobs, mode, &options.satavm, &mut log)?;
+    let overall = options
+        .overall
+        .map_or(boot.overall, std::time::Duration::from_secs);
+    let prepared = &boot.prepared;
+    match command {
+        "payload" => {
+            println!(
+                "prepared={} overall={}",
+                prepared.build.join("prepared.env").display(),
+                overall.as_secs()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        "run" => {
+            let report = run::run(prepared, &boot.names, overall, &mut |line| {
                 println!("{line}")
             })?;
             let failed = report.outcomes.iter().filter(|o| !o.passed()).count();
@@ -91,8 +184,14 @@ fn real_main() -> Result<ExitCode, Error> {
             println!("rig: all {} scenario(s) passed", report.outcomes.len());
             Ok(ExitCode::SUCCESS)
         }
+        _ => boot_interactive(command, prepared),
+    }
+}
+
+fn boot_interactive(command: &str, prepared: &Prepared) -> Result<ExitCode, Error> {
+    match command {
         "shell" => {
-            let machine = Machine::new(&prepared)?;
+            let machine = Machine::new(prepared)?;
             let mut cmd = machine.command();
             cmd.args(["-nographic", "-serial", "mon:stdio", "-serial", "null"]);
             eprintln!(
@@ -101,7 +200,7 @@ fn real_main() -> Result<ExitCode, Error> {
             Err(Error::io(&prepared.qemu_bin, cmd.exec()))
         }
         "satavm" => {
-            let machine = Machine::new(&prepared)?;
+            let machine = Machine::new(prepared)?;
             let results = prepared.build.join("results.txt");
             let console = prepared.logs.join("console.log");
             std::fs::create_dir_all(&prepared.logs).map_err(|e| Error::io(&prepared.logs, e))?;

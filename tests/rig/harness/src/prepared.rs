@@ -1,7 +1,6 @@
-//! The machine `scripts/rig` prepared for one L1 boot: the kernel, the initramfs it built for
-//! the scenarios, the QEMU to run and the knobs that shape L1's machine. `scripts/rig`
-//! writes it (`KEY=VALUE` lines, list keys repeated) after building the payload; the
-//! harness reads it, so every knob is parsed in one place.
+//! The machine [`crate::prepare`] made ready for one L1 boot: the kernel, the initramfs it
+//! built for the scenarios, the QEMU to run and the knobs that shape L1's machine. It is
+//! also written to build/prepared.env (`KEY=VALUE` lines, list keys repeated) for people.
 
 use std::path::{Path, PathBuf};
 
@@ -94,6 +93,42 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// The description as `KEY=VALUE` lines ([`Prepared::parse`] reads them back).
+    pub fn to_env(&self) -> String {
+        let mut s = String::new();
+        let mut line = |k: &str, v: &str| {
+            s.push_str(k);
+            s.push('=');
+            s.push_str(v);
+            s.push('\n');
+        };
+        line("BUILD", &self.build.to_string_lossy());
+        line("LOGS", &self.logs.to_string_lossy());
+        line("QEMU_BIN", &self.qemu_bin.to_string_lossy());
+        for a in &self.qemu_data_args {
+            line("QEMU_DATA_ARG", a);
+        }
+        line("L1_KERNEL", &self.l1_kernel.to_string_lossy());
+        line("L1_INITRD", &self.l1_initrd.to_string_lossy());
+        line("L1_APPEND", &self.l1_append);
+        line("MEM", &self.mem_mib.to_string());
+        line("SMP", &self.smp.to_string());
+        line("MODEL", &self.model);
+        line("SERIAL", &self.serial);
+        line("DRIVE_SIZE", &self.drive_bytes.to_string());
+        line("FAULTY_SECTOR", &self.faulty_sector.to_string());
+        line("FAULT_DRIVES", if self.fault_drives { "1" } else { "0" });
+        line("SLOW_BPS", &self.slow_bps.to_string());
+        line("SLOW_BURST", &self.slow_burst.to_string());
+        for a in &self.extra_args {
+            line("EXTRA_ARG", a);
+        }
+        line("PREPARE_SECS", &self.prepare_secs);
+        s
+    }
+}
+
 /// A size as `truncate -s` takes it: bytes, or with a K, M or G suffix (powers of 1024).
 pub fn size(text: &str) -> Result<u64, Error> {
     let bad = || Error::Prepared(format!("size {text:?}: bytes or NK/NM/NG"));
@@ -126,6 +161,12 @@ mod tests {
         assert!(p.fault_drives);
         assert_eq!(p.l1_append, "");
         assert_eq!(p.mem_mib, 2048);
+    }
+
+    #[test]
+    fn reads_back_what_it_writes() {
+        let p = Prepared::parse(SAMPLE).expect("parses");
+        assert_eq!(Prepared::parse(&p.to_env()).ok(), Some(p));
     }
 
     #[test]
