@@ -342,7 +342,7 @@ fn rig_boot(
         .and_then(|boot| run::run(&boot.prepared, &boot.names, boot.overall, &mut |l| say(&l)));
     match boot {
         Ok(report) => {
-            if report.stalled {
+            if report.stall.is_some() {
                 output.push_str("L1 stalled\n");
             }
             let outcomes = report

@@ -1,4 +1,4 @@
-# The stall probe (scripts/rig-stalls): one long L1 boot that boots L2 STALL_L2_BOOTS times,
+# The stall probe (scripts/rig stalls): one long L1 boot that boots L2 STALL_L2_BOOTS times,
 # each L2 writing and reading back 4 MiB on an emulated disk, with the fault drives in L1
 # (the machine on which QEMU 7.2's TCG vCPU stalled after 8 to 11 L2 boots). Each boot that
 # ends prints "probe: L2 boot N done"; a stall shows as the boot that never ended.

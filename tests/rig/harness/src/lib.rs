@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod qmp;
 pub mod run;
 pub mod stall;
+pub mod stalls;
 
 use std::path::{Path, PathBuf};
 

@@ -112,7 +112,10 @@ fn real_main() -> Result<ExitCode, Error> {
         print!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     }
-    if !matches!(command, "prepare" | "run" | "payload" | "shell" | "satavm") {
+    if !matches!(
+        command,
+        "prepare" | "run" | "payload" | "shell" | "satavm" | "stalls"
+    ) {
         return Err(Error::Usage(format!(
             "unknown command {command:?} (see scripts/rig --help)"
         )));
@@ -122,6 +125,9 @@ fn real_main() -> Result<ExitCode, Error> {
     if command == "prepare" {
         prepare::prepare(&knobs, &mut log)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if command == "stalls" {
+        return count_stalls(&knobs, &args[1..], &mut log);
     }
     let Some(mut options) = parse_options(command, &args[1..])? else {
         print!("{USAGE}");
@@ -186,6 +192,54 @@ fn real_main() -> Result<ExitCode, Error> {
         }
         _ => boot_interactive(command, prepared),
     }
+}
+
+/// `stalls [--satavm PATH] [BOOTS] [QEMU...]`: BOOTS (20) long boots per QEMU (7.2 and 10).
+fn count_stalls(
+    knobs: &Knobs,
+    args: &[String],
+    log: prepare::host::Log<'_>,
+) -> Result<ExitCode, Error> {
+    use satavm_rig::prepare::knobs::QemuChoice;
+    let (mut satavm, mut boots, mut qemus) = (Satavm::Build, None, Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--satavm" => {
+                let p = it
+                    .next()
+                    .ok_or_else(|| Error::Usage("--satavm needs a path".into()))?;
+                satavm = Satavm::Path(p.into());
+            }
+            "10" => qemus.push(QemuChoice::Qemu10),
+            "7.2" => qemus.push(QemuChoice::Qemu7_2),
+            _ if boots.is_none() && a.parse::<u32>().is_ok() => boots = a.parse().ok(),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "stalls: unexpected {a:?} (BOOTS, then 10 or 7.2)"
+                )))
+            }
+        }
+    }
+    if qemus.is_empty() {
+        qemus = vec![QemuChoice::Qemu7_2, QemuChoice::Qemu10];
+    }
+    // Built once, not once a boot.
+    if let Some(path) = prepare::resolve_satavm(knobs, &satavm, log)? {
+        satavm = Satavm::Path(path);
+    }
+    let lock = std::env::var_os("RIG_LOCK").map(std::path::PathBuf::from);
+    let all = satavm_rig::stalls::count(
+        knobs,
+        boots.unwrap_or(20),
+        &qemus,
+        &satavm,
+        lock.as_deref(),
+        log,
+    )?;
+    println!();
+    print!("{}", satavm_rig::stalls::table(&qemus, &all));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn boot_interactive(command: &str, prepared: &Prepared) -> Result<ExitCode, Error> {

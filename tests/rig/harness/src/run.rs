@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::machine::Machine;
 use crate::prepared::Prepared;
 use crate::protocol::Results;
-use crate::stall::StallWatch;
+use crate::stall::{Stall, StallWatch};
 use crate::{qmp, Error};
 
 /// How long L1 may take to power off after its last result.
@@ -40,8 +40,8 @@ impl Outcome {
 pub struct Report {
     /// One per scenario asked for, in that order.
     pub outcomes: Vec<Outcome>,
-    /// QEMU stopped using CPU (see `stall`) and was stopped.
-    pub stalled: bool,
+    /// L1 stalled (idle or spinning, see `stall`) and QEMU was stopped.
+    pub stall: Option<Stall>,
     /// The overall timeout ran out.
     pub timed_out: bool,
     /// Seconds from QEMU's start to L1's last result, if it came.
@@ -63,7 +63,7 @@ impl Report {
 
     /// L1 gave its results (no stall, no timeout).
     pub fn complete(&self) -> bool {
-        self.t_done.is_some() && !self.timed_out && !self.stalled
+        self.t_done.is_some() && !self.timed_out && self.stall.is_none()
     }
 }
 
@@ -121,7 +121,7 @@ pub fn run(
     let mut done_deadline: Option<Instant> = None;
     let (mut size, mut reported, mut unplugs_done) = (0u64, 0usize, 0usize);
     let mut unplugs: Vec<JoinHandle<(Result<(), Error>, qmp::Transcript)>> = Vec::new();
-    let (mut stalled, mut timed_out, mut t_done) = (false, false, None);
+    let (mut stall_seen, mut timed_out, mut t_done) = (None, false, None);
     let mut results = Results::default();
     let mut lines = Vec::new();
     let status = loop {
@@ -159,7 +159,7 @@ pub fn run(
         }
         if let Some(stall) = watch.stalled(now) {
             say(format!("rig: {}; stopping QEMU", stall.describe()));
-            stalled = true;
+            stall_seen = Some(stall);
             break stop(&mut child);
         }
         if done_deadline.is_some_and(|d| now > d) {
@@ -264,7 +264,7 @@ pub fn run(
     }
     Ok(Report {
         outcomes,
-        stalled,
+        stall: stall_seen,
         timed_out,
         t_done,
         t_ready,

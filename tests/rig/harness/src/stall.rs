@@ -23,8 +23,7 @@ pub enum Stall {
 }
 
 impl Stall {
-    /// What the harness says about it (tests/rig.rs and scripts/rig-stalls look for "L1
-    /// stalled").
+    /// What the harness says about it (tests/rig.rs looks for "L1 stalled").
     pub fn describe(self) -> &'static str {
         match self {
             Stall::Idle => "QEMU used under 1 s of CPU in the last 60 s: L1 stalled (idle)",

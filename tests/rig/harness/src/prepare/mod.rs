@@ -83,7 +83,12 @@ pub enum Satavm {
     None,
 }
 
-fn resolve_satavm(knobs: &Knobs, satavm: &Satavm, log: Log<'_>) -> Result<Option<PathBuf>, Error> {
+/// The satavm binary `satavm` names (built first for [`Satavm::Build`]).
+pub fn resolve_satavm(
+    knobs: &Knobs,
+    satavm: &Satavm,
+    log: Log<'_>,
+) -> Result<Option<PathBuf>, Error> {
     let path = match satavm {
         Satavm::None => return Ok(None),
         Satavm::Path(p) => p.clone(),
