@@ -2,7 +2,8 @@
 //! boots, alternating between the L0 QEMUs named so that both see the same machine load, each
 //! running tests/rig/stall/stall-probe.sh (12 L2 boots with I/O, the fault drives in L1). A
 //! boot passed, stalled idle, stalled spinning, or failed otherwise; one line a boot, the
-//! lines in target/rig/stalls.tsv, then a table.
+//! lines in target/rig/stalls.tsv, then a table. The logs of a boot that did not pass are
+//! kept in target/rig/logs-stall-QEMU-boot-N/.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -85,8 +86,11 @@ fn long_boot(
         names: names.clone(),
         timeout: PROBE_TIMEOUT,
     };
-    let result = prepare::boot(&knobs, mode, satavm, log)
-        .and_then(|boot| run::run(&boot.prepared, &boot.names, boot.overall, &mut |l| log(&l)));
+    let result = prepare::boot(&knobs, mode, satavm, log).and_then(|boot| {
+        run::run(&boot.prepared, &boot.names, boot.overall, &mut |l| {
+            eprintln!("{l}")
+        })
+    });
     let (verdict, l2_boots) = match result {
         Ok(report) => {
             let outcome = report.outcomes.first();
@@ -106,6 +110,25 @@ fn long_boot(
             (Verdict::Fail, 0)
         }
     };
+    if verdict != Verdict::Pass {
+        // The next boot writes the same logs: keep this one's (console, probe log, QEMU's).
+        let kept = base
+            .rig_dir
+            .join(format!("logs-stall-{}-boot-{index}", qemu_name(qemu)));
+        let _ = std::fs::remove_dir_all(&kept);
+        match std::fs::rename(&knobs.logs, &kept) {
+            Ok(()) => {
+                for f in ["results.txt", "heartbeat.txt", "qemu.out"] {
+                    let _ = std::fs::copy(knobs.build().join(f), kept.join(f));
+                }
+                log(&format!(
+                    "long boot {index}: its logs are in {}",
+                    kept.display()
+                ))
+            }
+            Err(e) => log(&format!("long boot {index}: could not keep its logs: {e}")),
+        }
+    }
     LongBoot {
         qemu,
         index,

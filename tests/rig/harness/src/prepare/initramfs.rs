@@ -203,14 +203,16 @@ pub fn l2_fio(knobs: &Knobs, log: Log<'_>) -> Result<PathBuf, Error> {
 }
 
 /// The L1 base: busybox, the L1 modules, /init, the L2 kernel, RIG_L1_BINARIES and
-/// RIG_L1_FILES. Boots with extras (the benchmark's, the installed Debian's) keep a base of
-/// their own, so that alternating with plain boots rebuilds neither.
+/// RIG_L1_FILES. Boots with extras (the benchmark's programs, the installed Debian's, the
+/// host CD boot's sr_mod) keep a base of their own, so that alternating with plain boots
+/// rebuilds neither.
 pub fn l1_base(knobs: &Knobs, l1: &Kernel, l2: &Kernel, log: Log<'_>) -> Result<PathBuf, Error> {
     let build = knobs.build();
     let extras: Vec<String> = knobs
         .l1_binaries
         .iter()
         .chain(&knobs.l1_files)
+        .chain(&knobs.l1_modules_extra)
         .cloned()
         .collect();
     let slot = if extras.is_empty() {
