@@ -158,14 +158,9 @@ pub fn build_initrd(
     // The ELF vmlinux in an uncompressed first segment (like early microcode): L1's kernel
     // copies it instead of spending ~10 s of emulated CPU on decompressing it.
     let vmlinux_cpio = build.join(format!("l2-vmlinux-{}.cpio", host.l2.version));
-    let stale = match (
-        std::fs::metadata(&vmlinux_cpio),
-        std::fs::metadata(&host.l2.vmlinux),
-    ) {
-        (Ok(c), Ok(v)) => match (c.modified(), v.modified()) {
-            (Ok(c), Ok(v)) => c < v,
-            _ => true,
-        },
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let stale = match (modified(&vmlinux_cpio), modified(&host.l2.vmlinux)) {
+        (Some(archived), Some(kernel)) => archived < kernel,
         _ => true,
     };
     if stale {
